@@ -1,0 +1,1042 @@
+//! The hub: registered syncs, who is where, and the fan-out.
+
+use std::collections::HashMap;
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Uri};
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::handler::{AnyArc, BoxFuture, ConnectionId, ErasedPeer, ErasedSync, FilterFailure, Location};
+use crate::protocol::{ErrorCode, Outcome, ResultFrame, close_code, error_frame};
+use crate::routes::{PatternSet, normalize};
+use crate::{Reaction, Refusal};
+
+/// One sync as generated code registers it (through `inventory`). Not for direct use.
+#[doc(hidden)]
+pub struct Registration {
+    /// The route pattern, e.g. `/posts/[id]`.
+    pub route: &'static str,
+    /// The sync name.
+    pub name: &'static str,
+    /// The client file, relative to the crate.
+    pub client_file: &'static str,
+    /// The server file, if any.
+    pub server_file: Option<&'static str>,
+    /// Builds the handler.
+    pub build: fn() -> ErasedSync,
+}
+
+inventory::collect!(Registration);
+
+/// Limits and timings of a hub. Every field has a safe default; set them through [`SyncHubBuilder`].
+#[derive(Debug, Clone)]
+pub(crate) struct HubConfig {
+    pub prefix: String,
+    pub filter_deadline: Duration,
+    pub outbound_queue: usize,
+    pub lane_queue: usize,
+    pub max_message_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    pub allowed_origins: Vec<String>,
+    pub lane_idle: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            prefix: "/_sync".to_owned(),
+            filter_deadline: Duration::from_secs(2),
+            outbound_queue: 4096,
+            lane_queue: 4096,
+            max_message_bytes: 64 * 1024,
+            max_frame_bytes: 1024 * 1024,
+            rate_per_sec: 200,
+            rate_burst: 2000,
+            allowed_origins: Vec::new(),
+            lane_idle: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What an authenticator sees of an upgrade request.
+///
+/// The token is taken from `Authorization: Bearer <token>`, else from the `token` query parameter (browsers
+/// cannot set headers on a WebSocket; cookies work as usual through [`AuthRequest::cookie`]).
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    pub(crate) headers: HeaderMap,
+    pub(crate) uri: Uri,
+    pub(crate) token: Option<String>,
+}
+
+impl AuthRequest {
+    /// The request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The request URI.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// The presented token, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The value of cookie `name`, if the request carries it.
+    ///
+    /// ```
+    /// # use sync_runtime::AuthRequest;
+    /// # fn f(req: &AuthRequest) -> Option<&str> {
+    /// req.cookie("session")
+    /// # }
+    /// ```
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Who a connection belongs to: a stable user key and the app's session value.
+#[derive(Debug, Clone)]
+pub struct Identity<S> {
+    user: String,
+    session: S,
+}
+
+impl<S> Identity<S> {
+    /// `user` groups connections (two tabs of one user); `session` is what handlers see.
+    pub fn new(user: impl Into<String>, session: S) -> Self {
+        Identity {
+            user: user.into(),
+            session,
+        }
+    }
+}
+
+type AuthFn = Arc<dyn Fn(AuthRequest) -> BoxFuture<Result<(Arc<str>, AnyArc), Refusal>> + Send + Sync>;
+
+/// Why [`SyncHubBuilder::build`] failed.
+#[derive(Debug)]
+pub struct BuildError {
+    problems: Vec<String>,
+}
+
+impl Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the sync hub cannot be built:")?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Configures a [`SyncHub`]. `S` is the app's session type, `F` its backend helpers ("functions").
+///
+/// ```
+/// use sync_runtime::{Identity, Refusal, SyncHub};
+///
+/// #[derive(Clone)]
+/// struct User { name: String }
+/// struct Functions { greeting: &'static str }
+///
+/// let hub = SyncHub::builder()
+///     .authenticate(|req| async move {
+///         match req.token() {
+///             Some(name) => Ok(Identity::new(name, User { name: name.to_owned() })),
+///             None => Err(Refusal::new("log in first")),
+///         }
+///     })
+///     .functions(Functions { greeting: "hi" })
+///     .build()
+///     .expect("handler types match");
+/// ```
+pub struct SyncHubBuilder<S = (), F = ()> {
+    auth: Option<AuthFn>,
+    functions: Arc<F>,
+    config: HubConfig,
+    _session: std::marker::PhantomData<fn() -> S>,
+}
+
+impl SyncHub {
+    /// Start configuring a hub.
+    pub fn builder() -> SyncHubBuilder<(), ()> {
+        SyncHubBuilder {
+            auth: None,
+            functions: Arc::new(()),
+            config: HubConfig::default(),
+            _session: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
+    /// How a WebSocket upgrade becomes a session. Returning `Err` refuses the upgrade with `401` before it
+    /// happens. Required, unless [`guests`](Self::guests) is used.
+    pub fn authenticate<S2, Fut>(self, auth: impl Fn(AuthRequest) -> Fut + Send + Sync + 'static) -> SyncHubBuilder<S2, F>
+    where
+        S2: Send + Sync + 'static,
+        Fut: Future<Output = Result<Identity<S2>, Refusal>> + Send + 'static,
+    {
+        let auth: AuthFn = Arc::new(move |req| {
+            let fut = auth(req);
+            Box::pin(async move {
+                let id = fut.await?;
+                Ok((Arc::from(id.user), Arc::new(id.session) as AnyArc))
+            })
+        });
+        SyncHubBuilder {
+            auth: Some(auth),
+            functions: self.functions,
+            config: self.config,
+            _session: std::marker::PhantomData,
+        }
+    }
+
+    /// Admit everyone, each connection as its own anonymous user with session `()`.
+    pub fn guests(self) -> SyncHubBuilder<(), F> {
+        let next = AtomicU64::new(1);
+        self.authenticate(move |_| {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Ok(Identity::new(format!("guest-{n}"), ())))
+        })
+    }
+
+    /// The app's backend helpers handed to every filter and gate (database pool and the like).
+    /// Default: `()`.
+    pub fn functions<F2: Send + Sync + 'static>(self, functions: F2) -> SyncHubBuilder<S, F2> {
+        SyncHubBuilder {
+            auth: self.auth,
+            functions: Arc::new(functions),
+            config: self.config,
+            _session: std::marker::PhantomData,
+        }
+    }
+
+    /// Where the endpoints are mounted. Default: `/_sync` (WebSocket at `/_sync/ws`).
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.prefix = prefix.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// How long one filter may take before its recipient is skipped. Default: 2 s.
+    pub fn filter_deadline(mut self, deadline: Duration) -> Self {
+        self.config.filter_deadline = deadline;
+        self
+    }
+
+    /// Frames queued per connection before it is closed as a slow consumer (code 4008). Default: 4096.
+    pub fn outbound_queue(mut self, frames: usize) -> Self {
+        self.config.outbound_queue = frames.max(1);
+        self
+    }
+
+    /// Triggers queued per path before `sync_request!` gets `overloaded`. Default: 4096.
+    pub fn lane_queue(mut self, triggers: usize) -> Self {
+        self.config.lane_queue = triggers.max(1);
+        self
+    }
+
+    /// Largest client message answered normally; larger ones get `too_large`. Default: 64 KiB.
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_message_bytes = bytes;
+        self
+    }
+
+    /// Hard cap on a WebSocket frame; larger ones close the connection (code 1009). Default: 1 MiB.
+    pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_frame_bytes = bytes;
+        self
+    }
+
+    /// Messages per second per connection (token bucket) and the burst allowed. Default: 200/s, burst 2000.
+    pub fn rate_limit(mut self, per_sec: u32, burst: u32) -> Self {
+        self.config.rate_per_sec = per_sec.max(1);
+        self.config.rate_burst = burst.max(1);
+        self
+    }
+
+    /// Browser origins allowed besides the server's own (`https://app.example.com`). Default: none; requests
+    /// without an `Origin` header (non-browser clients) are always allowed.
+    pub fn allowed_origins(mut self, origins: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.config.allowed_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Collect every registered sync and check that its handlers use this hub's session and functions types.
+    pub fn build(self) -> Result<SyncHub, BuildError> {
+        let mut problems = Vec::new();
+        let auth = self.auth.unwrap_or_else(|| {
+            problems.push(
+                "no authenticator: call `.authenticate(..)` to map requests to sessions, or `.guests()` to admit everyone"
+                    .to_owned(),
+            );
+            Arc::new(|_| Box::pin(std::future::ready(Err(Refusal::new("no authenticator")))))
+        });
+        let session = std::any::TypeId::of::<S>();
+        let functions = std::any::TypeId::of::<F>();
+        let mut table = SyncTable::default();
+        for reg in inventory::iter::<Registration> {
+            let erased = (reg.build)();
+            if let Some((s, f)) = erased.0.server_types() {
+                let file = reg.server_file.unwrap_or(reg.client_file);
+                if s.id != session {
+                    problems.push(format!(
+                        "{file}: `filter` takes session type `{}`, but the hub's authenticator produces `{}`",
+                        s.name,
+                        std::any::type_name::<S>()
+                    ));
+                }
+                if f.id != functions {
+                    problems.push(format!(
+                        "{file}: `filter` takes functions type `{}`, but the hub was given `{}`",
+                        f.name,
+                        std::any::type_name::<F>()
+                    ));
+                }
+            }
+            if let Err(p) = table.insert(reg, erased) {
+                problems.push(p);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(BuildError { problems });
+        }
+        Ok(SyncHub {
+            inner: Arc::new(HubInner {
+                config: self.config,
+                table,
+                auth,
+                functions: self.functions,
+                presence: RwLock::new(HashMap::new()),
+                lanes: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(1),
+                stats: Counters::default(),
+            }),
+        })
+    }
+}
+
+pub(crate) struct SyncEntry {
+    pub route: &'static str,
+    pub name: &'static str,
+    pub sync: ErasedSync,
+}
+
+#[derive(Default)]
+pub(crate) struct SyncTable {
+    pub patterns: PatternSet,
+    by_route: HashMap<&'static str, HashMap<&'static str, Arc<SyncEntry>>>,
+    routes_of_name: HashMap<&'static str, Vec<&'static str>>,
+}
+
+impl SyncTable {
+    fn insert(&mut self, reg: &'static Registration, sync: ErasedSync) -> Result<(), String> {
+        let syncs = self.by_route.entry(reg.route).or_default();
+        if syncs.contains_key(reg.name) {
+            return Err(format!(
+                "`{}` on `{}` is registered twice ({}); is the route tree included by two crates?",
+                reg.name, reg.route, reg.client_file
+            ));
+        }
+        syncs.insert(
+            reg.name,
+            Arc::new(SyncEntry {
+                route: reg.route,
+                name: reg.name,
+                sync,
+            }),
+        );
+        self.patterns.insert(reg.route);
+        self.routes_of_name.entry(reg.name).or_default().push(reg.route);
+        Ok(())
+    }
+
+    pub fn get(&self, route: &str, name: &str) -> Option<&Arc<SyncEntry>> {
+        self.by_route.get(route)?.get(name)
+    }
+
+    /// The sync `name` on `route`, or the stable error a client gets for asking.
+    pub fn resolve(&self, route: Option<&str>, name: &str) -> Result<&Arc<SyncEntry>, (ErrorCode, String)> {
+        if let Some(entry) = route.and_then(|r| self.get(r, name)) {
+            return Ok(entry);
+        }
+        match self.routes_of_name.get(name) {
+            None => Err((ErrorCode::UnknownName, format!("no route defines a sync named `{name}`"))),
+            Some(routes) => Err((
+                ErrorCode::NotOnRoute,
+                format!(
+                    "`{name}` is defined on {} but this connection is on {}",
+                    routes.join(", "),
+                    route.unwrap_or("a path without syncs")
+                ),
+            )),
+        }
+    }
+}
+
+/// Counters a hub keeps; read them with [`SyncHub::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections open now.
+    pub connections: u64,
+    /// Fan-outs run.
+    pub fanouts: u64,
+    /// Reactions handed to connection queues.
+    pub delivered: u64,
+    /// Filters that returned an error.
+    pub filter_errors: u64,
+    /// Filters (or reactions) that panicked.
+    pub filter_panics: u64,
+    /// Filters that overran the deadline.
+    pub filter_timeouts: u64,
+    /// Connections closed because their queue overflowed.
+    pub slow_consumers: u64,
+    /// Client messages answered with an error code.
+    pub rejected_messages: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub connections: AtomicU64,
+    pub fanouts: AtomicU64,
+    pub delivered: AtomicU64,
+    pub filter_errors: AtomicU64,
+    pub filter_panics: AtomicU64,
+    pub filter_timeouts: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub rejected_messages: AtomicU64,
+}
+
+/// A frame waiting in a connection's queue.
+pub(crate) enum Outbound {
+    /// A reaction: the writer prefixes `{"t":"reaction","seq":N` to this shared tail.
+    Reaction(Arc<str>),
+    /// A complete control frame.
+    Control(String),
+}
+
+/// One live connection as the hub sees it.
+pub(crate) struct Conn {
+    pub id: ConnectionId,
+    pub user: Arc<str>,
+    pub session: AnyArc,
+    pub token: Option<Arc<str>>,
+    pub location: Mutex<Option<Location>>,
+    tx: mpsc::Sender<Outbound>,
+    pub killed: Notify,
+    dead: AtomicBool,
+    pub close: Mutex<Option<(u16, &'static str)>>,
+}
+
+impl Conn {
+    /// Queue a frame without waiting. A full queue closes the connection as a slow consumer.
+    pub fn push(&self, hub: &HubInner, out: Outbound) -> bool {
+        match self.tx.try_send(out) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.kill(close_code::SLOW_CONSUMER, "slow consumer") {
+                    hub.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target: "sync_runtime::fanout", conn = %self.id, "outbound queue full; closing as slow consumer");
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Ask the connection's tasks to close with `code`. True the first time.
+    pub fn kill(&self, code: u16, reason: &'static str) -> bool {
+        if self.dead.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        *self.close.lock().expect("close lock is never poisoned: no code panics under it") = Some((code, reason));
+        self.killed.notify_one();
+        true
+    }
+
+    pub fn peer(&self, location: Location) -> ErasedPeer {
+        ErasedPeer {
+            user: self.user.clone(),
+            session: self.session.clone(),
+            token: self.token.clone(),
+            location,
+            connection: self.id,
+        }
+    }
+
+    pub fn current_location(&self) -> Option<Location> {
+        self.location.lock().expect("location lock is never poisoned").clone()
+    }
+}
+
+/// Everyone on one concrete path.
+struct Bucket {
+    location: Location,
+    conns: HashMap<ConnectionId, Arc<Conn>>,
+}
+
+pub(crate) struct HubInner {
+    pub config: HubConfig,
+    pub table: SyncTable,
+    pub auth: AuthFn,
+    pub functions: AnyArc,
+    presence: RwLock<HashMap<Arc<str>, Bucket>>,
+    lanes: Mutex<HashMap<Arc<str>, mpsc::Sender<Job>>>,
+    next_conn: AtomicU64,
+    pub stats: Counters,
+}
+
+/// Where a fan-out's outcome goes.
+pub(crate) enum Reply {
+    None,
+    Caller(oneshot::Sender<Result<Outcome, SyncError>>),
+    Frame { conn: Arc<Conn>, id: u64 },
+}
+
+impl Reply {
+    fn send(self, hub: &HubInner, result: Result<Outcome, SyncError>) {
+        match self {
+            Reply::None => {}
+            Reply::Caller(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Frame { conn, id } => {
+                let frame = match result {
+                    Ok(outcome) => serde_json::to_string(&ResultFrame { t: "result", id, outcome })
+                        .expect("a result frame has only integers"),
+                    Err(e) => error_frame(Some(id), e.code, &e.message),
+                };
+                conn.push(hub, Outbound::Control(frame));
+            }
+        }
+    }
+}
+
+pub(crate) struct Sender {
+    pub conn: Arc<Conn>,
+    pub peer: ErasedPeer,
+    pub echo: bool,
+}
+
+pub(crate) struct Job {
+    pub entry: Arc<SyncEntry>,
+    pub location: Location,
+    pub data: AnyArc,
+    pub sender: Option<Sender>,
+    pub reply: Reply,
+}
+
+/// A request's failure: a stable [`ErrorCode`] and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl SyncError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        SyncError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for SyncError {}
+
+/// A request on its way. Awaiting it is optional: it yields the fan-out's [`Outcome`] or its error.
+///
+/// ```no_run
+/// # async fn f(hub: sync_runtime::SyncHub) {
+/// let outcome = hub.request("/dashboard", "refreshData", serde_json::json!({})).await;
+/// if let Ok(o) = outcome {
+///     println!("{} of {} users passed the filter", o.passed, o.matched);
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Pending {
+    state: PendingState,
+}
+
+#[derive(Debug)]
+enum PendingState {
+    Waiting(oneshot::Receiver<Result<Outcome, SyncError>>),
+    Ready(Option<Result<Outcome, SyncError>>),
+}
+
+impl Pending {
+    fn failed(error: SyncError) -> Self {
+        Pending {
+            state: PendingState::Ready(Some(Err(error))),
+        }
+    }
+}
+
+impl Future for Pending {
+    type Output = Result<Outcome, SyncError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            PendingState::Ready(result) => Poll::Ready(
+                result
+                    .take()
+                    .unwrap_or_else(|| Err(SyncError::new(ErrorCode::Overloaded, "polled after completion"))),
+            ),
+            PendingState::Waiting(rx) => Pin::new(rx).poll(cx).map(|r| {
+                r.unwrap_or_else(|_| Err(SyncError::new(ErrorCode::Overloaded, "the hub shut down before the fan-out ran")))
+            }),
+        }
+    }
+}
+
+/// The sync runtime: one cloneable handle to mount, trigger and observe.
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+/// use sync_runtime::SyncHub;
+///
+/// # async fn run() {
+/// let hub = SyncHub::builder().guests().build().expect("handlers match the hub");
+/// let app = hub.attach(Router::new().route("/", get(|| async { "home" })));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+/// axum::serve(listener, app).await.unwrap();
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SyncHub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+impl fmt::Debug for SyncHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncHub").field("prefix", &self.inner.config.prefix).finish_non_exhaustive()
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: SyncHub;
+}
+
+static GLOBAL: RwLock<Option<SyncHub>> = RwLock::new(None);
+
+impl SyncHub {
+    /// Run `fut` with this hub as the one `sync_request!` uses.
+    pub fn scope<Fut: Future>(&self, fut: Fut) -> impl Future<Output = Fut::Output> {
+        CURRENT.scope(self.clone(), fut)
+    }
+
+    /// Make this hub the one `sync_request!` uses outside any [`scope`](Self::scope) (background tasks,
+    /// `main`). Replaces a previously installed hub.
+    pub fn install_global(&self) {
+        *GLOBAL.write().unwrap_or_else(|e| e.into_inner()) = Some(self.clone());
+    }
+
+    /// The hub `sync_request!` would use here: the scoped one, else the global one.
+    pub fn current() -> Option<SyncHub> {
+        CURRENT
+            .try_with(SyncHub::clone)
+            .ok()
+            .or_else(|| GLOBAL.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Counters since the hub was built.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            connections: get(&c.connections),
+            fanouts: get(&c.fanouts),
+            delivered: get(&c.delivered),
+            filter_errors: get(&c.filter_errors),
+            filter_panics: get(&c.filter_panics),
+            filter_timeouts: get(&c.filter_timeouts),
+            slow_consumers: get(&c.slow_consumers),
+            rejected_messages: get(&c.rejected_messages),
+        }
+    }
+
+    /// The number of connections currently on `path`.
+    pub fn present(&self, path: &str) -> usize {
+        let Some(path) = normalize(path) else { return 0 };
+        self.inner
+            .presence
+            .read()
+            .expect("presence lock is never poisoned")
+            .get(&path)
+            .map_or(0, |b| b.conns.len())
+    }
+
+    /// Trigger sync `name` on a concrete `path` (`/posts/7`) from Rust code: background jobs, tests. The
+    /// data is checked against the sync's `Data` type first. No origin gate runs: server code is trusted.
+    pub fn request(&self, path: &str, name: &str, data: impl serde::Serialize) -> Pending {
+        let Some(path) = normalize(path) else {
+            return Pending::failed(SyncError::new(ErrorCode::BadPath, format!("`{path}` is not an absolute path")));
+        };
+        let location = self.inner.locate(path);
+        let entry = match self.inner.table.resolve(location.route(), name) {
+            Ok(entry) => entry.clone(),
+            Err((code, message)) => return Pending::failed(SyncError::new(code, message)),
+        };
+        let json = match serde_json::to_string(&data) {
+            Ok(json) => json,
+            Err(e) => return Pending::failed(SyncError::new(ErrorCode::BadData, e.to_string())),
+        };
+        match entry.sync.0.parse(&json) {
+            Ok(data) => self.inner.submit(entry, location, data),
+            Err(e) => Pending::failed(SyncError::new(ErrorCode::BadData, e)),
+        }
+    }
+
+    /// Close every connection of `user` (e.g. after revoking their token). Returns how many were closed.
+    pub fn disconnect_user(&self, user: &str) -> usize {
+        let presence = self.inner.presence.read().expect("presence lock is never poisoned");
+        let mut closed = 0;
+        for bucket in presence.values() {
+            for conn in bucket.conns.values().filter(|c| &*c.user == user) {
+                closed += usize::from(conn.kill(4003, "disconnected by the server"));
+            }
+        }
+        closed
+    }
+}
+
+impl HubInner {
+    pub fn new_conn_id(&self) -> ConnectionId {
+        ConnectionId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn new_conn(
+        &self,
+        user: Arc<str>,
+        session: AnyArc,
+        token: Option<Arc<str>>,
+    ) -> (Arc<Conn>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(self.config.outbound_queue);
+        let conn = Arc::new(Conn {
+            id: self.new_conn_id(),
+            user,
+            session,
+            token,
+            location: Mutex::new(None),
+            tx,
+            killed: Notify::new(),
+            dead: AtomicBool::new(false),
+            close: Mutex::new(None),
+        });
+        (conn, rx)
+    }
+
+    /// The location for a normalized path: which route it matches, and its params.
+    pub fn locate(&self, path: Arc<str>) -> Location {
+        match self.table.patterns.lookup(&path) {
+            Some((route, params)) => Location::new(path, Some(route), params),
+            None => Location::new(path, None, Vec::new()),
+        }
+    }
+
+    /// Move `conn` to `path` (or nowhere) in one step, so a fan-out sees it in exactly one place.
+    pub fn move_conn(&self, conn: &Arc<Conn>, path: Option<Arc<str>>) -> Option<Location> {
+        let mut presence = self.presence.write().expect("presence lock is never poisoned");
+        let mut current = conn.location.lock().expect("location lock is never poisoned");
+        if let Some(old) = current.take() {
+            if let Some(bucket) = presence.get_mut(old.path_arc()) {
+                bucket.conns.remove(&conn.id);
+                if bucket.conns.is_empty() {
+                    presence.remove(old.path_arc());
+                }
+            }
+        }
+        let path = path?;
+        let bucket = presence.entry(path.clone()).or_insert_with(|| Bucket {
+            location: self.locate(path),
+            conns: HashMap::new(),
+        });
+        bucket.conns.insert(conn.id, conn.clone());
+        *current = Some(bucket.location.clone());
+        current.clone()
+    }
+
+    fn recipients(&self, path: &str) -> Vec<Arc<Conn>> {
+        self.presence
+            .read()
+            .expect("presence lock is never poisoned")
+            .get(path)
+            .map(|b| b.conns.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Queue a job on its path's lane without waiting (for `sync_request!`, which returns at once).
+    pub fn submit(self: &Arc<Self>, entry: Arc<SyncEntry>, location: Location, data: AnyArc) -> Pending {
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            entry,
+            location,
+            data,
+            sender: None,
+            reply: Reply::Caller(tx),
+        };
+        match self.try_enqueue(job) {
+            Ok(()) => Pending {
+                state: PendingState::Waiting(rx),
+            },
+            Err(_) => Pending::failed(SyncError::new(ErrorCode::Overloaded, "this path's trigger queue is full")),
+        }
+    }
+
+    fn try_enqueue(self: &Arc<Self>, job: Job) -> Result<(), Job> {
+        let mut lanes = self.lanes.lock().expect("lanes lock is never poisoned");
+        let path = job.location.path_arc().clone();
+        let job = match lanes.get(&path) {
+            Some(tx) => match tx.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(job)) => return Err(job),
+                Err(mpsc::error::TrySendError::Closed(job)) => job,
+            },
+            None => job,
+        };
+        let tx = self.spawn_lane(path.clone());
+        let sent = tx.try_send(job).map_err(|e| e.into_inner());
+        lanes.insert(path, tx);
+        sent
+    }
+
+    /// Queue a job, waiting for room (for client requests: backpressure reaches the sending socket).
+    pub async fn enqueue(self: &Arc<Self>, mut job: Job) {
+        loop {
+            let tx = {
+                let mut lanes = self.lanes.lock().expect("lanes lock is never poisoned");
+                let path = job.location.path_arc().clone();
+                match lanes.get(&path) {
+                    Some(tx) if !tx.is_closed() => tx.clone(),
+                    _ => {
+                        let tx = self.spawn_lane(path.clone());
+                        lanes.insert(path, tx.clone());
+                        tx
+                    }
+                }
+            };
+            match tx.send(job).await {
+                Ok(()) => return,
+                // The lane went idle and exited between the lookup and the send: make a new one.
+                Err(mpsc::error::SendError(back)) => job = back,
+            }
+        }
+    }
+
+    fn spawn_lane(self: &Arc<Self>, path: Arc<str>) -> mpsc::Sender<Job> {
+        let (tx, mut rx) = mpsc::channel::<Job>(self.config.lane_queue);
+        let hub = self.clone();
+        let own = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(hub.config.lane_idle, rx.recv()).await {
+                    Ok(Some(job)) => hub.fan_out(job).await,
+                    Ok(None) => break,
+                    Err(_idle) => {
+                        let mut lanes = hub.lanes.lock().expect("lanes lock is never poisoned");
+                        // Senders only send while holding this lock (try_enqueue) or re-check for a
+                        // closed lane (enqueue), so an empty queue here stays empty once we close it.
+                        if rx.is_empty() {
+                            if lanes.get(&path).is_some_and(|tx| tx.same_channel(&own)) {
+                                lanes.remove(&path);
+                            }
+                            rx.close();
+                            break;
+                        }
+                    }
+                }
+            }
+            // Anything that raced in before `close` still runs, in order.
+            while let Ok(job) = rx.try_recv() {
+                hub.fan_out(job).await;
+            }
+        });
+        tx
+    }
+
+    /// Run one trigger: every recipient on the path, filters concurrently, in this lane's order.
+    async fn fan_out(&self, job: Job) {
+        let Job {
+            entry,
+            location,
+            data,
+            sender,
+            reply,
+        } = job;
+        self.stats.fanouts.fetch_add(1, Ordering::Relaxed);
+        let skip = sender.as_ref().filter(|s| !s.echo).map(|s| s.conn.id);
+        let recipients: Vec<Arc<Conn>> = self
+            .recipients(location.path())
+            .into_iter()
+            .filter(|c| Some(c.id) != skip)
+            .collect();
+        let mut outcome = Outcome {
+            matched: count(recipients.len()),
+            ..Outcome::default()
+        };
+        if recipients.is_empty() {
+            reply.send(self, Ok(outcome));
+            return;
+        }
+        let route = entry.route;
+        if entry.sync.0.server_types().is_none() {
+            // Same reaction for everyone: computed and serialized once.
+            let reaction = catch(|| entry.sync.0.react_shared(&data));
+            let Some(reaction) = reaction.flatten() else {
+                self.stats.filter_panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(target: "sync_runtime::fanout", route, name = entry.name, "client reaction panicked");
+                outcome.failed = outcome.matched;
+                reply.send(self, Ok(outcome));
+                return;
+            };
+            let tail = frame_tail(&location, entry.name, &reaction);
+            outcome.passed = outcome.matched;
+            for conn in &recipients {
+                if conn.push(self, Outbound::Reaction(tail.clone())) {
+                    outcome.delivered += 1;
+                }
+            }
+        } else {
+            let sender_peer = sender.as_ref().map(|s| &s.peer);
+            let deadline = self.config.filter_deadline;
+            let mut running: FuturesUnordered<_> = recipients
+                .iter()
+                .map(|conn| {
+                    let peer = conn.peer(location.clone());
+                    let work = entry.sync.0.filter_react(&data, &peer, sender_peer, &self.functions);
+                    async move {
+                        let result = tokio::time::timeout(deadline, AssertUnwindSafe(work).catch_unwind()).await;
+                        (conn, result)
+                    }
+                })
+                .collect();
+            while let Some((conn, result)) = running.next().await {
+                match result {
+                    Ok(Ok(Ok(Some(reaction)))) => {
+                        outcome.passed += 1;
+                        let tail = frame_tail(&location, entry.name, &reaction);
+                        if conn.push(self, Outbound::Reaction(tail)) {
+                            outcome.delivered += 1;
+                        }
+                    }
+                    Ok(Ok(Ok(None))) => {}
+                    Ok(Ok(Err(FilterFailure::Error(e)))) => {
+                        outcome.failed += 1;
+                        self.stats.filter_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(target: "sync_runtime::fanout", route, name = entry.name, conn = %conn.id, error = %e, "filter failed; recipient skipped");
+                    }
+                    Ok(Ok(Err(FilterFailure::Internal(e)))) => {
+                        outcome.failed += 1;
+                        self.stats.filter_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(target: "sync_runtime::fanout", route, name = entry.name, error = e, "internal error; recipient skipped");
+                    }
+                    Ok(Err(_panic)) => {
+                        outcome.failed += 1;
+                        self.stats.filter_panics.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(target: "sync_runtime::fanout", route, name = entry.name, conn = %conn.id, "filter panicked; recipient skipped");
+                    }
+                    Err(_elapsed) => {
+                        outcome.failed += 1;
+                        self.stats.filter_timeouts.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(target: "sync_runtime::fanout", route, name = entry.name, conn = %conn.id, ?deadline, "filter overran its deadline; recipient skipped");
+                    }
+                }
+            }
+        }
+        self.stats.delivered.fetch_add(u64::from(outcome.delivered), Ordering::Relaxed);
+        reply.send(self, Ok(outcome));
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn catch<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+/// Everything of a reaction frame after its per-connection sequence number.
+fn frame_tail(location: &Location, name: &str, reaction: &Reaction) -> Arc<str> {
+    #[derive(serde::Serialize)]
+    struct Tail<'a> {
+        path: &'a str,
+        route: Option<&'a str>,
+        name: &'a str,
+        reaction: &'a Reaction,
+    }
+    let json = serde_json::to_string(&Tail {
+        path: location.path(),
+        route: location.route(),
+        name,
+        reaction,
+    })
+    .unwrap_or_else(|e| {
+        tracing::error!(target: "sync_runtime::fanout", error = %e, "reaction failed to serialize");
+        r#"{"reaction":{"kind":"batch","items":[]}}"#.to_owned()
+    });
+    // `{"path":..}` becomes `,"path":..}` so that the writer can put `{"t":"reaction","seq":N` before it.
+    let mut tail = String::with_capacity(json.len());
+    tail.push(',');
+    tail.push_str(&json[1..]);
+    Arc::from(tail)
+}
+
+/// Generated code's entry point behind `sync_request!`.
+pub(crate) fn request_typed<D: Send + Sync + 'static>(
+    route: &'static str,
+    name: &'static str,
+    params: &[(&str, &dyn Display)],
+    data: D,
+) -> Pending {
+    let Some(hub) = SyncHub::current() else {
+        tracing::warn!(target: "sync_runtime::trigger", route, name, "sync_request! outside any hub: use `hub.attach(router)`, `hub.scope(..)` or `hub.install_global()`");
+        return Pending::failed(SyncError::new(ErrorCode::NoHub, "no hub in scope"));
+    };
+    let Some(entry) = hub.inner.table.get(route, name).cloned() else {
+        return Pending::failed(SyncError::new(
+            ErrorCode::UnknownName,
+            format!("`{name}` on `{route}` is not registered with this hub"),
+        ));
+    };
+    let path = match hub.inner.table.patterns.get(route).map(|p| p.fill(params)) {
+        Some(Ok(path)) => path,
+        Some(Err(e)) => return Pending::failed(SyncError::new(ErrorCode::BadParams, e)),
+        None => return Pending::failed(SyncError::new(ErrorCode::UnknownName, format!("no route `{route}`"))),
+    };
+    let location = hub.inner.locate(Arc::from(path));
+    hub.inner.submit(entry, location, Arc::new(data))
+}

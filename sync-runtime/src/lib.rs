@@ -1,0 +1,100 @@
+//! Route-scoped real-time sync for axum.
+//!
+//! Handler files in a route's `_sync` folder define what happens when a sync is requested on that route;
+//! `sync_request!("name", data)` (from Rust code in the route's folder) or `syncRequest({ name, data })`
+//! (from a browser on the route's page) fans out to every user currently on the route: the optional server
+//! filter runs once per recipient, the client reaction decides what each recipient's page does, and the
+//! hub pushes it down that user's WebSocket.
+//!
+//! ```text
+//! src/dashboard/page.rs
+//! src/dashboard/_sync/refreshData_client.rs   required: `Data` and `fn react`
+//! src/dashboard/_sync/refreshData_server.rs   optional: `fn filter` (and `fn gate`)
+//! ```
+//!
+//! ```ignore
+//! // build.rs
+//! fn main() { sync_build::compile().expect("valid _sync folders"); }
+//!
+//! // src/main.rs (the crate root)
+//! sync_runtime::include_routes!();
+//!
+//! // src/dashboard/page.rs
+//! pub async fn save() -> &'static str {
+//!     sync_runtime::sync_request!("refreshData", Data { widget: 3 });
+//!     "saved"
+//! }
+//! ```
+//!
+//! See the README for the whole flow and `docs/PROTOCOL.md` for the wire protocol.
+
+mod handler;
+mod hub;
+mod protocol;
+mod reaction;
+mod routes;
+mod ws;
+
+#[cfg(feature = "client")]
+pub mod client;
+
+pub use handler::{ClientCx, ConnectionId, Filter, GateCx, IntoFilter, Location, NoServerData, Peer, Refusal, ServerCx};
+pub use hub::{AuthRequest, BuildError, Identity, Pending, Stats, SyncError, SyncHub, SyncHubBuilder};
+pub use protocol::{ErrorCode, Outcome, PROTOCOL_VERSION, close_code};
+pub use reaction::{Reaction, Swap};
+
+/// Request sync `name` on the caller's route: every user currently on it gets the reaction.
+///
+/// Callable from any Rust code in the route's folder (page handlers, helpers in `_components`), sync or
+/// async, without `.await`; it returns a [`Pending`] at once, which may be awaited for the [`Outcome`] or
+/// dropped. The route is resolved at compile time from the calling file: a name the route does not define,
+/// or data of the wrong type, does not compile. A dynamic route takes its params by name.
+///
+/// ```ignore
+/// // in src/dashboard/page.rs
+/// sync_request!("refreshData", Data { widget: 3 });
+/// // in src/posts/[id]/page.rs
+/// sync_request!("newComment", comment, id = post_id);
+/// ```
+#[macro_export]
+macro_rules! sync_request {
+    ($name:literal, $data:expr $(, $param:ident = $value:expr)* $(,)?) => {
+        $crate::__private::sync_request_impl!(name = $name, data = ($data), params = [$($param = ($value)),*])
+    };
+}
+
+/// Include the route tree that `sync-build` generated. Invoke once, at the crate root (`main.rs` or
+/// `lib.rs`): `sync_request!` refers to `crate::__sync_routes`.
+///
+/// ```ignore
+/// sync_runtime::include_routes!();
+/// ```
+#[macro_export]
+macro_rules! include_routes {
+    () => {
+        #[doc(hidden)]
+        #[allow(missing_docs, clippy::all)]
+        pub mod __sync_routes {
+            include!(concat!(env!("OUT_DIR"), "/sync_routes.rs"));
+        }
+    };
+}
+
+/// What generated code and the macros use. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::handler::{ErasedSync, FilteredSyncDef, SyncDef};
+    pub use crate::hub::Registration;
+    pub use inventory;
+    pub use sync_macros::sync_request_impl;
+
+    /// Trigger a sync of `route` from Rust code: what the generated `request` functions call.
+    pub fn request<D: Send + Sync + 'static>(
+        route: &'static str,
+        name: &'static str,
+        params: &[(&str, &dyn core::fmt::Display)],
+        data: D,
+    ) -> crate::Pending {
+        crate::hub::request_typed(route, name, params, data)
+    }
+}

@@ -1,0 +1,232 @@
+//! The wire protocol: JSON text frames, version [`PROTOCOL_VERSION`]. See `docs/PROTOCOL.md`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The protocol version the server speaks, sent in its `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A stable error code, sent to a client in an `error` frame and returned by [`Pending`](crate::Pending).
+///
+/// The string forms (`unknown_name`, …) are the stable part; see `docs/PROTOCOL.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not JSON, or a field has the wrong shape.
+    Malformed,
+    /// The `t` field names no message type this server knows.
+    UnknownType,
+    /// No route defines a sync of this name.
+    UnknownName,
+    /// A sync of this name exists, but not on the sender's current route.
+    NotOnRoute,
+    /// The request came before the connection reported a location.
+    NoLocation,
+    /// The data does not parse into the sync's declared `Data` type.
+    BadData,
+    /// The sync's origin gate refused the sender.
+    GateRefused,
+    /// The frame is larger than the configured limit.
+    TooLarge,
+    /// Binary frames are not part of the protocol.
+    BinaryUnsupported,
+    /// The connection sent more messages than its rate limit allows; the message was dropped.
+    RateLimited,
+    /// The server's queue for this route is full; the request was not run.
+    Overloaded,
+    /// A reported location is not an absolute path of at most 2048 bytes.
+    BadPath,
+    /// No hub was in scope for `sync_request!`.
+    NoHub,
+    /// The params given do not fill the route pattern.
+    BadParams,
+}
+
+impl ErrorCode {
+    /// The stable string form, e.g. `"unknown_name"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::UnknownName => "unknown_name",
+            ErrorCode::NotOnRoute => "not_on_route",
+            ErrorCode::NoLocation => "no_location",
+            ErrorCode::BadData => "bad_data",
+            ErrorCode::GateRefused => "gate_refused",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::BinaryUnsupported => "binary_unsupported",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::BadPath => "bad_path",
+            ErrorCode::NoHub => "no_hub",
+            ErrorCode::BadParams => "bad_params",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Close codes the server uses besides the standard ones.
+pub mod close_code {
+    /// The connection's outbound queue overflowed: the client reads too slowly.
+    pub const SLOW_CONSUMER: u16 = 4008;
+    /// The server is shutting down ("going away").
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame exceeded the hard size cap.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// A frame from a client, as parsed by the server.
+#[derive(Debug)]
+pub(crate) enum ClientFrame<'a> {
+    /// Report the current location.
+    Nav { path: Cow<'a, str> },
+    /// Trigger a sync on the current route.
+    Req {
+        id: Option<u64>,
+        name: Cow<'a, str>,
+        data: Option<&'a RawValue>,
+        /// `false`: do not deliver to the sending connection.
+        echo: bool,
+    },
+    /// Keepalive from clients that cannot send WebSocket pings (browsers).
+    Ping,
+}
+
+/// Every field any client frame has. A flat struct rather than a `#[serde(tag)]` enum: serde buffers
+/// tagged content, and `RawValue` (data kept as the client's bytes until its sync parses it) cannot pass
+/// through that buffer.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    t: Cow<'a, str>,
+    #[serde(borrow, default)]
+    path: Option<Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    echo: Option<bool>,
+}
+
+/// Parse a client frame, telling malformed JSON apart from an unknown `t`.
+pub(crate) fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, (ErrorCode, String)> {
+    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| (ErrorCode::Malformed, e.to_string()))?;
+    let missing = |field: &str| (ErrorCode::Malformed, format!("`{}` needs a `{field}` field", envelope.t));
+    match &*envelope.t {
+        "nav" => Ok(ClientFrame::Nav {
+            path: envelope.path.clone().ok_or_else(|| missing("path"))?,
+        }),
+        "req" => Ok(ClientFrame::Req {
+            id: envelope.id,
+            name: envelope.name.clone().ok_or_else(|| missing("name"))?,
+            data: envelope.data,
+            echo: envelope.echo.unwrap_or(true),
+        }),
+        "ping" => Ok(ClientFrame::Ping),
+        other => Err((ErrorCode::UnknownType, format!("unknown message type `{}`", truncate(other, 64)))),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// The outcome of a fan-out, reported to the sender.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Connections on the path when the fan-out ran (the sender included unless it opted out).
+    pub matched: u32,
+    /// Recipients whose filter delivered (all matched ones without a server file).
+    pub passed: u32,
+    /// Reactions handed to a connection's queue.
+    pub delivered: u32,
+    /// Recipients whose filter failed: panicked, errored or overran its deadline.
+    pub failed: u32,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ServerHello<'a> {
+    pub t: &'static str,
+    pub v: u32,
+    pub conn: &'a str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Located<'a> {
+    pub t: &'static str,
+    pub path: &'a str,
+    pub route: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ResultFrame {
+    pub t: &'static str,
+    pub id: u64,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ErrorFrame<'a> {
+    pub t: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    pub code: ErrorCode,
+    pub message: &'a str,
+}
+
+pub(crate) fn error_frame(id: Option<u64>, code: ErrorCode, message: &str) -> String {
+    serde_json::to_string(&ErrorFrame {
+        t: "error",
+        id,
+        code,
+        message,
+    })
+    .expect("an error frame has only strings and integers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_type_is_told_apart_from_malformed() {
+        assert_eq!(parse_client_frame(r#"{"t":"nope"}"#).unwrap_err().0, ErrorCode::UnknownType);
+        assert_eq!(parse_client_frame("{not json").unwrap_err().0, ErrorCode::Malformed);
+        assert_eq!(parse_client_frame(r#"{"t":"req"}"#).unwrap_err().0, ErrorCode::Malformed);
+        assert_eq!(parse_client_frame(r#"{"t":5}"#).unwrap_err().0, ErrorCode::Malformed);
+    }
+
+    #[test]
+    fn request_defaults_to_echo_and_keeps_raw_data() {
+        let ClientFrame::Req { id, name, data, echo } =
+            parse_client_frame(r#"{"t":"req","id":3,"name":"x","data":{"a":[1,2]}}"#).unwrap()
+        else {
+            panic!("not a req");
+        };
+        assert_eq!((id, &*name, echo), (Some(3), "x", true));
+        assert_eq!(data.unwrap().get(), r#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn error_codes_serialize_to_their_stable_strings() {
+        for code in [ErrorCode::UnknownName, ErrorCode::NotOnRoute, ErrorCode::BadData] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! The WebSocket endpoint: refusal before the upgrade, then one reader and one writer per connection.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::hub::{AuthRequest, Conn, HubInner, Job, Outbound, Reply, Sender, SyncHub};
+use crate::protocol::{ClientFrame, ErrorCode, Located, PROTOCOL_VERSION, ServerHello, close_code, error_frame, parse_client_frame};
+use crate::routes::normalize;
+
+impl SyncHub {
+    /// The sync endpoints (`<prefix>/ws`), to merge into the app's router.
+    pub fn router(&self) -> Router {
+        let prefix = &self.inner.config.prefix;
+        Router::new()
+            .route(&format!("{prefix}/ws"), get(upgrade))
+            .route(&format!("{prefix}/client.js"), get(client_js))
+            .with_state(self.clone())
+    }
+
+    /// The app's router with the sync endpoints merged in and this hub in scope for every handler, so
+    /// `sync_request!` in page handlers finds it.
+    ///
+    /// ```no_run
+    /// # use axum::{Router, routing::get};
+    /// # fn f(hub: sync_runtime::SyncHub) -> Router {
+    /// hub.attach(Router::new().route("/dashboard", get(|| async { "dashboard" })))
+    /// # }
+    /// ```
+    pub fn attach(&self, app: Router) -> Router {
+        let hub = self.clone();
+        app.merge(self.router())
+            .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+                let hub = hub.clone();
+                async move { hub.scope(next.run(req)).await }
+            }))
+    }
+}
+
+/// The browser client, embedded in the binary: a plain ES module, no build step.
+pub const CLIENT_JS: &str = include_str!("../client/sync-client.js");
+
+async fn client_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CLIENT_JS,
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ConnectQuery {
+    path: Option<String>,
+    token: Option<String>,
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
+/// A browser's `Origin` must be the server's own (`Host`) or explicitly allowed; this stops cross-site
+/// WebSocket hijacking with the victim's cookies. Clients that send no `Origin` are not browsers.
+fn origin_allowed(hub: &HubInner, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    if hub.config.allowed_origins.iter().any(|o| o == origin) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+async fn upgrade(
+    State(hub): State<SyncHub>,
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    uri: Uri,
+    axum::extract::Query(query): axum::extract::Query<ConnectQuery>,
+) -> Response {
+    let inner = hub.inner.clone();
+    if !origin_allowed(&inner, &headers) {
+        tracing::warn!(target: "sync_runtime::ws", origin = ?headers.get(header::ORIGIN), "refused a foreign Origin");
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let token = bearer(&headers).or(query.token);
+    let request = AuthRequest {
+        headers,
+        uri,
+        token: token.clone(),
+    };
+    let (user, session) = match (inner.auth)(request).await {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            tracing::debug!(target: "sync_runtime::ws", reason = %refusal, "refused an unauthenticated upgrade");
+            return (StatusCode::UNAUTHORIZED, refusal.message().to_owned()).into_response();
+        }
+    };
+    let initial = match query.path.as_deref().map(normalize) {
+        Some(None) => return (StatusCode::BAD_REQUEST, "`path` must be an absolute path").into_response(),
+        Some(Some(path)) => Some(path),
+        None => None,
+    };
+    let max_frame = inner.config.max_frame_bytes;
+    ws.max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket| async move {
+            let (conn, rx) = inner.new_conn(user, session, token.map(Arc::from));
+            run(inner, conn, rx, socket, initial).await;
+        })
+}
+
+#[tracing::instrument(name = "sync_connection", target = "sync_runtime::ws", skip_all, fields(conn = %conn.id, user = %conn.user))]
+async fn run(hub: Arc<HubInner>, conn: Arc<Conn>, rx: mpsc::Receiver<Outbound>, socket: WebSocket, initial: Option<Arc<str>>) {
+    hub.stats.connections.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(target: "sync_runtime::ws", "connected");
+    let conn_name = conn.id.to_string();
+    let hello = serde_json::to_string(&ServerHello {
+        t: "hello",
+        v: PROTOCOL_VERSION,
+        conn: &conn_name,
+    })
+    .expect("hello has only strings and integers");
+    conn.push(&hub, Outbound::Control(hello));
+    if let Some(path) = initial {
+        report_location(&hub, &conn, path);
+    }
+    let (sink, stream) = socket.split();
+    let writer = write(&conn, rx, sink);
+    let reader = read(&hub, &conn, stream);
+    tokio::pin!(writer, reader);
+    tokio::select! {
+        () = &mut writer => {}
+        () = &mut reader => {
+            // The reader saw the end (or asked for a close): let the writer send the close frame.
+            conn.kill(1000, "closed");
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+        }
+    }
+    hub.move_conn(&conn, None);
+    conn.kill(1000, "closed");
+    hub.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(target: "sync_runtime::ws", "disconnected");
+}
+
+/// Drain the queue into the socket, numbering reactions, until the queue closes or the hub closes us.
+///
+/// A kill must win even while a write is blocked on a stalled socket, so both the wait for frames and the
+/// write itself race against it; the close frame gets a short deadline for the same reason.
+async fn write(conn: &Conn, mut rx: mpsc::Receiver<Outbound>, mut sink: futures_util::stream::SplitSink<WebSocket, Message>) {
+    let mut seq: u64 = 0;
+    let mut batch = Vec::with_capacity(64);
+    loop {
+        let n = tokio::select! {
+            biased;
+            () = conn.killed.notified() => break,
+            n = rx.recv_many(&mut batch, 64) => n,
+        };
+        if n == 0 {
+            break;
+        }
+        let send = async {
+            for out in batch.drain(..) {
+                let text = match out {
+                    Outbound::Control(text) => text,
+                    Outbound::Reaction(tail) => {
+                        seq += 1;
+                        reaction_frame(seq, &tail)
+                    }
+                };
+                sink.feed(Message::Text(Utf8Bytes::from(text))).await?;
+            }
+            sink.flush().await
+        };
+        tokio::select! {
+            biased;
+            () = conn.killed.notified() => break,
+            sent = send => if sent.is_err() { return },
+        }
+    }
+    let close = *conn.close.lock().expect("close lock is never poisoned");
+    if let Some((code, reason)) = close {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(frame)).await;
+    }
+}
+
+fn reaction_frame(seq: u64, tail: &str) -> String {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(40 + tail.len());
+    let _ = write!(text, r#"{{"t":"reaction","seq":{seq}"#);
+    text.push_str(tail);
+    text
+}
+
+/// A token bucket: `rate` messages per second, up to `burst` at once.
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn read(hub: &Arc<HubInner>, conn: &Arc<Conn>, mut stream: futures_util::stream::SplitStream<WebSocket>) {
+    let mut limit = RateLimit {
+        tokens: f64::from(hub.config.rate_burst),
+        rate: f64::from(hub.config.rate_per_sec),
+        burst: f64::from(hub.config.rate_burst),
+        last: Instant::now(),
+    };
+    loop {
+        let text = match stream.next().await {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                reject(hub, conn, None, ErrorCode::BinaryUnsupported, "binary frames are not part of the protocol");
+                continue;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => return,
+            Some(Err(e)) => {
+                tracing::debug!(target: "sync_runtime::ws", error = %e, "read failed");
+                if e.to_string().contains("too long") || e.to_string().contains("size") {
+                    conn.kill(close_code::TOO_BIG, "frame too large");
+                }
+                return;
+            }
+        };
+        if !limit.allow() {
+            reject(hub, conn, None, ErrorCode::RateLimited, "too many messages; this one was dropped");
+            continue;
+        }
+        if text.len() > hub.config.max_message_bytes {
+            let message = format!("message of {} bytes exceeds the limit of {}", text.len(), hub.config.max_message_bytes);
+            reject(hub, conn, None, ErrorCode::TooLarge, &message);
+            continue;
+        }
+        handle(hub, conn, text.as_str()).await;
+    }
+}
+
+fn reject(hub: &HubInner, conn: &Conn, id: Option<u64>, code: ErrorCode, message: &str) {
+    hub.stats.rejected_messages.fetch_add(1, Ordering::Relaxed);
+    conn.push(hub, Outbound::Control(error_frame(id, code, message)));
+}
+
+fn report_location(hub: &HubInner, conn: &Arc<Conn>, path: Arc<str>) {
+    let location = hub.move_conn(conn, Some(path));
+    if let Some(location) = location {
+        let frame = serde_json::to_string(&Located {
+            t: "located",
+            path: location.path(),
+            route: location.route(),
+        })
+        .expect("located has only strings");
+        conn.push(hub, Outbound::Control(frame));
+    }
+}
+
+async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
+    let frame = match parse_client_frame(text) {
+        Ok(frame) => frame,
+        Err((code, message)) => return reject(hub, conn, None, code, &message),
+    };
+    match frame {
+        ClientFrame::Ping => {
+            conn.push(hub, Outbound::Control(r#"{"t":"pong"}"#.to_owned()));
+        }
+        ClientFrame::Nav { path } => match normalize(&path) {
+            Some(path) => report_location(hub, conn, path),
+            None => reject(hub, conn, None, ErrorCode::BadPath, "`path` must be an absolute path of at most 2048 bytes"),
+        },
+        ClientFrame::Req { id, name, data, echo } => {
+            let Some(location) = conn.current_location() else {
+                return reject(hub, conn, id, ErrorCode::NoLocation, "report a location (`nav`) before requesting");
+            };
+            let entry = match hub.table.resolve(location.route(), &name) {
+                Ok(entry) => entry.clone(),
+                Err((code, message)) => return reject(hub, conn, id, code, &message),
+            };
+            let data = match entry.sync.0.parse(data.map_or("null", |d| d.get())) {
+                Ok(data) => data,
+                Err(e) => return reject(hub, conn, id, ErrorCode::BadData, &format!("`data` does not match `{}`: {e}", entry.name)),
+            };
+            let peer = conn.peer(location.clone());
+            if entry.sync.0.has_gate() {
+                let gate = entry.sync.0.gate(&data, &peer, &hub.functions);
+                let verdict = tokio::time::timeout(hub.config.filter_deadline, futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(gate))).await;
+                let refusal = match verdict {
+                    Ok(Ok(Ok(()))) => None,
+                    Ok(Ok(Err(refusal))) => Some(refusal.message().to_owned()),
+                    Ok(Err(_panic)) => Some("the origin gate failed".to_owned()),
+                    Err(_elapsed) => Some("the origin gate overran its deadline".to_owned()),
+                };
+                if let Some(message) = refusal {
+                    return reject(hub, conn, id, ErrorCode::GateRefused, &message);
+                }
+            }
+            let reply = match id {
+                Some(id) => Reply::Frame { conn: conn.clone(), id },
+                None => Reply::None,
+            };
+            hub.enqueue(Job {
+                entry,
+                location,
+                data,
+                sender: Some(Sender {
+                    conn: conn.clone(),
+                    peer,
+                    echo,
+                }),
+                reply,
+            })
+            .await;
+        }
+    }
+}
