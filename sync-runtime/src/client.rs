@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -37,6 +37,7 @@ pub struct ConnectOptions {
     token: Option<String>,
     path: Option<String>,
     headers: Vec<(String, String)>,
+    reconnect: bool,
 }
 
 impl ConnectOptions {
@@ -54,6 +55,13 @@ impl ConnectOptions {
     /// Report this location on connect (`connect` returns once the server has placed the connection).
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = Some(path.into());
+        self
+    }
+
+    /// When the socket drops (or the server goes away), reconnect with backoff and resume: the server
+    /// replays what was missed, or sends `resync` (counted by [`SyncClient::resyncs`]).
+    pub fn reconnect(mut self) -> Self {
+        self.reconnect = true;
         self
     }
 
@@ -153,6 +161,7 @@ enum Command {
 /// One connection to a sync hub.
 pub struct SyncClient {
     commands: mpsc::Sender<Command>,
+    status: watch::Receiver<Status>,
     reactions: mpsc::Receiver<ReceivedReaction>,
     errors: mpsc::Receiver<ErrorReply>,
     close: Arc<Mutex<Option<(u16, String)>>>,
@@ -166,13 +175,34 @@ impl fmt::Debug for SyncClient {
     }
 }
 
+/// What a client has been through, for waiting on with [`SyncClient::status_until`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// Sockets reopened after the first.
+    pub reconnects: u64,
+    /// `resync` frames received: the server could not replay what this client missed.
+    pub resyncs: u64,
+    /// `located` frames received.
+    pub located: u64,
+    /// The resume key of the current connection.
+    pub resume_key: Option<String>,
+}
+
 /// Frames a client buffers before it stops reading the socket (TCP backpressure then reaches the server).
 const INBOX: usize = 65_536;
 
 #[derive(Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 enum ServerFrame {
-    Hello { conn: String },
+    Hello {
+        conn: String,
+        #[serde(default)]
+        resume: Option<String>,
+        #[serde(default)]
+        resumed: bool,
+    },
+    Resync,
     Located(Located),
     Reaction(ReceivedReaction),
     Result {
@@ -188,31 +218,7 @@ impl SyncClient {
     /// Connect to `url` (`ws://host:port/_sync/ws`). Returns after the server's `hello`, and after it has
     /// placed the connection when [`ConnectOptions::path`] is set.
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<SyncClient, ClientError> {
-        let mut url = url.to_owned();
-        if let Some(path) = &options.path {
-            url.push_str(if url.contains('?') { "&path=" } else { "?path=" });
-            url.push_str(&encode(path));
-        }
-        let mut request = url.into_client_request().map_err(|e| ClientError::Connect(Box::new(e)))?;
-        let headers = request.headers_mut();
-        if let Some(token) = &options.token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|e| ClientError::Connect(Box::new(tungstenite::Error::HttpFormat(e.into()))))?;
-            headers.insert("authorization", value);
-        }
-        for (name, value) in &options.headers {
-            let name: tungstenite::http::HeaderName =
-                name.parse().map_err(|e: tungstenite::http::header::InvalidHeaderName| {
-                    ClientError::Connect(Box::new(tungstenite::Error::HttpFormat(e.into())))
-                })?;
-            let value = HeaderValue::from_str(value)
-                .map_err(|e| ClientError::Connect(Box::new(tungstenite::Error::HttpFormat(e.into()))))?;
-            headers.append(name, value);
-        }
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| ClientError::Connect(Box::new(e)))?;
-
+        let socket = open(url, &options, options.path.as_deref(), None).await?;
         let (commands, command_rx) = mpsc::channel(1024);
         let (reaction_tx, reactions) = mpsc::channel(INBOX);
         let (error_tx, errors) = mpsc::channel(1024);
@@ -224,19 +230,55 @@ impl SyncClient {
             navs.push_back(tx);
             rx
         });
-        tokio::spawn(pump(socket, command_rx, reaction_tx, error_tx, hello_tx, navs, close.clone()));
+        let (status_tx, status) = watch::channel(Status::default());
+        let state = Pump {
+            url: url.to_owned(),
+            options,
+            commands: command_rx,
+            reactions: reaction_tx,
+            errors: error_tx,
+            navs,
+            close: close.clone(),
+            status: status_tx,
+            sockets: 0,
+            resume: None,
+            last_seq: 0,
+            location: None,
+        };
+        tokio::spawn(state.run(socket, hello_tx));
         let connection = hello_rx.await.map_err(|_| ClientError::Closed)?;
         if let Some(rx) = initial_nav {
             rx.await.map_err(|_| ClientError::Closed)?;
         }
         Ok(SyncClient {
             commands,
+            status,
             reactions,
             errors,
             close,
             connection,
             next_id: 1,
         })
+    }
+
+    /// How many times the server said this client missed too much and must reload its data (`resync`).
+    pub fn resyncs(&self) -> u64 {
+        self.status.borrow().resyncs
+    }
+
+    /// How many times the client reconnected after its socket dropped.
+    pub fn reconnects(&self) -> u64 {
+        self.status.borrow().reconnects
+    }
+
+    /// The current connection's resume key.
+    pub fn resume_key(&self) -> Option<String> {
+        self.status.borrow().resume_key.clone()
+    }
+
+    /// Wait until the client's [`Status`] satisfies `ready`; `None` if the client stopped first.
+    pub async fn status_until(&mut self, ready: impl FnMut(&Status) -> bool) -> Option<Status> {
+        self.status.wait_for(ready).await.ok().map(|s| s.clone())
     }
 
     /// The connection id the server assigned.
@@ -319,88 +361,203 @@ fn encode(path: &str) -> String {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn pump(
-    mut socket: Socket,
-    mut commands: mpsc::Receiver<Command>,
+/// Open a socket: credentials and headers from `options`, the location, and a resume key if resuming.
+async fn open(url: &str, options: &ConnectOptions, path: Option<&str>, resume: Option<(&str, u64)>) -> Result<Socket, ClientError> {
+    let connect_error = |e: tungstenite::Error| ClientError::Connect(Box::new(e));
+    let mut url = url.to_owned();
+    let mut param = |key: &str, value: &str| {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(key);
+        url.push('=');
+        url.push_str(&encode(value));
+    };
+    if let Some(path) = path {
+        param("path", path);
+    }
+    if let Some((key, last_seq)) = resume {
+        param("resume", key);
+        param("last_seq", &last_seq.to_string());
+    }
+    let mut request = url.into_client_request().map_err(connect_error)?;
+    let headers = request.headers_mut();
+    if let Some(token) = &options.token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
+        headers.insert("authorization", value);
+    }
+    for (name, value) in &options.headers {
+        let name: tungstenite::http::HeaderName = name
+            .parse()
+            .map_err(|e: tungstenite::http::header::InvalidHeaderName| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
+        let value = HeaderValue::from_str(value).map_err(|e| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
+        headers.append(name, value);
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.map_err(connect_error)?;
+    Ok(socket)
+}
+
+/// The task that owns the socket (and its successors, when reconnecting).
+struct Pump {
+    url: String,
+    options: ConnectOptions,
+    commands: mpsc::Receiver<Command>,
     reactions: mpsc::Sender<ReceivedReaction>,
     errors: mpsc::Sender<ErrorReply>,
-    hello: oneshot::Sender<String>,
-    mut navs: VecDeque<oneshot::Sender<Located>>,
+    navs: VecDeque<oneshot::Sender<Located>>,
     close: Arc<Mutex<Option<(u16, String)>>>,
-) {
-    let mut hello = Some(hello);
-    let mut requests: HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>> = HashMap::new();
-    loop {
-        tokio::select! {
-            command = commands.recv() => {
-                let message = match command {
-                    Some(Command::Raw(message)) => message,
-                    Some(Command::Nav(path, tx)) => {
-                        navs.push_back(tx);
-                        Message::text(serde_json::json!({ "t": "nav", "path": path }).to_string())
-                    }
-                    Some(Command::Req(id, frame, tx)) => {
-                        requests.insert(id, tx);
-                        Message::text(frame)
-                    }
-                    Some(Command::Close) | None => {
-                        let _ = socket.close(None).await;
-                        return;
-                    }
-                };
-                if socket.send(message).await.is_err() {
-                    return;
-                }
+    status: watch::Sender<Status>,
+    sockets: u64,
+    resume: Option<String>,
+    last_seq: u64,
+    location: Option<String>,
+}
+
+/// How one socket ended.
+enum SocketEnd {
+    /// The user closed the client, or it was dropped.
+    User,
+    /// The server sent a close frame with this code.
+    Server(u16),
+    /// The socket died without a close frame.
+    Dropped,
+}
+
+impl Pump {
+    async fn run(mut self, mut socket: Socket, hello: oneshot::Sender<String>) {
+        let mut hello = Some(hello);
+        loop {
+            let end = self.serve(&mut socket, &mut hello).await;
+            let again = match end {
+                SocketEnd::User => false,
+                SocketEnd::Server(code) => code == crate::close_code::GOING_AWAY || code == crate::close_code::SLOW_CONSUMER,
+                SocketEnd::Dropped => true,
+            };
+            if !(again && self.options.reconnect) {
+                return;
             }
-            message = socket.next() => {
-                let text = match message {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(frame))) => {
-                        if let Some(frame) = frame {
-                            *close.lock().expect("close lock is never poisoned") = Some((u16::from(frame.code), frame.reason.to_string()));
+            // Requests and navigations in flight on the dead socket cannot be answered any more.
+            self.navs.clear();
+            match self.reopen().await {
+                Some(next) => socket = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Reconnect with exponential backoff (50 ms doubling to 2 s, at most 60 tries), resuming.
+    async fn reopen(&mut self) -> Option<Socket> {
+        let mut delay = std::time::Duration::from_millis(50);
+        for _ in 0..60 {
+            tokio::time::sleep(delay).await;
+            let resume = self.resume.as_deref().map(|key| (key, self.last_seq));
+            let path = self.location.as_deref().or(self.options.path.as_deref());
+            match open(&self.url, &self.options, path, resume).await {
+                Ok(socket) => return Some(socket),
+                Err(e) => tracing::debug!(target: "sync_runtime::client", error = %e, "reconnect failed; retrying"),
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(2));
+        }
+        None
+    }
+
+    async fn serve(&mut self, socket: &mut Socket, hello: &mut Option<oneshot::Sender<String>>) -> SocketEnd {
+        let mut requests: HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>> = HashMap::new();
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let message = match command {
+                        Some(Command::Raw(message)) => message,
+                        Some(Command::Nav(path, tx)) => {
+                            self.navs.push_back(tx);
+                            Message::text(serde_json::json!({ "t": "nav", "path": path }).to_string())
                         }
-                        return;
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => return,
-                };
-                match serde_json::from_str::<ServerFrame>(&text) {
-                    Ok(ServerFrame::Hello { conn }) => {
-                        if let Some(tx) = hello.take() {
-                            let _ = tx.send(conn);
+                        Some(Command::Req(id, frame, tx)) => {
+                            requests.insert(id, tx);
+                            Message::text(frame)
                         }
-                    }
-                    Ok(ServerFrame::Located(located)) => {
-                        if let Some(tx) = navs.pop_front() {
-                            let _ = tx.send(located);
+                        Some(Command::Close) | None => {
+                            let _ = socket.close(None).await;
+                            return SocketEnd::User;
                         }
+                    };
+                    if socket.send(message).await.is_err() {
+                        return SocketEnd::Dropped;
                     }
-                    Ok(ServerFrame::Reaction(reaction)) => {
-                        if reactions.send(reaction).await.is_err() {
-                            return;
+                }
+                message = socket.next() => {
+                    let text = match message {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Close(frame))) => {
+                            let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
+                            *self.close.lock().expect("close lock is never poisoned") = frame.map(|f| (code, f.reason.to_string()));
+                            return SocketEnd::Server(code);
                         }
-                    }
-                    Ok(ServerFrame::Result { id, outcome }) => {
-                        if let Some(tx) = requests.remove(&id) {
-                            let _ = tx.send(Ok(outcome));
-                        }
-                    }
-                    Ok(ServerFrame::Error(reply)) => {
-                        match reply.id.and_then(|id| requests.remove(&id)) {
-                            Some(tx) => {
-                                let _ = tx.send(Err(reply));
-                            }
-                            None => {
-                                let _ = errors.try_send(reply);
-                            }
-                        }
-                    }
-                    Ok(ServerFrame::Pong) => {}
-                    Err(e) => {
-                        tracing::warn!(target: "sync_runtime::client", error = %e, "unreadable frame from server");
+                        Some(Ok(_)) => continue,
+                        Some(Err(_)) | None => return SocketEnd::Dropped,
+                    };
+                    if !self.dispatch(&text, hello, &mut requests).await {
+                        return SocketEnd::User;
                     }
                 }
             }
         }
+    }
+
+    /// Handle one frame; false when the client side is gone.
+    async fn dispatch(
+        &mut self,
+        text: &str,
+        hello: &mut Option<oneshot::Sender<String>>,
+        requests: &mut HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>>,
+    ) -> bool {
+        match serde_json::from_str::<ServerFrame>(text) {
+            Ok(ServerFrame::Hello { conn, resume, resumed }) => {
+                if !resumed {
+                    // A new connection numbers its reactions from 1 again.
+                    self.last_seq = 0;
+                }
+                self.resume = resume.clone();
+                self.sockets += 1;
+                let reconnects = self.sockets - 1;
+                self.status.send_modify(|s| {
+                    s.reconnects = reconnects;
+                    s.resume_key = resume;
+                });
+                if let Some(tx) = hello.take() {
+                    let _ = tx.send(conn);
+                }
+            }
+            Ok(ServerFrame::Resync) => self.status.send_modify(|s| s.resyncs += 1),
+            Ok(ServerFrame::Located(located)) => {
+                self.location = Some(located.path.clone());
+                self.status.send_modify(|s| s.located += 1);
+                if let Some(tx) = self.navs.pop_front() {
+                    let _ = tx.send(located);
+                }
+            }
+            Ok(ServerFrame::Reaction(reaction)) => {
+                self.last_seq = reaction.seq;
+                if self.reactions.send(reaction).await.is_err() {
+                    return false;
+                }
+            }
+            Ok(ServerFrame::Result { id, outcome }) => {
+                if let Some(tx) = requests.remove(&id) {
+                    let _ = tx.send(Ok(outcome));
+                }
+            }
+            Ok(ServerFrame::Error(reply)) => match reply.id.and_then(|id| requests.remove(&id)) {
+                Some(tx) => {
+                    let _ = tx.send(Err(reply));
+                }
+                None => {
+                    let _ = self.errors.try_send(reply);
+                }
+            },
+            Ok(ServerFrame::Pong) => {}
+            Err(e) => {
+                tracing::warn!(target: "sync_runtime::client", error = %e, "unreadable frame from server");
+            }
+        }
+        true
     }
 }

@@ -50,6 +50,8 @@ pub(crate) struct HubConfig {
     pub rate_burst: u32,
     pub allowed_origins: Vec<String>,
     pub lane_idle: Duration,
+    pub resume_grace: Duration,
+    pub replay_frames: usize,
 }
 
 impl Default for HubConfig {
@@ -65,6 +67,8 @@ impl Default for HubConfig {
             rate_burst: 2000,
             allowed_origins: Vec::new(),
             lane_idle: Duration::from_secs(10),
+            resume_grace: Duration::from_secs(120),
+            replay_frames: 256,
         }
     }
 }
@@ -73,11 +77,31 @@ impl Default for HubConfig {
 ///
 /// The token is taken from `Authorization: Bearer <token>`, else from the `token` query parameter (browsers
 /// cannot set headers on a WebSocket; cookies work as usual through [`AuthRequest::cookie`]).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthRequest {
     pub(crate) headers: HeaderMap,
     pub(crate) uri: Uri,
     pub(crate) token: Option<String>,
+}
+
+impl fmt::Debug for AuthRequest {
+    // Credentials never reach a log through `Debug`: the token, the query (which may carry `token=`),
+    // and the `Authorization` and `Cookie` headers are redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let redact = k == axum::http::header::AUTHORIZATION || k == axum::http::header::COOKIE;
+                (k.as_str(), if redact { "<redacted>" } else { v.to_str().unwrap_or("<binary>") })
+            })
+            .collect();
+        f.debug_struct("AuthRequest")
+            .field("path", &self.uri.path())
+            .field("headers", &headers)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl AuthRequest {
@@ -285,6 +309,22 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
         self
     }
 
+    /// How long a connection whose socket dropped stays on its routes, buffering, so that a client
+    /// reconnecting within it gets every reaction it missed. `Duration::ZERO` turns resume off.
+    /// Default: 2 minutes.
+    pub fn resume_grace(mut self, grace: Duration) -> Self {
+        self.config.resume_grace = grace;
+        self
+    }
+
+    /// Reactions kept per connection after sending, to replay those lost in flight when a socket drops.
+    /// A client that missed more than this (or more than the outbound queue while away) gets `resync`.
+    /// Default: 256.
+    pub fn replay_frames(mut self, frames: usize) -> Self {
+        self.config.replay_frames = frames;
+        self
+    }
+
     /// Collect every registered sync and check that its handlers use this hub's session and functions types.
     pub fn build(self) -> Result<SyncHub, BuildError> {
         let mut problems = Vec::new();
@@ -332,6 +372,9 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
                 functions: self.functions,
                 presence: RwLock::new(HashMap::new()),
                 lanes: Mutex::new(HashMap::new()),
+                resumable: Mutex::new(HashMap::new()),
+                shutting_down: AtomicBool::new(false),
+                socket_closed: Notify::new(),
                 next_conn: AtomicU64::new(1),
                 stats: Counters::default(),
             }),
@@ -447,9 +490,57 @@ pub(crate) struct Conn {
     pub token: Option<Arc<str>>,
     pub location: Mutex<Option<Location>>,
     tx: mpsc::Sender<Outbound>,
+    /// The queue's receiving end while no socket's writer holds it (parked, or between sockets).
+    pub outbound: Mutex<Option<mpsc::Receiver<Outbound>>>,
+    /// Reactions recently handed to a socket, for replay after a resume.
+    pub replay: Mutex<Replay>,
+    /// The secret a reconnecting client presents to resume this connection.
+    pub resume_key: Arc<str>,
+    /// True while no socket is attached and the connection waits out its grace window.
+    pub parked: AtomicBool,
+    park_generation: AtomicU64,
+    /// Set when reactions were dropped while parked: the client must resync.
+    pub overflowed: AtomicBool,
+    /// Asks the socket attached now to let go, because the client resumed on a new socket.
+    pub detach: Notify,
+    /// Wakes resumers waiting for the old socket to let go.
+    parked_signal: Notify,
     pub killed: Notify,
     dead: AtomicBool,
     pub close: Mutex<Option<(u16, &'static str)>>,
+}
+
+/// Sequence numbers and the last reactions sent, kept across sockets of one connection.
+#[derive(Default)]
+pub(crate) struct Replay {
+    pub last_seq: u64,
+    pub sent: std::collections::VecDeque<(u64, Arc<str>)>,
+}
+
+impl Replay {
+    /// Number the next reaction and remember it (bounded by `keep`).
+    pub fn record(&mut self, tail: Arc<str>, keep: usize) -> u64 {
+        self.last_seq += 1;
+        if keep > 0 {
+            if self.sent.len() >= keep {
+                self.sent.pop_front();
+            }
+            self.sent.push_back((self.last_seq, tail));
+        }
+        self.last_seq
+    }
+
+    /// What a client that last saw `seen` missed, or `None` when some of it is no longer kept.
+    pub fn since(&self, seen: u64) -> Option<Vec<(u64, Arc<str>)>> {
+        if seen >= self.last_seq {
+            return Some(Vec::new());
+        }
+        let first_kept = self.sent.front().map_or(self.last_seq + 1, |(seq, _)| *seq);
+        if seen + 1 < first_kept {
+            return None;
+        }
+        Some(self.sent.iter().filter(|(seq, _)| *seq > seen).cloned().collect())
+    }
 }
 
 impl Conn {
@@ -457,6 +548,11 @@ impl Conn {
     pub fn push(&self, hub: &HubInner, out: Outbound) -> bool {
         match self.tx.try_send(out) {
             Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) if self.parked.load(Ordering::Acquire) => {
+                // Nobody is reading while parked: drop, and have the client resync when it returns.
+                self.overflowed.store(true, Ordering::Release);
+                false
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.kill(close_code::SLOW_CONSUMER, "slow consumer") {
                     hub.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
@@ -466,6 +562,10 @@ impl Conn {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
     }
 
     /// Ask the connection's tasks to close with `code`. True the first time.
@@ -506,6 +606,12 @@ pub(crate) struct HubInner {
     pub functions: AnyArc,
     presence: RwLock<HashMap<Arc<str>, Bucket>>,
     lanes: Mutex<HashMap<Arc<str>, mpsc::Sender<Job>>>,
+    /// Every connection that can be resumed (attached or parked), by resume key.
+    resumable: Mutex<HashMap<Arc<str>, Arc<Conn>>>,
+    /// Set by [`SyncHub::shutdown`]: new upgrades are refused.
+    pub shutting_down: AtomicBool,
+    /// Notified whenever a socket closes, for `shutdown` to wait on.
+    pub socket_closed: Notify,
     next_conn: AtomicU64,
     pub stats: Counters,
 }
@@ -720,13 +826,68 @@ impl SyncHub {
         }
     }
 
+    /// Close every connection with "going away" (1001) so that clients reconnect elsewhere or later,
+    /// refuse new ones (503), and wait until the sockets have closed, at most `deadline`. Fan-outs already
+    /// queued still run; their reactions go to whoever is still connected. Returns the sockets still open
+    /// at the deadline (0 when all closed in time).
+    ///
+    /// ```no_run
+    /// # async fn f(hub: sync_runtime::SyncHub) {
+    /// let open = hub.shutdown(std::time::Duration::from_secs(5)).await;
+    /// assert_eq!(open, 0);
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, deadline: Duration) -> u64 {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        let conns: Vec<Arc<Conn>> = self
+            .inner
+            .resumable
+            .lock()
+            .expect("resumable lock is never poisoned")
+            .values()
+            .cloned()
+            .chain(
+                self.inner
+                    .presence
+                    .read()
+                    .expect("presence lock is never poisoned")
+                    .values()
+                    .flat_map(|b| b.conns.values().cloned()),
+            )
+            .collect();
+        for conn in &conns {
+            conn.kill(close_code::GOING_AWAY, "server shutting down");
+            if conn.parked.load(Ordering::Acquire) {
+                self.inner.forget(conn);
+            }
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let closed = self.inner.socket_closed.notified();
+            let open = self.inner.stats.connections.load(Ordering::Acquire);
+            if open == 0 || tokio::time::timeout_at(until, closed).await.is_err() {
+                return self.inner.stats.connections.load(Ordering::Acquire);
+            }
+        }
+    }
+
     /// Close every connection of `user` (e.g. after revoking their token). Returns how many were closed.
     pub fn disconnect_user(&self, user: &str) -> usize {
-        let presence = self.inner.presence.read().expect("presence lock is never poisoned");
+        let conns: Vec<Arc<Conn>> = {
+            let presence = self.inner.presence.read().expect("presence lock is never poisoned");
+            presence
+                .values()
+                .flat_map(|b| b.conns.values())
+                .filter(|c| &*c.user == user)
+                .cloned()
+                .collect()
+        };
         let mut closed = 0;
-        for bucket in presence.values() {
-            for conn in bucket.conns.values().filter(|c| &*c.user == user) {
-                closed += usize::from(conn.kill(4003, "disconnected by the server"));
+        for conn in conns {
+            closed += usize::from(conn.kill(4003, "disconnected by the server"));
+            // A parked connection has no socket task to clean up after it.
+            if conn.parked.load(Ordering::Acquire) {
+                self.inner.forget(&conn);
             }
         }
         closed
@@ -738,25 +899,109 @@ impl HubInner {
         ConnectionId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
-    pub fn new_conn(
-        &self,
-        user: Arc<str>,
-        session: AnyArc,
-        token: Option<Arc<str>>,
-    ) -> (Arc<Conn>, mpsc::Receiver<Outbound>) {
+    pub fn new_conn(&self, user: Arc<str>, session: AnyArc, token: Option<Arc<str>>) -> Arc<Conn> {
         let (tx, rx) = mpsc::channel(self.config.outbound_queue);
+        let id = self.new_conn_id();
         let conn = Arc::new(Conn {
-            id: self.new_conn_id(),
+            id,
             user,
             session,
             token,
             location: Mutex::new(None),
             tx,
+            outbound: Mutex::new(Some(rx)),
+            replay: Mutex::new(Replay::default()),
+            resume_key: secret(id.0),
+            parked: AtomicBool::new(false),
+            park_generation: AtomicU64::new(0),
+            overflowed: AtomicBool::new(false),
+            detach: Notify::new(),
+            parked_signal: Notify::new(),
             killed: Notify::new(),
             dead: AtomicBool::new(false),
             close: Mutex::new(None),
         });
-        (conn, rx)
+        if !self.config.resume_grace.is_zero() {
+            self.resumable
+                .lock()
+                .expect("resumable lock is never poisoned")
+                .insert(conn.resume_key.clone(), conn.clone());
+        }
+        conn
+    }
+
+    /// Keep a connection whose socket dropped on its routes for the grace window, buffering for it.
+    pub fn park(self: &Arc<Self>, conn: &Arc<Conn>) {
+        let grace = self.config.resume_grace;
+        if grace.is_zero() || conn.is_dead() {
+            return self.forget(conn);
+        }
+        let generation = {
+            let _resumable = self.resumable.lock().expect("resumable lock is never poisoned");
+            conn.parked.store(true, Ordering::Release);
+            conn.park_generation.fetch_add(1, Ordering::AcqRel) + 1
+        };
+        conn.parked_signal.notify_waiters();
+        let hub = self.clone();
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let expired = {
+                let mut resumable = hub.resumable.lock().expect("resumable lock is never poisoned");
+                let still = conn.parked.load(Ordering::Acquire)
+                    && conn.park_generation.load(Ordering::Acquire) == generation;
+                if still {
+                    resumable.remove(&conn.resume_key);
+                }
+                still
+            };
+            if expired {
+                tracing::debug!(target: "sync_runtime::ws", conn = %conn.id, "grace window over; connection forgotten");
+                hub.forget(&conn);
+            }
+        });
+    }
+
+    /// Take a connection back for a new socket of the same user. If its old socket is still attached
+    /// (the server has not noticed it died, as is usual after a network change), ask it to let go first.
+    pub async fn resume(&self, key: &str, user: &str) -> Option<Arc<Conn>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let (conn, generation) = {
+                let resumable = self.resumable.lock().expect("resumable lock is never poisoned");
+                let conn = resumable.get(key).filter(|c| &*c.user == user && !c.is_dead())?.clone();
+                // Claim it under the lock, so the grace timer and other resumers see it taken.
+                if conn.parked.compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    return Some(conn);
+                }
+                let generation = conn.park_generation.load(Ordering::Acquire);
+                (conn, generation)
+            };
+            // Ask the attached socket to let go until it has parked (a new generation), re-asking in case
+            // it had not started listening yet.
+            loop {
+                let parked = conn.parked_signal.notified();
+                if conn.park_generation.load(Ordering::Acquire) != generation || conn.is_dead() {
+                    break;
+                }
+                conn.detach.notify_waiters();
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(50), parked).await;
+            }
+        }
+    }
+
+    /// Remove a connection for good: off every route, out of the parked set.
+    pub fn forget(&self, conn: &Arc<Conn>) {
+        conn.kill(1000, "closed");
+        conn.parked.store(false, Ordering::Release);
+        self.resumable
+            .lock()
+            .expect("resumable lock is never poisoned")
+            .remove(&conn.resume_key);
+        self.move_conn(conn, None);
     }
 
     /// The location for a normalized path: which route it matches, and its params.
@@ -1039,4 +1284,43 @@ pub(crate) fn request_typed<D: Send + Sync + 'static>(
     };
     let location = hub.inner.locate(Arc::from(path));
     hub.inner.submit(entry, location, Arc::new(data))
+}
+
+/// An unguessable resume key: 128 bits from two independently seeded SipHash instances.
+fn secret(salt: u64) -> Arc<str> {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let a = std::collections::hash_map::RandomState::new().hash_one((salt, nanos));
+    let b = std::collections::hash_map::RandomState::new().hash_one((nanos, salt));
+    Arc::from(format!("{a:016x}{b:016x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(n: u64) -> Arc<str> {
+        Arc::from(n.to_string())
+    }
+
+    #[test]
+    fn replay_returns_what_was_missed_or_none_when_evicted() {
+        let mut replay = Replay::default();
+        for n in 1..=10 {
+            assert_eq!(replay.record(tail(n), 4), n);
+        }
+        assert_eq!(replay.since(10), Some(vec![]));
+        let missed: Vec<u64> = replay.since(7).expect("kept").iter().map(|(s, _)| *s).collect();
+        assert_eq!(missed, vec![8, 9, 10]);
+        assert_eq!(replay.since(6).expect("kept").len(), 4);
+        assert_eq!(replay.since(5), None, "seq 6 was evicted");
+    }
+
+    #[test]
+    fn resume_keys_differ() {
+        assert_ne!(secret(1), secret(1));
+        assert_eq!(secret(1).len(), 32);
+    }
 }

@@ -73,7 +73,7 @@ macro_rules! sync_request {
 macro_rules! include_routes {
     () => {
         #[doc(hidden)]
-        #[allow(missing_docs, clippy::all)]
+        #[allow(missing_docs)]
         pub mod __sync_routes {
             include!(concat!(env!("OUT_DIR"), "/sync_routes.rs"));
         }

@@ -164,6 +164,10 @@ pub(crate) struct ServerHello<'a> {
     pub t: &'static str,
     pub v: u32,
     pub conn: &'a str,
+    /// The secret to present (`?resume=`) when reconnecting, to get what was missed.
+    pub resume: &'a str,
+    /// Whether this socket resumed an earlier connection.
+    pub resumed: bool,
 }
 
 #[derive(Serialize)]

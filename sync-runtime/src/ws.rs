@@ -65,6 +65,10 @@ async fn client_js() -> Response {
 struct ConnectQuery {
     path: Option<String>,
     token: Option<String>,
+    /// The resume key from an earlier `hello`.
+    resume: Option<String>,
+    /// The last reaction `seq` the client processed.
+    last_seq: Option<u64>,
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -94,6 +98,9 @@ async fn upgrade(
     axum::extract::Query(query): axum::extract::Query<ConnectQuery>,
 ) -> Response {
     let inner = hub.inner.clone();
+    if inner.shutting_down.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
     if !origin_allowed(&inner, &headers) {
         tracing::warn!(target: "sync_runtime::ws", origin = ?headers.get(header::ORIGIN), "refused a foreign Origin");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
@@ -120,69 +127,149 @@ async fn upgrade(
     ws.max_message_size(max_frame)
         .max_frame_size(max_frame)
         .on_upgrade(move |socket| async move {
-            let (conn, rx) = inner.new_conn(user, session, token.map(Arc::from));
-            run(inner, conn, rx, socket, initial).await;
+            let resumed = match query.resume.as_deref() {
+                Some(key) => Some(inner.resume(key, &user).await),
+                None => None,
+            };
+            let (conn, start) = match resumed {
+                Some(Some(conn)) => (conn, Start::Resumed { last_seq: query.last_seq.unwrap_or(0) }),
+                // Unknown, expired or someone else's key: a fresh connection that must reload its data.
+                Some(None) => (inner.new_conn(user, session, token.map(Arc::from)), Start::Resync),
+                None => (inner.new_conn(user, session, token.map(Arc::from)), Start::Fresh),
+            };
+            run(inner, conn, socket, initial, start).await;
         })
 }
 
+/// How a socket begins its life with a connection.
+enum Start {
+    Fresh,
+    /// Asked to resume, but the connection is gone: tell the client to resync.
+    Resync,
+    Resumed { last_seq: u64 },
+}
+
+/// Why the reader stopped.
+enum ReadEnd {
+    /// The client sent a close frame: it left on purpose.
+    Closed,
+    /// The socket died without a close frame: keep the connection for a resume.
+    Dropped,
+}
+
 #[tracing::instrument(name = "sync_connection", target = "sync_runtime::ws", skip_all, fields(conn = %conn.id, user = %conn.user))]
-async fn run(hub: Arc<HubInner>, conn: Arc<Conn>, rx: mpsc::Receiver<Outbound>, socket: WebSocket, initial: Option<Arc<str>>) {
+async fn run(hub: Arc<HubInner>, conn: Arc<Conn>, socket: WebSocket, initial: Option<Arc<str>>, start: Start) {
+    let Some(mut rx) = conn.outbound.lock().expect("outbound lock is never poisoned").take() else {
+        // Another socket holds this connection's queue; cannot happen since unpark hands it out once.
+        tracing::error!(target: "sync_runtime::ws", "connection queue already taken");
+        return;
+    };
     hub.stats.connections.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(target: "sync_runtime::ws", "connected");
     let conn_name = conn.id.to_string();
+    let resumed = matches!(start, Start::Resumed { .. });
     let hello = serde_json::to_string(&ServerHello {
         t: "hello",
         v: PROTOCOL_VERSION,
         conn: &conn_name,
+        resume: &conn.resume_key,
+        resumed,
     })
     .expect("hello has only strings and integers");
-    conn.push(&hub, Outbound::Control(hello));
+    // What goes out before anything queued: hello, then a resync or the replay of missed reactions.
+    let mut preamble = vec![hello];
+    let missed = match start {
+        Start::Fresh => Some(Vec::new()),
+        Start::Resync => None,
+        Start::Resumed { last_seq } => {
+            let replay = conn.replay.lock().expect("replay lock is never poisoned");
+            replay.since(last_seq)
+        }
+    };
+    let overflowed = conn.overflowed.swap(false, Ordering::AcqRel);
+    match missed {
+        Some(missed) if !overflowed => {
+            preamble.extend(missed.iter().map(|(seq, tail)| reaction_frame(*seq, tail)));
+        }
+        _ => preamble.push(r#"{"t":"resync"}"#.to_owned()),
+    }
+    tracing::debug!(target: "sync_runtime::ws", resumed, replayed = preamble.len() - 1, "connected");
     if let Some(path) = initial {
         report_location(&hub, &conn, path);
     }
-    let (sink, stream) = socket.split();
-    let writer = write(&conn, rx, sink);
-    let reader = read(&hub, &conn, stream);
-    tokio::pin!(writer, reader);
-    tokio::select! {
-        () = &mut writer => {}
-        () = &mut reader => {
-            // The reader saw the end (or asked for a close): let the writer send the close frame.
-            conn.kill(1000, "closed");
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+    // The socket's tasks borrow the queue; they end with this block, and the queue goes back to the conn.
+    let dropped = {
+        let (sink, stream) = socket.split();
+        let writer = write(&hub, &conn, &mut rx, sink, preamble);
+        let reader = read(&hub, &conn, stream);
+        tokio::pin!(writer, reader);
+        tokio::select! {
+            // The client resumed on a new socket: this one lets go and parks the connection for it.
+            () = conn.detach.notified() => true,
+            () = &mut writer => !conn.is_dead(),
+            end = &mut reader => match end {
+                ReadEnd::Closed => {
+                    // Let the writer answer with a close frame.
+                    conn.kill(1000, "closed");
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+                    false
+                }
+                ReadEnd::Dropped => !conn.is_dead(),
+            },
         }
+    };
+    *conn.outbound.lock().expect("outbound lock is never poisoned") = Some(rx);
+    hub.stats.connections.fetch_sub(1, Ordering::AcqRel);
+    hub.socket_closed.notify_waiters();
+    if dropped {
+        tracing::debug!(target: "sync_runtime::ws", "socket dropped; parked for resume");
+        hub.park(&conn);
+    } else {
+        tracing::debug!(target: "sync_runtime::ws", "disconnected");
+        hub.forget(&conn);
     }
-    hub.move_conn(&conn, None);
-    conn.kill(1000, "closed");
-    hub.stats.connections.fetch_sub(1, Ordering::Relaxed);
-    tracing::debug!(target: "sync_runtime::ws", "disconnected");
 }
 
 /// Drain the queue into the socket, numbering reactions, until the queue closes or the hub closes us.
 ///
 /// A kill must win even while a write is blocked on a stalled socket, so both the wait for frames and the
 /// write itself race against it; the close frame gets a short deadline for the same reason.
-async fn write(conn: &Conn, mut rx: mpsc::Receiver<Outbound>, mut sink: futures_util::stream::SplitSink<WebSocket, Message>) {
-    let mut seq: u64 = 0;
+///
+/// Reactions are numbered and remembered for replay *before* they are written, so that a socket dying
+/// mid-batch loses nothing a resume cannot restore.
+async fn write(
+    hub: &HubInner,
+    conn: &Conn,
+    rx: &mut mpsc::Receiver<Outbound>,
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    preamble: Vec<String>,
+) {
+    let keep = hub.config.replay_frames;
     let mut batch = Vec::with_capacity(64);
+    let mut frames: Vec<String> = Vec::with_capacity(64);
+    let mut first = Some(preamble);
     loop {
-        let n = tokio::select! {
-            biased;
-            () = conn.killed.notified() => break,
-            n = rx.recv_many(&mut batch, 64) => n,
-        };
-        if n == 0 {
-            break;
+        if let Some(preamble) = first.take() {
+            frames.extend(preamble);
+        } else {
+            let n = tokio::select! {
+                biased;
+                () = conn.killed.notified() => break,
+                n = rx.recv_many(&mut batch, 64) => n,
+            };
+            if n == 0 {
+                break;
+            }
+            let mut replay = conn.replay.lock().expect("replay lock is never poisoned");
+            frames.extend(batch.drain(..).map(|out| match out {
+                Outbound::Control(text) => text,
+                Outbound::Reaction(tail) => {
+                    let seq = replay.record(tail.clone(), keep);
+                    reaction_frame(seq, &tail)
+                }
+            }));
         }
         let send = async {
-            for out in batch.drain(..) {
-                let text = match out {
-                    Outbound::Control(text) => text,
-                    Outbound::Reaction(tail) => {
-                        seq += 1;
-                        reaction_frame(seq, &tail)
-                    }
-                };
+            for text in frames.drain(..) {
                 sink.feed(Message::Text(Utf8Bytes::from(text))).await?;
             }
             sink.flush().await
@@ -233,7 +320,7 @@ impl RateLimit {
     }
 }
 
-async fn read(hub: &Arc<HubInner>, conn: &Arc<Conn>, mut stream: futures_util::stream::SplitStream<WebSocket>) {
+async fn read(hub: &Arc<HubInner>, conn: &Arc<Conn>, mut stream: futures_util::stream::SplitStream<WebSocket>) -> ReadEnd {
     let mut limit = RateLimit {
         tokens: f64::from(hub.config.rate_burst),
         rate: f64::from(hub.config.rate_per_sec),
@@ -248,13 +335,17 @@ async fn read(hub: &Arc<HubInner>, conn: &Arc<Conn>, mut stream: futures_util::s
                 continue;
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_))) | None => return,
+            Some(Ok(Message::Close(_))) => return ReadEnd::Closed,
+            None => return ReadEnd::Dropped,
             Some(Err(e)) => {
                 tracing::debug!(target: "sync_runtime::ws", error = %e, "read failed");
-                if e.to_string().contains("too long") || e.to_string().contains("size") {
+                let text = e.to_string();
+                if text.contains("too long") || text.contains("size") {
+                    // Over the hard cap: the stream cannot be resynchronized, so close with 1009.
                     conn.kill(close_code::TOO_BIG, "frame too large");
+                    return ReadEnd::Closed;
                 }
-                return;
+                return ReadEnd::Dropped;
             }
         };
         if !limit.allow() {
