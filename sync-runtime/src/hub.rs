@@ -52,6 +52,9 @@ pub(crate) struct HubConfig {
     pub lane_idle: Duration,
     pub resume_grace: Duration,
     pub replay_frames: usize,
+    pub max_connections_per_user: usize,
+    pub user_rate_per_sec: u32,
+    pub user_rate_burst: u32,
 }
 
 impl Default for HubConfig {
@@ -69,6 +72,9 @@ impl Default for HubConfig {
             lane_idle: Duration::from_secs(10),
             resume_grace: Duration::from_secs(120),
             replay_frames: 256,
+            max_connections_per_user: 64,
+            user_rate_per_sec: 500,
+            user_rate_burst: 5000,
         }
     }
 }
@@ -302,6 +308,20 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
         self
     }
 
+    /// Connections one user may hold at once (tabs, devices, parked ones included); more get `429`
+    /// before the upgrade. Default: 64.
+    pub fn max_connections_per_user(mut self, connections: usize) -> Self {
+        self.config.max_connections_per_user = connections.max(1);
+        self
+    }
+
+    /// Messages per second shared by all connections of one user, and the burst. Default: 500/s, burst 5000.
+    pub fn user_rate_limit(mut self, per_sec: u32, burst: u32) -> Self {
+        self.config.user_rate_per_sec = per_sec.max(1);
+        self.config.user_rate_burst = burst.max(1);
+        self
+    }
+
     /// Browser origins allowed besides the server's own (`https://app.example.com`). Default: none; requests
     /// without an `Origin` header (non-browser clients) are always allowed.
     pub fn allowed_origins(mut self, origins: impl IntoIterator<Item = impl Into<String>>) -> Self {
@@ -373,6 +393,7 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
                 presence: RwLock::new(HashMap::new()),
                 lanes: Mutex::new(HashMap::new()),
                 resumable: Mutex::new(HashMap::new()),
+                users: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
                 socket_closed: Notify::new(),
                 next_conn: AtomicU64::new(1),
@@ -482,6 +503,38 @@ pub(crate) enum Outbound {
     Control(String),
 }
 
+/// A token bucket: `rate` messages per second, up to `burst` at once.
+pub(crate) struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: std::time::Instant,
+}
+
+impl RateLimit {
+    pub fn new(per_sec: u32, burst: u32) -> Self {
+        RateLimit {
+            tokens: f64::from(burst),
+            rate: f64::from(per_sec),
+            burst: f64::from(burst),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    pub fn allow(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+
 /// One live connection as the hub sees it.
 pub(crate) struct Conn {
     pub id: ConnectionId,
@@ -489,6 +542,8 @@ pub(crate) struct Conn {
     pub session: AnyArc,
     pub token: Option<Arc<str>>,
     pub location: Mutex<Option<Location>>,
+    /// The token bucket all connections of this user share.
+    pub user_limit: Arc<Mutex<RateLimit>>,
     tx: mpsc::Sender<Outbound>,
     /// The queue's receiving end while no socket's writer holds it (parked, or between sockets).
     pub outbound: Mutex<Option<mpsc::Receiver<Outbound>>>,
@@ -507,6 +562,7 @@ pub(crate) struct Conn {
     parked_signal: Notify,
     pub killed: Notify,
     dead: AtomicBool,
+    forgotten: AtomicBool,
     pub close: Mutex<Option<(u16, &'static str)>>,
 }
 
@@ -593,6 +649,11 @@ impl Conn {
     }
 }
 
+struct UserEntry {
+    connections: usize,
+    limit: Arc<Mutex<RateLimit>>,
+}
+
 /// Everyone on one concrete path.
 struct Bucket {
     location: Location,
@@ -608,6 +669,8 @@ pub(crate) struct HubInner {
     lanes: Mutex<HashMap<Arc<str>, mpsc::Sender<Job>>>,
     /// Every connection that can be resumed (attached or parked), by resume key.
     resumable: Mutex<HashMap<Arc<str>, Arc<Conn>>>,
+    /// Connections and the shared message budget per user.
+    users: Mutex<HashMap<Arc<str>, UserEntry>>,
     /// Set by [`SyncHub::shutdown`]: new upgrades are refused.
     pub shutting_down: AtomicBool,
     /// Notified whenever a socket closes, for `shutdown` to wait on.
@@ -899,11 +962,27 @@ impl HubInner {
         ConnectionId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Count a new connection for `user`, unless they are at the limit. Undone by `forget`.
+    pub fn admit_user(&self, user: &str) -> bool {
+        let users = self.users.lock().expect("users lock is never poisoned");
+        users.get(user).is_none_or(|u| u.connections < self.config.max_connections_per_user)
+    }
+
     pub fn new_conn(&self, user: Arc<str>, session: AnyArc, token: Option<Arc<str>>) -> Arc<Conn> {
         let (tx, rx) = mpsc::channel(self.config.outbound_queue);
         let id = self.new_conn_id();
+        let user_limit = {
+            let mut users = self.users.lock().expect("users lock is never poisoned");
+            let entry = users.entry(user.clone()).or_insert_with(|| UserEntry {
+                connections: 0,
+                limit: Arc::new(Mutex::new(RateLimit::new(self.config.user_rate_per_sec, self.config.user_rate_burst))),
+            });
+            entry.connections += 1;
+            entry.limit.clone()
+        };
         let conn = Arc::new(Conn {
             id,
+            user_limit,
             user,
             session,
             token,
@@ -919,6 +998,7 @@ impl HubInner {
             parked_signal: Notify::new(),
             killed: Notify::new(),
             dead: AtomicBool::new(false),
+            forgotten: AtomicBool::new(false),
             close: Mutex::new(None),
         });
         if !self.config.resume_grace.is_zero() {
@@ -995,6 +1075,18 @@ impl HubInner {
 
     /// Remove a connection for good: off every route, out of the parked set.
     pub fn forget(&self, conn: &Arc<Conn>) {
+        if conn.forgotten.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        {
+            let mut users = self.users.lock().expect("users lock is never poisoned");
+            if let Some(entry) = users.get_mut(&conn.user) {
+                entry.connections -= 1;
+                if entry.connections == 0 {
+                    users.remove(&conn.user);
+                }
+            }
+        }
         conn.kill(1000, "closed");
         conn.parked.store(false, Ordering::Release);
         self.resumable
@@ -1039,7 +1131,9 @@ impl HubInner {
             .read()
             .expect("presence lock is never poisoned")
             .get(path)
-            .map(|b| b.conns.values().cloned().collect())
+            // A connection closed by the server (revoked, slow) gets nothing more, even before its
+            // socket task has taken it off the route.
+            .map(|b| b.conns.values().filter(|c| !c.is_dead()).cloned().collect())
             .unwrap_or_default()
     }
 

@@ -88,6 +88,13 @@ pub mod __private {
     pub use inventory;
     pub use sync_macros::sync_request_impl;
 
+    /// Decode one inbound frame as the server does; for the fuzz target.
+    pub fn fuzz_decode(bytes: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            let _ = crate::protocol::parse_client_frame(text);
+        }
+    }
+
     /// Trigger a sync of `route` from Rust code: what the generated `request` functions call.
     pub fn request<D: Send + Sync + 'static>(
         route: &'static str,

@@ -227,6 +227,39 @@ mod tests {
         assert_eq!(data.unwrap().get(), r#"{"a":[1,2]}"#);
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, decoding returns a frame or one of the two envelope error codes; it never
+        /// panics. (The coverage-guided version of this is `sync-runtime/fuzz`.)
+        #[test]
+        fn decoding_any_text_never_panics(text in proptest::prelude::any::<String>()) {
+            if let Err((code, _)) = parse_client_frame(&text) {
+                proptest::prop_assert!(matches!(code, ErrorCode::Malformed | ErrorCode::UnknownType));
+            }
+        }
+
+        /// Near-valid frames: a real type tag with arbitrary field values.
+        #[test]
+        fn decoding_near_valid_frames_never_panics(
+            t in "(nav|req|ping|x)",
+            field in "(path|name|data|id|echo)",
+            value in r#"(null|true|-?[0-9]{1,20}|"[^"\\]{0,10}"|\[\]|\{\}|\[\[\[)"#,
+        ) {
+            let text = format!(r#"{{"t":"{t}","{field}":{value}}}"#);
+            let _ = parse_client_frame(&text);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        // The envelope keeps `data` as raw bytes without recursing; parsing it into a type then stops at
+        // serde_json's depth limit (128) with an error, which the server answers with `bad_data`.
+        let deep = format!(r#"{{"t":"req","name":"x","data":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        let Ok(ClientFrame::Req { data: Some(data), .. }) = parse_client_frame(&deep) else {
+            panic!("the envelope is well-formed");
+        };
+        assert!(serde_json::from_str::<serde_json::Value>(data.get()).is_err());
+    }
+
     #[test]
     fn error_codes_serialize_to_their_stable_strings() {
         for code in [ErrorCode::UnknownName, ErrorCode::NotOnRoute, ErrorCode::BadData] {

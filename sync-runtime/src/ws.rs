@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -14,7 +13,7 @@ use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::hub::{AuthRequest, Conn, HubInner, Job, Outbound, Reply, Sender, SyncHub};
+use crate::hub::{RateLimit, AuthRequest, Conn, HubInner, Job, Outbound, Reply, Sender, SyncHub};
 use crate::protocol::{ClientFrame, ErrorCode, Located, PROTOCOL_VERSION, ServerHello, close_code, error_frame, parse_client_frame};
 use crate::routes::normalize;
 
@@ -118,6 +117,10 @@ async fn upgrade(
             return (StatusCode::UNAUTHORIZED, refusal.message().to_owned()).into_response();
         }
     };
+    if !inner.admit_user(&user) {
+        tracing::warn!(target: "sync_runtime::ws", user = %user, "connection limit per user reached");
+        return (StatusCode::TOO_MANY_REQUESTS, "too many connections for this user").into_response();
+    }
     let initial = match query.path.as_deref().map(normalize) {
         Some(None) => return (StatusCode::BAD_REQUEST, "`path` must be an absolute path").into_response(),
         Some(Some(path)) => Some(path),
@@ -298,35 +301,8 @@ fn reaction_frame(seq: u64, tail: &str) -> String {
     text
 }
 
-/// A token bucket: `rate` messages per second, up to `burst` at once.
-struct RateLimit {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 async fn read(hub: &Arc<HubInner>, conn: &Arc<Conn>, mut stream: futures_util::stream::SplitStream<WebSocket>) -> ReadEnd {
-    let mut limit = RateLimit {
-        tokens: f64::from(hub.config.rate_burst),
-        rate: f64::from(hub.config.rate_per_sec),
-        burst: f64::from(hub.config.rate_burst),
-        last: Instant::now(),
-    };
+    let mut limit = RateLimit::new(hub.config.rate_per_sec, hub.config.rate_burst);
     loop {
         let text = match stream.next().await {
             Some(Ok(Message::Text(text))) => text,
@@ -348,7 +324,8 @@ async fn read(hub: &Arc<HubInner>, conn: &Arc<Conn>, mut stream: futures_util::s
                 return ReadEnd::Dropped;
             }
         };
-        if !limit.allow() {
+        let user_allows = conn.user_limit.lock().expect("rate lock is never poisoned").allow();
+        if !limit.allow() || !user_allows {
             reject(hub, conn, None, ErrorCode::RateLimited, "too many messages; this one was dropped");
             continue;
         }
