@@ -1,0 +1,165 @@
+//! Build-time half of the sync framework: discovers the `_sync` folders under a crate's routes root and
+//! generates the code that registers every handler under its route.
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() {
+//!     sync_build::compile().unwrap_or_else(|e| panic!("{e}"));
+//! }
+//! ```
+//!
+//! and once, at the crate root: `sync_runtime::include_routes!();`.
+//!
+//! The rules (SPEC section 2): every folder under the root is a path segment, except `_folders` (their
+//! content belongs to the enclosing route), `(group)` folders (no segment) and `[param]` folders (a dynamic
+//! segment). A folder whose name ends in `sync` or `Sync` is a sync folder of the enclosing route and may
+//! hold only `<name>_client.rs` (required) and `<name>_server.rs` (optional).
+
+mod emit;
+mod inspect;
+mod model;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use emit::{HEADER, emit};
+pub use inspect::{Inspection, inspect};
+pub use model::{Entry, Problem, Route, RouteRef, RouteTree, SyncHandler, is_valid_name};
+
+/// The generated file's name in the output folder.
+pub const OUTPUT_FILE: &str = "sync_routes.rs";
+
+/// Why the route tree could not be compiled.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The tree breaks the rules; every problem found, each with its files and fix.
+    Invalid(Vec<Problem>),
+    /// A file or folder could not be read or written.
+    Io {
+        /// Which one.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A required environment variable (set by cargo for build scripts) is missing.
+    MissingEnv(&'static str),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The problems, when the tree is invalid.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Error::Invalid(problems) => problems,
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Invalid(problems) => {
+                writeln!(f, "sync-build found {} problem(s) in the route tree:", problems.len())?;
+                for p in problems {
+                    writeln!(f, "- {p}")?;
+                }
+                Ok(())
+            }
+            Error::Io { path, source } => write!(f, "sync-build could not access {}: {source}", path.display()),
+            Error::MissingEnv(var) => write!(f, "sync-build: `{var}` is not set; call it from a build script (build.rs)"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Configures the discovery and generation. Start with [`configure`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    routes_dir: PathBuf,
+    out_dir: Option<PathBuf>,
+    emit_cargo_directives: bool,
+}
+
+/// Start configuring: `sync_build::configure().routes_dir("app").compile()`.
+pub fn configure() -> Builder {
+    Builder {
+        routes_dir: PathBuf::from("src"),
+        out_dir: None,
+        emit_cargo_directives: true,
+    }
+}
+
+/// Discover the routes under `src/` and generate the registration code: `configure().compile()`.
+pub fn compile() -> Result<(), Error> {
+    configure().compile().map(|_| ())
+}
+
+impl Builder {
+    /// The routes root. Default: `src` (relative paths are relative to the crate's `CARGO_MANIFEST_DIR`).
+    pub fn routes_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.routes_dir = dir.into();
+        self
+    }
+
+    /// Where `sync_routes.rs` is written. Default: `$OUT_DIR`.
+    pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether to print `cargo:rerun-if-changed` for the routes root and `cargo:rustc-env=SYNC_ROUTES_DIR`
+    /// (which `sync_request!` reads). Default: `true`.
+    pub fn emit_cargo_directives(mut self, on: bool) -> Self {
+        self.emit_cargo_directives = on;
+        self
+    }
+
+    /// Discover, validate, inspect and write `sync_routes.rs` (only if its content changed). Returns the
+    /// written file's path.
+    pub fn compile(&self) -> Result<PathBuf, Error> {
+        let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").ok_or(Error::MissingEnv("CARGO_MANIFEST_DIR"))?);
+        let out_dir = match &self.out_dir {
+            Some(dir) => dir.clone(),
+            None => PathBuf::from(std::env::var_os("OUT_DIR").ok_or(Error::MissingEnv("OUT_DIR"))?),
+        };
+        let root = manifest_dir.join(&self.routes_dir);
+        let root = root.canonicalize().map_err(|e| Error::io(&root, e))?;
+        if self.emit_cargo_directives {
+            // Cargo rescans a folder given here for any change below it, so adding, renaming or removing a
+            // handler reruns this script with a plain `cargo build`.
+            println!("cargo:rerun-if-changed={}", root.display());
+            println!("cargo:rustc-env=SYNC_ROUTES_DIR={}", root.display());
+        }
+        let tree = RouteTree::discover(&root)?;
+        let inspections = inspect(&tree).map_err(Error::Invalid)?;
+        let text = emit(&tree, &inspections, &manifest_dir);
+        let path = out_dir.join(OUTPUT_FILE);
+        write_if_changed(&path, &text)?;
+        Ok(path)
+    }
+}
+
+/// Write `text` to `path` unless it already holds exactly that (keeps mtimes, and so rebuilds, minimal).
+pub fn write_if_changed(path: &Path, text: &str) -> Result<bool, Error> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(false);
+    }
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
+    Ok(true)
+}
