@@ -98,6 +98,15 @@ pub struct ErrorReply {
     pub message: String,
 }
 
+/// What [`SyncClient::next_event`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// A reaction.
+    Reaction(ReceivedReaction),
+    /// An error frame that answers no pending request.
+    Error(ErrorReply),
+}
+
 /// Where the server placed the connection.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Located {
@@ -276,6 +285,11 @@ impl SyncClient {
         self.status.borrow().resume_key.clone()
     }
 
+    /// A receiver of the client's [`Status`], to watch from another task.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
     /// Wait until the client's [`Status`] satisfies `ready`; `None` if the client stopped first.
     pub async fn status_until(&mut self, ready: impl FnMut(&Status) -> bool) -> Option<Status> {
         self.status.wait_for(ready).await.ok().map(|s| s.clone())
@@ -330,6 +344,15 @@ impl SyncClient {
     /// The next error frame that answers no pending request (e.g. a malformed frame).
     pub async fn next_error(&mut self) -> Option<ErrorReply> {
         self.errors.recv().await
+    }
+
+    /// The next reaction or unanswered error, whichever comes first; `None` once closed.
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        tokio::select! {
+            Some(r) = self.reactions.recv() => Some(ClientEvent::Reaction(r)),
+            Some(e) = self.errors.recv() => Some(ClientEvent::Error(e)),
+            else => None,
+        }
     }
 
     /// Wait until the connection closes; the close code and reason, if the server sent them.
