@@ -1,0 +1,277 @@
+//! Route trees on disk: every rule of SPEC section 2, every build error and its message, and the
+//! generated output against a golden file (`UPDATE_GOLDEN=1` rewrites it; review the diff).
+
+use std::path::{Path, PathBuf};
+
+use sync_build::{Entry, Error, Inspection, RouteTree};
+
+/// A temporary crate with files under `src/`.
+struct Crate {
+    dir: tempfile::TempDir,
+}
+
+impl Crate {
+    fn new() -> Crate {
+        Crate {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn file(&self, path: &str, text: &str) -> &Crate {
+        let path = self.src().join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+        self
+    }
+
+    fn dir(&self, path: &str) -> &Crate {
+        std::fs::create_dir_all(self.src().join(path)).expect("mkdir");
+        self
+    }
+
+    fn src(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+
+    fn discover(&self) -> Result<RouteTree, Error> {
+        RouteTree::discover(&self.src())
+    }
+
+    /// Discover, expecting failure; the whole message.
+    fn error(&self) -> String {
+        match self.discover() {
+            Ok(tree) => panic!("expected an error, got {tree:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+const CLIENT: &str = "pub struct Data; pub fn react() {}";
+
+fn patterns(tree: &RouteTree) -> Vec<(&str, Vec<&str>)> {
+    tree.routes()
+        .iter()
+        .filter(|r| !r.syncs.is_empty())
+        .map(|r| (r.pattern.as_str(), r.syncs.iter().map(|s| s.name.as_str()).collect()))
+        .collect()
+}
+
+#[test]
+fn every_folder_rule_of_the_route_tree() {
+    let c = Crate::new();
+    c.file("_sync/hello_client.rs", CLIENT)
+        .file("dashboard/page.rs", "")
+        .file("dashboard/_sync/refreshData_client.rs", CLIENT)
+        .file("dashboard/_sync/refreshData_server.rs", "pub async fn filter() {}")
+        .file("dashboard/_dashboardSync/announce_client.rs", CLIENT)
+        .file("dashboard/_components/widget.rs", "")
+        .file("dashboard/_components/_sync/fromComponents_client.rs", CLIENT)
+        .file("(marketing)/about/_sync/ping_client.rs", CLIENT)
+        .file("posts/[id]/_sync/newComment_client.rs", CLIENT)
+        .file("posts/[id]/comments/_sync/reply_client.rs", CLIENT)
+        .file("home/_sync/refreshData_client.rs", CLIENT)
+        .file(".hidden/_sync/ignored_client.rs", CLIENT);
+    let tree = c.discover().expect("a valid tree");
+    assert_eq!(
+        patterns(&tree),
+        vec![
+            ("/", vec!["hello"]),
+            ("/about", vec!["ping"]),
+            ("/dashboard", vec!["announce", "fromComponents", "refreshData"]),
+            ("/home", vec!["refreshData"]),
+            ("/posts/[id]", vec!["newComment"]),
+            ("/posts/[id]/comments", vec!["reply"]),
+        ]
+    );
+    let posts = tree.routes().iter().find(|r| r.pattern == "/posts/[id]/comments").expect("route");
+    assert_eq!((posts.params.as_slice(), posts.module.as_str()), (&["id".to_owned()][..], "posts__id__comments"));
+    let dashboard = tree.routes().iter().find(|r| r.pattern == "/dashboard").expect("route");
+    assert!(dashboard.sync("refreshData").expect("sync").server_file.is_some());
+    assert!(dashboard.sync("announce").expect("sync").server_file.is_none());
+    // Files belong to the route of their folder; `_` folders to the enclosing route.
+    let of = |p: &str| tree.route_of_file(&c.src().join(p)).expect("under the root").pattern;
+    assert_eq!(of("dashboard/_components/widget.rs"), "/dashboard");
+    assert_eq!(of("posts/[id]/page.rs"), "/posts/[id]");
+    assert_eq!(of("main.rs"), "/");
+    assert_eq!(of("(marketing)/about/page.rs"), "/about");
+    assert!(tree.route_of_file(Path::new("/elsewhere/x.rs")).is_none());
+}
+
+#[test]
+fn a_misspelt_server_file_is_an_error_with_the_rename() {
+    let c = Crate::new();
+    c.file("dashboard/_sync/refreshData_client.rs", CLIENT)
+        .file("dashboard/_sync/refreshData_sever.rs", "");
+    let e = c.error();
+    assert!(e.contains("refreshData_sever.rs"), "{e}");
+    assert!(e.contains("rename `refreshData_sever.rs` to `refreshData_server.rs`"), "{e}");
+    assert!(e.contains("never silently become \"send to everyone\""), "{e}");
+}
+
+#[test]
+fn other_files_and_nested_folders_in_a_sync_folder_are_errors() {
+    let c = Crate::new();
+    c.file("_sync/notes.txt", "").file("_sync/mod.rs", "").dir("_sync/nested").file("_sync/nested/x_client.rs", CLIENT);
+    let e = c.error();
+    assert!(e.contains("`notes.txt` is not a sync handler"), "{e}");
+    assert!(e.contains("`mod.rs` is not a sync handler"), "{e}");
+    assert!(e.contains("a folder inside a sync folder"), "{e}");
+    assert!(e.contains("nested"), "{e}");
+    assert_eq!(c.discover().unwrap_err().problems().len(), 3, "every problem is reported, each once: {e}");
+}
+
+#[test]
+fn a_server_file_without_its_client_is_an_error_naming_the_missing_file() {
+    let c = Crate::new();
+    c.file("home/_sync/refreshData_server.rs", "pub fn filter() {}");
+    let e = c.error();
+    assert!(e.contains("`refreshData_server.rs` has no `refreshData_client.rs`"), "{e}");
+    assert!(e.contains("add `") && e.contains("home/_sync/refreshData_client.rs` next to it"), "{e}");
+}
+
+#[test]
+fn the_same_name_twice_in_one_route_is_an_error_naming_both_files() {
+    let c = Crate::new();
+    c.file("dashboard/_sync/refreshData_client.rs", CLIENT)
+        .file("dashboard/_dashboardSync/refreshData_client.rs", CLIENT);
+    let e = c.error();
+    assert!(e.contains("_sync/refreshData_client.rs") && e.contains("_dashboardSync/refreshData_client.rs"), "{e}");
+    assert!(e.contains("defines `refreshData` (client) more than once"), "{e}");
+    // Two groups mapping to one route conflict the same way.
+    let c = Crate::new();
+    c.file("(a)/x/_sync/y_client.rs", CLIENT).file("(b)/x/_sync/y_client.rs", CLIENT);
+    assert!(c.error().contains("the route `/x` defines `y` (client) more than once"));
+}
+
+#[test]
+fn names_that_are_not_identifiers_are_errors() {
+    for bad in ["refresh-data", "2fast", "type", "fn"] {
+        let c = Crate::new();
+        c.file(&format!("_sync/{bad}_client.rs"), CLIENT);
+        let e = c.error();
+        assert!(e.contains(&format!("`{bad}` is not a valid sync name")), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn a_duplicate_param_in_one_pattern_is_an_error() {
+    let c = Crate::new();
+    c.file("[id]/x/[id]/_sync/y_client.rs", CLIENT);
+    assert!(c.error().contains("uses the param `[id]` twice"));
+}
+
+#[test]
+fn handler_files_must_define_what_the_glue_calls() {
+    let c = Crate::new();
+    c.file("_sync/a_client.rs", "pub fn react() {}")
+        .file("_sync/b_client.rs", "pub struct Data;")
+        .file("_sync/c_client.rs", CLIENT)
+        .file("_sync/c_server.rs", "pub fn gate() {}")
+        .file("_sync/d_client.rs", "pub fn react( {");
+    let tree = c.discover().expect("the tree itself is valid");
+    let problems = sync_build::inspect(&tree).expect_err("the files are not");
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let text = text.join("\n");
+    assert!(text.contains("a_client.rs: a client file must declare the sync's data type `Data`"), "{text}");
+    assert!(text.contains("b_client.rs: a client file must define `pub fn react`"), "{text}");
+    assert!(text.contains("c_server.rs: a server file must define `pub fn filter`"), "{text}");
+    assert!(text.contains("d_client.rs: does not parse at 1:"), "{text}");
+}
+
+#[test]
+fn inspection_tells_async_and_gates_apart() {
+    let c = Crate::new();
+    c.file("_sync/a_client.rs", "pub use crate::x::Thing as Data; pub fn react() {}")
+        .file("_sync/a_server.rs", "pub async fn filter() {} pub fn gate() {}")
+        .file("_sync/b_client.rs", "pub type Data = (); pub fn react() {}")
+        .file("_sync/b_server.rs", "pub fn filter() {} pub async fn gate() {}");
+    let tree = c.discover().expect("valid");
+    let inspections = sync_build::inspect(&tree).expect("valid files");
+    let root = tree.routes().iter().position(|r| r.pattern == "/").expect("root");
+    assert_eq!(
+        inspections[root],
+        vec![
+            Inspection {
+                filter_async: true,
+                gate: Some(false)
+            },
+            Inspection {
+                filter_async: false,
+                gate: Some(true)
+            },
+        ]
+    );
+}
+
+#[test]
+fn compile_writes_only_when_the_output_changes() {
+    let c = Crate::new();
+    c.file("_sync/a_client.rs", CLIENT);
+    let out = tempfile::tempdir().expect("out dir");
+    let build = || {
+        sync_build::configure()
+            .routes_dir(c.src())
+            .out_dir(out.path())
+            .emit_cargo_directives(false)
+    };
+    // `compile` needs CARGO_MANIFEST_DIR, which cargo sets for tests too.
+    let path = build().compile().expect("compiles");
+    let first = std::fs::metadata(&path).expect("written").modified().expect("mtime");
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.starts_with(sync_build::HEADER));
+    assert!(!sync_build::write_if_changed(&path, &text).expect("no write"), "unchanged content is not rewritten");
+    build().compile().expect("compiles again");
+    assert_eq!(std::fs::metadata(&path).expect("still there").modified().expect("mtime"), first);
+    c.file("_sync/b_client.rs", CLIENT);
+    build().compile().expect("compiles with a new handler");
+    assert!(std::fs::read_to_string(&path).expect("read").contains("pub mod b"));
+}
+
+#[test]
+fn the_generated_code_matches_the_golden_file() {
+    let root = Path::new("/app/src");
+    let tree = RouteTree::from_entries(
+        root,
+        [
+            Entry::file("dashboard/_sync/refreshData_client.rs"),
+            Entry::file("dashboard/_sync/refreshData_server.rs"),
+            Entry::file("dashboard/_dashboardSync/announce_client.rs"),
+            Entry::file("home/_sync/refreshData_client.rs"),
+            Entry::file("posts/[id]/_sync/newComment_client.rs"),
+            Entry::file("posts/[id]/_sync/newComment_server.rs"),
+            Entry::file("_sync/hello_client.rs"),
+            Entry::file("about/page.rs"),
+            Entry::dir("about"),
+        ],
+    )
+    .expect("valid");
+    let none = Inspection::default();
+    let inspections: Vec<Vec<Inspection>> = tree
+        .routes()
+        .iter()
+        .map(|route| {
+            route
+                .syncs
+                .iter()
+                .map(|sync| match (route.pattern.as_str(), sync.name.as_str()) {
+                    ("/dashboard", "refreshData") => Inspection {
+                        filter_async: true,
+                        gate: Some(false),
+                    },
+                    ("/posts/[id]", "newComment") => Inspection {
+                        filter_async: false,
+                        gate: None,
+                    },
+                    _ => none,
+                })
+                .collect()
+        })
+        .collect();
+    let text = sync_build::emit(&tree, &inspections, Path::new("/app"));
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sync_routes.rs");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &text).expect("write golden");
+    }
+    let expected = std::fs::read_to_string(&golden).expect("golden file (UPDATE_GOLDEN=1 creates it)");
+    assert_eq!(text, expected, "generated code changed; review and rerun with UPDATE_GOLDEN=1");
+}
