@@ -17,7 +17,10 @@ fn ident(name: &str) -> Ident {
 
 /// A path as written in `Registration`: relative to the crate when inside it.
 fn display_path(path: &Path, manifest_dir: &Path) -> String {
-    path.strip_prefix(manifest_dir).unwrap_or(path).to_string_lossy().replace('\\', "/")
+    path.strip_prefix(manifest_dir)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
 }
 
 fn emit_sync(sync: &SyncHandler, inspection: Inspection, manifest_dir: &Path) -> TokenStream {
@@ -49,7 +52,12 @@ fn emit_sync(sync: &SyncHandler, inspection: Inspection, manifest_dir: &Path) ->
                 gate,
             )
         }
-        None => (quote!(), quote!(::core::option::Option::None), quote!(), quote!()),
+        None => (
+            quote!(),
+            quote!(::core::option::Option::None),
+            quote!(),
+            quote!(),
+        ),
     };
     quote! {
         #[allow(non_snake_case)]

@@ -139,5 +139,9 @@ pub fn inspect(tree: &RouteTree) -> Result<Vec<Vec<Inspection>>, Vec<Problem>> {
         }
         out.push(per_route);
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }

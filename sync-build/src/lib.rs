@@ -1,11 +1,10 @@
 //! Build-time half of the sync framework: discovers the `_sync` folders under a crate's routes root and
 //! generates the code that registers every handler under its route.
 //!
+//! In `build.rs`'s `main`:
+//!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     sync_build::compile().unwrap_or_else(|e| panic!("{e}"));
-//! }
+//! sync_build::compile().unwrap_or_else(|e| panic!("{e}"));
 //! ```
 //!
 //! and once, at the crate root: `sync_runtime::include_routes!();`.
@@ -67,14 +66,25 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Invalid(problems) => {
-                writeln!(f, "sync-build found {} problem(s) in the route tree:", problems.len())?;
+                writeln!(
+                    f,
+                    "sync-build found {} problem(s) in the route tree:",
+                    problems.len()
+                )?;
                 for p in problems {
                     writeln!(f, "- {p}")?;
                 }
                 Ok(())
             }
-            Error::Io { path, source } => write!(f, "sync-build could not access {}: {source}", path.display()),
-            Error::MissingEnv(var) => write!(f, "sync-build: `{var}` is not set; call it from a build script (build.rs)"),
+            Error::Io { path, source } => write!(
+                f,
+                "sync-build could not access {}: {source}",
+                path.display()
+            ),
+            Error::MissingEnv(var) => write!(
+                f,
+                "sync-build: `{var}` is not set; call it from a build script (build.rs)"
+            ),
         }
     }
 }
@@ -133,7 +143,10 @@ impl Builder {
     /// Discover, validate, inspect and write `sync_routes.rs` (only if its content changed). Returns the
     /// written file's path.
     pub fn compile(&self) -> Result<PathBuf, Error> {
-        let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").ok_or(Error::MissingEnv("CARGO_MANIFEST_DIR"))?);
+        let manifest_dir = PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .ok_or(Error::MissingEnv("CARGO_MANIFEST_DIR"))?,
+        );
         let out_dir = match &self.out_dir {
             Some(dir) => dir.clone(),
             None => PathBuf::from(std::env::var_os("OUT_DIR").ok_or(Error::MissingEnv("OUT_DIR"))?),

@@ -21,12 +21,18 @@ pub struct Entry {
 impl Entry {
     /// A file entry.
     pub fn file(path: impl Into<PathBuf>) -> Self {
-        Entry { path: path.into(), is_dir: false }
+        Entry {
+            path: path.into(),
+            is_dir: false,
+        }
     }
 
     /// A folder entry.
     pub fn dir(path: impl Into<PathBuf>) -> Self {
-        Entry { path: path.into(), is_dir: true }
+        Entry {
+            path: path.into(),
+            is_dir: true,
+        }
     }
 }
 
@@ -83,7 +89,13 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let files: Vec<String> = self.files.iter().map(|p| p.display().to_string()).collect();
-        write!(f, "{}: {}\n  fix: {}", files.join(", "), self.message, self.fix)
+        write!(
+            f,
+            "{}: {}\n  fix: {}",
+            files.join(", "),
+            self.message,
+            self.fix
+        )
     }
 }
 
@@ -136,7 +148,9 @@ fn place(relative: &Path) -> Placement {
     let mut so_far = PathBuf::new();
     let mut hidden = false;
     for component in relative.components() {
-        let Component::Normal(name) = component else { continue };
+        let Component::Normal(name) = component else {
+            continue;
+        };
         let name = name.to_string_lossy();
         so_far.push(&*name);
         if sync_folder.is_some() {
@@ -201,7 +215,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Whether `name` can be a sync name: a Rust identifier that is not a keyword.
 pub fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let starts_well = chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic());
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic());
     starts_well
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
         && name != "_"
@@ -219,7 +235,16 @@ fn module_base(pattern: &str) -> String {
         .map(|s| s.trim_start_matches('[').trim_end_matches(']'))
         .collect::<Vec<_>>()
         .join("__");
-    let mut out: String = joined.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut out: String = joined
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, 'r');
     }
@@ -248,10 +273,17 @@ impl RouteTree {
     /// ```
     pub fn discover(root: &Path) -> Result<RouteTree, Error> {
         let mut entries = Vec::new();
-        let walker = walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name().into_iter();
+        let walker = walkdir::WalkDir::new(root)
+            .min_depth(1)
+            .sort_by_file_name()
+            .into_iter();
         for entry in walker.filter_entry(|e| !e.file_name().to_string_lossy().starts_with('.')) {
             let entry = entry.map_err(|e| Error::io(root, e.into()))?;
-            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path()).to_path_buf();
+            let relative = entry
+                .path()
+                .strip_prefix(root)
+                .unwrap_or(entry.path())
+                .to_path_buf();
             entries.push(Entry {
                 path: relative,
                 is_dir: entry.file_type().is_dir(),
@@ -273,7 +305,10 @@ impl RouteTree {
     /// assert_eq!(tree.routes()[1].pattern, "/posts/[id]");
     /// assert_eq!(tree.routes()[1].module, "posts__id");
     /// ```
-    pub fn from_entries(root: &Path, entries: impl IntoIterator<Item = Entry>) -> Result<RouteTree, Error> {
+    pub fn from_entries(
+        root: &Path,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<RouteTree, Error> {
         let mut entries: Vec<Entry> = entries.into_iter().collect();
         entries.sort();
         let mut problems = Vec::new();
@@ -297,16 +332,20 @@ impl RouteTree {
                 }
                 continue;
             }
-            let Some(sync_folder) = &placement.sync_folder else { continue };
+            let Some(sync_folder) = &placement.sync_folder else {
+                continue;
+            };
             if placement.nested.len() != 1 {
                 // Reported once, for the nested folder itself.
                 continue;
             }
             let file = root.join(&entry.path);
             let file_name = placement.nested[0].as_str();
-            let parsed = file_name
-                .strip_suffix(".rs")
-                .and_then(|stem| stem.strip_suffix("_client").map(|n| (n, true)).or_else(|| stem.strip_suffix("_server").map(|n| (n, false))));
+            let parsed = file_name.strip_suffix(".rs").and_then(|stem| {
+                stem.strip_suffix("_client")
+                    .map(|n| (n, true))
+                    .or_else(|| stem.strip_suffix("_server").map(|n| (n, false)))
+            });
             let Some((name, is_client)) = parsed else {
                 let fix = match file_name.strip_suffix(".rs").and_then(near_miss) {
                     Some((name, suffix)) => format!("rename `{file_name}` to `{name}{suffix}.rs`"),
@@ -332,7 +371,11 @@ impl RouteTree {
             let (pattern, params) = pattern_of_dir(sync_folder.parent().unwrap_or(Path::new("")));
             let collected = routes.entry(pattern).or_default();
             collected.params = params;
-            let files = if is_client { &mut collected.clients } else { &mut collected.servers };
+            let files = if is_client {
+                &mut collected.clients
+            } else {
+                &mut collected.servers
+            };
             files.entry(name.to_owned()).or_default().push(file);
         }
 
@@ -342,14 +385,23 @@ impl RouteTree {
             let mut seen = std::collections::BTreeSet::new();
             if let Some(dup) = collected.params.iter().find(|p| !seen.insert(*p)) {
                 problems.push(Problem {
-                    files: collected.clients.values().chain(collected.servers.values()).flatten().cloned().collect(),
+                    files: collected
+                        .clients
+                        .values()
+                        .chain(collected.servers.values())
+                        .flatten()
+                        .cloned()
+                        .collect(),
                     message: format!("the route `{pattern}` uses the param `[{dup}]` twice"),
                     fix: format!("rename one of the `[{dup}]` folders"),
                 });
             }
             for (name, servers) in &collected.servers {
                 if !collected.clients.contains_key(name) {
-                    let dir = servers[0].parent().map(Path::to_path_buf).unwrap_or_default();
+                    let dir = servers[0]
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default();
                     problems.push(Problem {
                         files: servers.clone(),
                         message: format!("`{name}_server.rs` has no `{name}_client.rs`: a server filter needs a client reaction"),
@@ -357,13 +409,20 @@ impl RouteTree {
                     });
                 }
             }
-            for (kind, map) in [("client", &collected.clients), ("server", &collected.servers)] {
+            for (kind, map) in [
+                ("client", &collected.clients),
+                ("server", &collected.servers),
+            ] {
                 for (name, files) in map {
                     if files.len() > 1 {
                         problems.push(Problem {
                             files: files.clone(),
-                            message: format!("the route `{pattern}` defines `{name}` ({kind}) more than once"),
-                            fix: format!("keep one `{name}_{kind}.rs` for `{pattern}`, or rename the others"),
+                            message: format!(
+                                "the route `{pattern}` defines `{name}` ({kind}) more than once"
+                            ),
+                            fix: format!(
+                                "keep one `{name}_{kind}.rs` for `{pattern}`, or rename the others"
+                            ),
                         });
                     }
                 }
@@ -380,7 +439,11 @@ impl RouteTree {
             let base = module_base(&pattern);
             let count = used_modules.entry(base.clone()).or_insert(0);
             *count += 1;
-            let module = if *count == 1 { base } else { format!("{base}_{count}") };
+            let module = if *count == 1 {
+                base
+            } else {
+                format!("{base}_{count}")
+            };
             out.push(Route {
                 pattern,
                 params: collected.params,
@@ -418,13 +481,20 @@ impl RouteTree {
                 params: route.params.clone(),
                 route: Some(route),
             },
-            None => RouteRef { pattern, params, route: None },
+            None => RouteRef {
+                pattern,
+                params,
+                route: None,
+            },
         })
     }
 
     /// The routes that define a sync called `name`.
     pub fn routes_defining(&self, name: &str) -> Vec<&Route> {
-        self.routes.iter().filter(|r| r.sync(name).is_some()).collect()
+        self.routes
+            .iter()
+            .filter(|r| r.sync(name).is_some())
+            .collect()
     }
 }
 

@@ -52,7 +52,12 @@ fn patterns(tree: &RouteTree) -> Vec<(&str, Vec<&str>)> {
     tree.routes()
         .iter()
         .filter(|r| !r.syncs.is_empty())
-        .map(|r| (r.pattern.as_str(), r.syncs.iter().map(|s| s.name.as_str()).collect()))
+        .map(|r| {
+            (
+                r.pattern.as_str(),
+                r.syncs.iter().map(|s| s.name.as_str()).collect(),
+            )
+        })
         .collect()
 }
 
@@ -62,10 +67,16 @@ fn every_folder_rule_of_the_route_tree() {
     c.file("_sync/hello_client.rs", CLIENT)
         .file("dashboard/page.rs", "")
         .file("dashboard/_sync/refreshData_client.rs", CLIENT)
-        .file("dashboard/_sync/refreshData_server.rs", "pub async fn filter() {}")
+        .file(
+            "dashboard/_sync/refreshData_server.rs",
+            "pub async fn filter() {}",
+        )
         .file("dashboard/_dashboardSync/announce_client.rs", CLIENT)
         .file("dashboard/_components/widget.rs", "")
-        .file("dashboard/_components/_sync/fromComponents_client.rs", CLIENT)
+        .file(
+            "dashboard/_components/_sync/fromComponents_client.rs",
+            CLIENT,
+        )
         .file("(marketing)/about/_sync/ping_client.rs", CLIENT)
         .file("posts/[id]/_sync/newComment_client.rs", CLIENT)
         .file("posts/[id]/comments/_sync/reply_client.rs", CLIENT)
@@ -77,19 +88,49 @@ fn every_folder_rule_of_the_route_tree() {
         vec![
             ("/", vec!["hello"]),
             ("/about", vec!["ping"]),
-            ("/dashboard", vec!["announce", "fromComponents", "refreshData"]),
+            (
+                "/dashboard",
+                vec!["announce", "fromComponents", "refreshData"]
+            ),
             ("/home", vec!["refreshData"]),
             ("/posts/[id]", vec!["newComment"]),
             ("/posts/[id]/comments", vec!["reply"]),
         ]
     );
-    let posts = tree.routes().iter().find(|r| r.pattern == "/posts/[id]/comments").expect("route");
-    assert_eq!((posts.params.as_slice(), posts.module.as_str()), (&["id".to_owned()][..], "posts__id__comments"));
-    let dashboard = tree.routes().iter().find(|r| r.pattern == "/dashboard").expect("route");
-    assert!(dashboard.sync("refreshData").expect("sync").server_file.is_some());
-    assert!(dashboard.sync("announce").expect("sync").server_file.is_none());
+    let posts = tree
+        .routes()
+        .iter()
+        .find(|r| r.pattern == "/posts/[id]/comments")
+        .expect("route");
+    assert_eq!(
+        (posts.params.as_slice(), posts.module.as_str()),
+        (&["id".to_owned()][..], "posts__id__comments")
+    );
+    let dashboard = tree
+        .routes()
+        .iter()
+        .find(|r| r.pattern == "/dashboard")
+        .expect("route");
+    assert!(
+        dashboard
+            .sync("refreshData")
+            .expect("sync")
+            .server_file
+            .is_some()
+    );
+    assert!(
+        dashboard
+            .sync("announce")
+            .expect("sync")
+            .server_file
+            .is_none()
+    );
     // Files belong to the route of their folder; `_` folders to the enclosing route.
-    let of = |p: &str| tree.route_of_file(&c.src().join(p)).expect("under the root").pattern;
+    let of = |p: &str| {
+        tree.route_of_file(&c.src().join(p))
+            .expect("under the root")
+            .pattern
+    };
     assert_eq!(of("dashboard/_components/widget.rs"), "/dashboard");
     assert_eq!(of("posts/[id]/page.rs"), "/posts/[id]");
     assert_eq!(of("main.rs"), "/");
@@ -104,20 +145,33 @@ fn a_misspelt_server_file_is_an_error_with_the_rename() {
         .file("dashboard/_sync/refreshData_sever.rs", "");
     let e = c.error();
     assert!(e.contains("refreshData_sever.rs"), "{e}");
-    assert!(e.contains("rename `refreshData_sever.rs` to `refreshData_server.rs`"), "{e}");
-    assert!(e.contains("never silently become \"send to everyone\""), "{e}");
+    assert!(
+        e.contains("rename `refreshData_sever.rs` to `refreshData_server.rs`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("never silently become \"send to everyone\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn other_files_and_nested_folders_in_a_sync_folder_are_errors() {
     let c = Crate::new();
-    c.file("_sync/notes.txt", "").file("_sync/mod.rs", "").dir("_sync/nested").file("_sync/nested/x_client.rs", CLIENT);
+    c.file("_sync/notes.txt", "")
+        .file("_sync/mod.rs", "")
+        .dir("_sync/nested")
+        .file("_sync/nested/x_client.rs", CLIENT);
     let e = c.error();
     assert!(e.contains("`notes.txt` is not a sync handler"), "{e}");
     assert!(e.contains("`mod.rs` is not a sync handler"), "{e}");
     assert!(e.contains("a folder inside a sync folder"), "{e}");
     assert!(e.contains("nested"), "{e}");
-    assert_eq!(c.discover().unwrap_err().problems().len(), 3, "every problem is reported, each once: {e}");
+    assert_eq!(
+        c.discover().unwrap_err().problems().len(),
+        3,
+        "every problem is reported, each once: {e}"
+    );
 }
 
 #[test]
@@ -125,8 +179,14 @@ fn a_server_file_without_its_client_is_an_error_naming_the_missing_file() {
     let c = Crate::new();
     c.file("home/_sync/refreshData_server.rs", "pub fn filter() {}");
     let e = c.error();
-    assert!(e.contains("`refreshData_server.rs` has no `refreshData_client.rs`"), "{e}");
-    assert!(e.contains("add `") && e.contains("home/_sync/refreshData_client.rs` next to it"), "{e}");
+    assert!(
+        e.contains("`refreshData_server.rs` has no `refreshData_client.rs`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("add `") && e.contains("home/_sync/refreshData_client.rs` next to it"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -135,12 +195,23 @@ fn the_same_name_twice_in_one_route_is_an_error_naming_both_files() {
     c.file("dashboard/_sync/refreshData_client.rs", CLIENT)
         .file("dashboard/_dashboardSync/refreshData_client.rs", CLIENT);
     let e = c.error();
-    assert!(e.contains("_sync/refreshData_client.rs") && e.contains("_dashboardSync/refreshData_client.rs"), "{e}");
-    assert!(e.contains("defines `refreshData` (client) more than once"), "{e}");
+    assert!(
+        e.contains("_sync/refreshData_client.rs")
+            && e.contains("_dashboardSync/refreshData_client.rs"),
+        "{e}"
+    );
+    assert!(
+        e.contains("defines `refreshData` (client) more than once"),
+        "{e}"
+    );
     // Two groups mapping to one route conflict the same way.
     let c = Crate::new();
-    c.file("(a)/x/_sync/y_client.rs", CLIENT).file("(b)/x/_sync/y_client.rs", CLIENT);
-    assert!(c.error().contains("the route `/x` defines `y` (client) more than once"));
+    c.file("(a)/x/_sync/y_client.rs", CLIENT)
+        .file("(b)/x/_sync/y_client.rs", CLIENT);
+    assert!(
+        c.error()
+            .contains("the route `/x` defines `y` (client) more than once")
+    );
 }
 
 #[test]
@@ -149,7 +220,10 @@ fn names_that_are_not_identifiers_are_errors() {
         let c = Crate::new();
         c.file(&format!("_sync/{bad}_client.rs"), CLIENT);
         let e = c.error();
-        assert!(e.contains(&format!("`{bad}` is not a valid sync name")), "{bad}: {e}");
+        assert!(
+            e.contains(&format!("`{bad}` is not a valid sync name")),
+            "{bad}: {e}"
+        );
     }
 }
 
@@ -172,22 +246,44 @@ fn handler_files_must_define_what_the_glue_calls() {
     let problems = sync_build::inspect(&tree).expect_err("the files are not");
     let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
     let text = text.join("\n");
-    assert!(text.contains("a_client.rs: a client file must declare the sync's data type `Data`"), "{text}");
-    assert!(text.contains("b_client.rs: a client file must define `pub fn react`"), "{text}");
-    assert!(text.contains("c_server.rs: a server file must define `pub fn filter`"), "{text}");
+    assert!(
+        text.contains("a_client.rs: a client file must declare the sync's data type `Data`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("b_client.rs: a client file must define `pub fn react`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("c_server.rs: a server file must define `pub fn filter`"),
+        "{text}"
+    );
     assert!(text.contains("d_client.rs: does not parse at 1:"), "{text}");
 }
 
 #[test]
 fn inspection_tells_async_and_gates_apart() {
     let c = Crate::new();
-    c.file("_sync/a_client.rs", "pub use crate::x::Thing as Data; pub fn react() {}")
-        .file("_sync/a_server.rs", "pub async fn filter() {} pub fn gate() {}")
-        .file("_sync/b_client.rs", "pub type Data = (); pub fn react() {}")
-        .file("_sync/b_server.rs", "pub fn filter() {} pub async fn gate() {}");
+    c.file(
+        "_sync/a_client.rs",
+        "pub use crate::x::Thing as Data; pub fn react() {}",
+    )
+    .file(
+        "_sync/a_server.rs",
+        "pub async fn filter() {} pub fn gate() {}",
+    )
+    .file("_sync/b_client.rs", "pub type Data = (); pub fn react() {}")
+    .file(
+        "_sync/b_server.rs",
+        "pub fn filter() {} pub async fn gate() {}",
+    );
     let tree = c.discover().expect("valid");
     let inspections = sync_build::inspect(&tree).expect("valid files");
-    let root = tree.routes().iter().position(|r| r.pattern == "/").expect("root");
+    let root = tree
+        .routes()
+        .iter()
+        .position(|r| r.pattern == "/")
+        .expect("root");
     assert_eq!(
         inspections[root],
         vec![
@@ -216,15 +312,31 @@ fn compile_writes_only_when_the_output_changes() {
     };
     // `compile` needs CARGO_MANIFEST_DIR, which cargo sets for tests too.
     let path = build().compile().expect("compiles");
-    let first = std::fs::metadata(&path).expect("written").modified().expect("mtime");
+    let first = std::fs::metadata(&path)
+        .expect("written")
+        .modified()
+        .expect("mtime");
     let text = std::fs::read_to_string(&path).expect("read");
     assert!(text.starts_with(sync_build::HEADER));
-    assert!(!sync_build::write_if_changed(&path, &text).expect("no write"), "unchanged content is not rewritten");
+    assert!(
+        !sync_build::write_if_changed(&path, &text).expect("no write"),
+        "unchanged content is not rewritten"
+    );
     build().compile().expect("compiles again");
-    assert_eq!(std::fs::metadata(&path).expect("still there").modified().expect("mtime"), first);
+    assert_eq!(
+        std::fs::metadata(&path)
+            .expect("still there")
+            .modified()
+            .expect("mtime"),
+        first
+    );
     c.file("_sync/b_client.rs", CLIENT);
     build().compile().expect("compiles with a new handler");
-    assert!(std::fs::read_to_string(&path).expect("read").contains("pub mod b"));
+    assert!(
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .contains("pub mod b")
+    );
 }
 
 #[test]
@@ -272,6 +384,10 @@ fn the_generated_code_matches_the_golden_file() {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &text).expect("write golden");
     }
-    let expected = std::fs::read_to_string(&golden).expect("golden file (UPDATE_GOLDEN=1 creates it)");
-    assert_eq!(text, expected, "generated code changed; review and rerun with UPDATE_GOLDEN=1");
+    let expected =
+        std::fs::read_to_string(&golden).expect("golden file (UPDATE_GOLDEN=1 creates it)");
+    assert_eq!(
+        text, expected,
+        "generated code changed; review and rerun with UPDATE_GOLDEN=1"
+    );
 }

@@ -21,7 +21,10 @@ pub struct Input {
 fn key(input: ParseStream<'_>, expected: &str) -> syn::Result<()> {
     let ident: Ident = input.parse()?;
     if ident != expected {
-        return Err(syn::Error::new(ident.span(), format!("expected `{expected} = ..`")));
+        return Err(syn::Error::new(
+            ident.span(),
+            format!("expected `{expected} = ..`"),
+        ));
     }
     input.parse::<Token![=]>()?;
     Ok(())
@@ -86,7 +89,11 @@ fn routes_root(ctx: &ResolveCtx, caller: &Path) -> Option<PathBuf> {
 }
 
 fn list(names: &[String]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Expand one `sync_request!`.
@@ -99,14 +106,21 @@ pub fn expand(input: TokenStream, ctx: &ResolveCtx) -> syn::Result<TokenStream> 
         None => name.span().local_file(),
     };
     let Some(caller) = caller else {
-        return Err(syn::Error::new(name.span(), "sync_request!: cannot tell which file this call is in, so not which route it belongs to"));
+        return Err(syn::Error::new(
+            name.span(),
+            "sync_request!: cannot tell which file this call is in, so not which route it belongs to",
+        ));
     };
     let caller = caller.canonicalize().unwrap_or(caller);
     let Some(root) = routes_root(ctx, &caller) else {
-        return Err(syn::Error::new(name.span(), "sync_request!: no Cargo.toml above this file, so no routes root"));
+        return Err(syn::Error::new(
+            name.span(),
+            "sync_request!: no Cargo.toml above this file, so no routes root",
+        ));
     };
     let root = root.canonicalize().unwrap_or(root);
-    let tree = RouteTree::discover(&root).map_err(|e| syn::Error::new(name.span(), format!("sync_request!: {e}")))?;
+    let tree = RouteTree::discover(&root)
+        .map_err(|e| syn::Error::new(name.span(), format!("sync_request!: {e}")))?;
     let Some(route) = tree.route_of_file(&caller) else {
         return Err(syn::Error::new(
             name.span(),
@@ -123,11 +137,22 @@ pub fn expand(input: TokenStream, ctx: &ResolveCtx) -> syn::Result<TokenStream> 
     let Some(route_ref) = route.route.filter(|r| r.sync(&requested).is_some()) else {
         let defined: Vec<String> = route.syncs().iter().map(|s| s.name.clone()).collect();
         let mut message = if defined.is_empty() {
-            format!("`{}` defines no syncs, so it has no sync named `{requested}`", route.pattern)
+            format!(
+                "`{}` defines no syncs, so it has no sync named `{requested}`",
+                route.pattern
+            )
         } else {
-            format!("`{}` has no sync named `{requested}`; it defines: {}", route.pattern, list(&defined))
+            format!(
+                "`{}` has no sync named `{requested}`; it defines: {}",
+                route.pattern,
+                list(&defined)
+            )
         };
-        let elsewhere: Vec<String> = tree.routes_defining(&requested).iter().map(|r| r.pattern.clone()).collect();
+        let elsewhere: Vec<String> = tree
+            .routes_defining(&requested)
+            .iter()
+            .map(|r| r.pattern.clone())
+            .collect();
         if !elsewhere.is_empty() {
             message.push_str(&format!(
                 " (`{requested}` is defined on {}; a sync can only be requested from its own route's folder)",
@@ -144,7 +169,11 @@ pub fn expand(input: TokenStream, ctx: &ResolveCtx) -> syn::Result<TokenStream> 
                 if route.params.is_empty() {
                     format!("`{}` has no params; remove `{ident} = ..`", route.pattern)
                 } else {
-                    format!("`{}` has no param `{ident}`; its params are: {}", route.pattern, list(&route.params))
+                    format!(
+                        "`{}` has no param `{ident}`; its params are: {}",
+                        route.pattern,
+                        list(&route.params)
+                    )
                 },
             ));
         }
@@ -234,33 +263,61 @@ mod tests {
     }
 
     fn err(input: TokenStream, ctx: &ResolveCtx) -> String {
-        expand(input, ctx).expect_err("must not expand").to_compile_error().to_string()
+        expand(input, ctx)
+            .expect_err("must not expand")
+            .to_compile_error()
+            .to_string()
     }
 
     #[test]
     fn a_defined_name_expands_to_the_routes_request_function() {
         let t = tree();
-        let out = expand(quote!(name = "refreshData", data = (Data { a: 1 }), params = []), &t.ctx("dashboard/page.rs")).expect("expands");
+        let out = expand(
+            quote!(name = "refreshData", data = (Data { a: 1 }), params = []),
+            &t.ctx("dashboard/page.rs"),
+        )
+        .expect("expands");
         let text = out.to_string();
-        assert!(text.contains("crate :: __sync_routes :: dashboard :: refreshData :: request"), "{text}");
+        assert!(
+            text.contains("crate :: __sync_routes :: dashboard :: refreshData :: request"),
+            "{text}"
+        );
         // From a `_components` folder the route is the same.
-        let out = expand(quote!(name = "other", data = (x), params = []), &t.ctx("dashboard/_components/w.rs")).expect("expands");
+        let out = expand(
+            quote!(name = "other", data = (x), params = []),
+            &t.ctx("dashboard/_components/w.rs"),
+        )
+        .expect("expands");
         assert!(out.to_string().contains("dashboard :: other :: request"));
     }
 
     #[test]
     fn an_unknown_name_lists_the_routes_names() {
         let t = tree();
-        let e = err(quote!(name = "refreshDta", data = (x), params = []), &t.ctx("dashboard/page.rs"));
-        assert!(e.contains("`/dashboard` has no sync named `refreshDta`; it defines: `other`, `refreshData`"), "{e}");
+        let e = err(
+            quote!(name = "refreshDta", data = (x), params = []),
+            &t.ctx("dashboard/page.rs"),
+        );
+        assert!(
+            e.contains(
+                "`/dashboard` has no sync named `refreshDta`; it defines: `other`, `refreshData`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn another_routes_name_says_where_it_is_defined() {
         let t = tree();
-        let e = err(quote!(name = "homeOnly", data = (x), params = []), &t.ctx("dashboard/page.rs"));
+        let e = err(
+            quote!(name = "homeOnly", data = (x), params = []),
+            &t.ctx("dashboard/page.rs"),
+        );
         assert!(e.contains("`homeOnly` is defined on `/home`"), "{e}");
-        let e = err(quote!(name = "refreshData", data = (x), params = []), &t.ctx("about/page.rs"));
+        let e = err(
+            quote!(name = "refreshData", data = (x), params = []),
+            &t.ctx("about/page.rs"),
+        );
         assert!(e.contains("`/about` defines no syncs"), "{e}");
     }
 
@@ -270,10 +327,28 @@ mod tests {
         let ctx = t.ctx("posts/[id]/page.rs");
         let e = err(quote!(name = "newComment", data = (x), params = []), &ctx);
         assert!(e.contains("dynamic route: give `id`"), "{e}");
-        let e = err(quote!(name = "newComment", data = (x), params = [id = (7), page = (2)]), &ctx);
-        assert!(e.contains("has no param `page`; its params are: `id`"), "{e}");
-        let out = expand(quote!(name = "newComment", data = (x), params = [id = (post.id)]), &ctx).expect("expands");
-        assert!(out.to_string().contains("posts__id :: newComment :: request"), "{out}");
+        let e = err(
+            quote!(
+                name = "newComment",
+                data = (x),
+                params = [id = (7), page = (2)]
+            ),
+            &ctx,
+        );
+        assert!(
+            e.contains("has no param `page`; its params are: `id`"),
+            "{e}"
+        );
+        let out = expand(
+            quote!(name = "newComment", data = (x), params = [id = (post.id)]),
+            &ctx,
+        )
+        .expect("expands");
+        assert!(
+            out.to_string()
+                .contains("posts__id :: newComment :: request"),
+            "{out}"
+        );
         assert!(out.to_string().contains("\"id\""), "{out}");
     }
 
@@ -288,6 +363,9 @@ mod tests {
             caller_file: Some(outside),
         };
         let e = err(quote!(name = "x", data = (x), params = []), &ctx);
-        assert!(e.contains("can only be called from files under the routes root"), "{e}");
+        assert!(
+            e.contains("can only be called from files under the routes root"),
+            "{e}"
+        );
     }
 }

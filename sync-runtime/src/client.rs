@@ -180,7 +180,9 @@ pub struct SyncClient {
 
 impl fmt::Debug for SyncClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SyncClient").field("connection", &self.connection).finish_non_exhaustive()
+        f.debug_struct("SyncClient")
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
     }
 }
 
@@ -308,17 +310,28 @@ impl SyncClient {
     }
 
     /// Request sync `name` on the current route and wait for the outcome.
-    pub async fn request(&mut self, name: &str, data: impl serde::Serialize) -> Result<Outcome, ClientError> {
+    pub async fn request(
+        &mut self,
+        name: &str,
+        data: impl serde::Serialize,
+    ) -> Result<Outcome, ClientError> {
         self.request_with(name, data, true).await
     }
 
     /// Like [`request`](Self::request); `echo: false` leaves this connection out of the recipients.
-    pub async fn request_with(&mut self, name: &str, data: impl serde::Serialize, echo: bool) -> Result<Outcome, ClientError> {
+    pub async fn request_with(
+        &mut self,
+        name: &str,
+        data: impl serde::Serialize,
+        echo: bool,
+    ) -> Result<Outcome, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let frame = serde_json::json!({ "t": "req", "id": id, "name": name, "data": data, "echo": echo });
+        let frame =
+            serde_json::json!({ "t": "req", "id": id, "name": name, "data": data, "echo": echo });
         let (tx, rx) = oneshot::channel();
-        self.command(Command::Req(id, frame.to_string(), tx)).await?;
+        self.command(Command::Req(id, frame.to_string(), tx))
+            .await?;
         match rx.await {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(reply)) => Err(ClientError::Refused(reply)),
@@ -358,7 +371,10 @@ impl SyncClient {
     /// Wait until the connection closes; the close code and reason, if the server sent them.
     pub async fn closed(&mut self) -> Option<(u16, String)> {
         while self.reactions.recv().await.is_some() {}
-        self.close.lock().expect("close lock is never poisoned").clone()
+        self.close
+            .lock()
+            .expect("close lock is never poisoned")
+            .clone()
     }
 
     /// Close the connection.
@@ -367,7 +383,10 @@ impl SyncClient {
     }
 
     async fn command(&self, command: Command) -> Result<(), ClientError> {
-        self.commands.send(command).await.map_err(|_| ClientError::Closed)
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| ClientError::Closed)
     }
 }
 
@@ -375,17 +394,25 @@ fn encode(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for b in path.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(b)),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b))
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
     out
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Open a socket: credentials and headers from `options`, the location, and a resume key if resuming.
-async fn open(url: &str, options: &ConnectOptions, path: Option<&str>, resume: Option<(&str, u64)>) -> Result<Socket, ClientError> {
+async fn open(
+    url: &str,
+    options: &ConnectOptions,
+    path: Option<&str>,
+    resume: Option<(&str, u64)>,
+) -> Result<Socket, ClientError> {
     let connect_error = |e: tungstenite::Error| ClientError::Connect(Box::new(e));
     let mut url = url.to_owned();
     let mut param = |key: &str, value: &str| {
@@ -404,17 +431,23 @@ async fn open(url: &str, options: &ConnectOptions, path: Option<&str>, resume: O
     let mut request = url.into_client_request().map_err(connect_error)?;
     let headers = request.headers_mut();
     if let Some(token) = &options.token {
-        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
         headers.insert("authorization", value);
     }
     for (name, value) in &options.headers {
-        let name: tungstenite::http::HeaderName = name
-            .parse()
-            .map_err(|e: tungstenite::http::header::InvalidHeaderName| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
-        let value = HeaderValue::from_str(value).map_err(|e| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
+        let name: tungstenite::http::HeaderName =
+            name.parse()
+                .map_err(|e: tungstenite::http::header::InvalidHeaderName| {
+                    connect_error(tungstenite::Error::HttpFormat(e.into()))
+                })?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|e| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
         headers.append(name, value);
     }
-    let (socket, _) = tokio_tungstenite::connect_async(request).await.map_err(connect_error)?;
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(connect_error)?;
     Ok(socket)
 }
 
@@ -451,7 +484,10 @@ impl Pump {
             let end = self.serve(&mut socket, &mut hello).await;
             let again = match end {
                 SocketEnd::User => false,
-                SocketEnd::Server(code) => code == crate::close_code::GOING_AWAY || code == crate::close_code::SLOW_CONSUMER,
+                SocketEnd::Server(code) => {
+                    code == crate::close_code::GOING_AWAY
+                        || code == crate::close_code::SLOW_CONSUMER
+                }
                 SocketEnd::Dropped => true,
             };
             if !(again && self.options.reconnect) {
@@ -475,15 +511,22 @@ impl Pump {
             let path = self.location.as_deref().or(self.options.path.as_deref());
             match open(&self.url, &self.options, path, resume).await {
                 Ok(socket) => return Some(socket),
-                Err(e) => tracing::debug!(target: "sync_runtime::client", error = %e, "reconnect failed; retrying"),
+                Err(e) => {
+                    tracing::debug!(target: "sync_runtime::client", error = %e, "reconnect failed; retrying")
+                }
             }
             delay = (delay * 2).min(std::time::Duration::from_secs(2));
         }
         None
     }
 
-    async fn serve(&mut self, socket: &mut Socket, hello: &mut Option<oneshot::Sender<String>>) -> SocketEnd {
-        let mut requests: HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>> = HashMap::new();
+    async fn serve(
+        &mut self,
+        socket: &mut Socket,
+        hello: &mut Option<oneshot::Sender<String>>,
+    ) -> SocketEnd {
+        let mut requests: HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>> =
+            HashMap::new();
         loop {
             tokio::select! {
                 command = self.commands.recv() => {
@@ -533,7 +576,11 @@ impl Pump {
         requests: &mut HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>>,
     ) -> bool {
         match serde_json::from_str::<ServerFrame>(text) {
-            Ok(ServerFrame::Hello { conn, resume, resumed }) => {
+            Ok(ServerFrame::Hello {
+                conn,
+                resume,
+                resumed,
+            }) => {
                 if !resumed {
                     // A new connection numbers its reactions from 1 again.
                     self.last_seq = 0;

@@ -437,7 +437,12 @@ pub(crate) trait DynSync: Send + Sync {
     fn has_gate(&self) -> bool;
     /// For syncs without a server file: the one reaction every recipient gets.
     fn react_shared(&self, data: &AnyArc) -> Option<Reaction>;
-    fn gate(&self, data: &AnyArc, sender: &ErasedPeer, functions: &AnyArc) -> BoxFuture<Result<(), Refusal>>;
+    fn gate(
+        &self,
+        data: &AnyArc,
+        sender: &ErasedPeer,
+        functions: &AnyArc,
+    ) -> BoxFuture<Result<(), Refusal>>;
     /// For syncs with a server file: filter and react for one recipient.
     fn filter_react(
         &self,
@@ -522,7 +527,12 @@ where
     fn react_shared(&self, _: &AnyArc) -> Option<Reaction> {
         None
     }
-    fn gate(&self, data: &AnyArc, sender: &ErasedPeer, functions: &AnyArc) -> BoxFuture<Result<(), Refusal>> {
+    fn gate(
+        &self,
+        data: &AnyArc,
+        sender: &ErasedPeer,
+        functions: &AnyArc,
+    ) -> BoxFuture<Result<(), Refusal>> {
         let Some(gate) = &self.gate else {
             return Box::pin(std::future::ready(Ok(())));
         };
@@ -531,7 +541,9 @@ where
             sender.typed::<S>(),
             functions.clone().downcast::<F>(),
         ) else {
-            return Box::pin(std::future::ready(Err(Refusal::new("internal type mismatch"))));
+            return Box::pin(std::future::ready(Err(Refusal::new(
+                "internal type mismatch",
+            ))));
         };
         gate(GateCx {
             data,
@@ -552,7 +564,9 @@ where
             functions.clone().downcast::<F>(),
         );
         let (Ok(data), Some(recipient), Ok(functions)) = typed else {
-            return Box::pin(std::future::ready(Err(FilterFailure::Internal("type mismatch"))));
+            return Box::pin(std::future::ready(Err(FilterFailure::Internal(
+                "type mismatch",
+            ))));
         };
         let sender = sender.and_then(ErasedPeer::typed::<S>);
         let decision = (self.filter)(ServerCx {

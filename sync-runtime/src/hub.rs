@@ -15,7 +15,9 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::handler::{AnyArc, BoxFuture, ConnectionId, ErasedPeer, ErasedSync, FilterFailure, Location};
+use crate::handler::{
+    AnyArc, BoxFuture, ConnectionId, ErasedPeer, ErasedSync, FilterFailure, Location,
+};
 use crate::protocol::{ErrorCode, Outcome, ResultFrame, close_code, error_frame};
 use crate::routes::{PatternSet, normalize};
 use crate::{Reaction, Refusal};
@@ -98,8 +100,16 @@ impl fmt::Debug for AuthRequest {
             .headers
             .iter()
             .map(|(k, v)| {
-                let redact = k == axum::http::header::AUTHORIZATION || k == axum::http::header::COOKIE;
-                (k.as_str(), if redact { "<redacted>" } else { v.to_str().unwrap_or("<binary>") })
+                let redact =
+                    k == axum::http::header::AUTHORIZATION || k == axum::http::header::COOKIE;
+                (
+                    k.as_str(),
+                    if redact {
+                        "<redacted>"
+                    } else {
+                        v.to_str().unwrap_or("<binary>")
+                    },
+                )
             })
             .collect();
         f.debug_struct("AuthRequest")
@@ -163,7 +173,8 @@ impl<S> Identity<S> {
     }
 }
 
-type AuthFn = Arc<dyn Fn(AuthRequest) -> BoxFuture<Result<(Arc<str>, AnyArc), Refusal>> + Send + Sync>;
+type AuthFn =
+    Arc<dyn Fn(AuthRequest) -> BoxFuture<Result<(Arc<str>, AnyArc), Refusal>> + Send + Sync>;
 
 /// Why [`SyncHubBuilder::build`] failed.
 #[derive(Debug)]
@@ -225,7 +236,10 @@ impl SyncHub {
 impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
     /// How a WebSocket upgrade becomes a session. Returning `Err` refuses the upgrade with `401` before it
     /// happens. Required, unless [`guests`](Self::guests) is used.
-    pub fn authenticate<S2, Fut>(self, auth: impl Fn(AuthRequest) -> Fut + Send + Sync + 'static) -> SyncHubBuilder<S2, F>
+    pub fn authenticate<S2, Fut>(
+        self,
+        auth: impl Fn(AuthRequest) -> Fut + Send + Sync + 'static,
+    ) -> SyncHubBuilder<S2, F>
     where
         S2: Send + Sync + 'static,
         Fut: Future<Output = Result<Identity<S2>, Refusal>> + Send + 'static,
@@ -434,7 +448,10 @@ impl SyncTable {
             }),
         );
         self.patterns.insert(reg.route);
-        self.routes_of_name.entry(reg.name).or_default().push(reg.route);
+        self.routes_of_name
+            .entry(reg.name)
+            .or_default()
+            .push(reg.route);
         Ok(())
     }
 
@@ -443,12 +460,19 @@ impl SyncTable {
     }
 
     /// The sync `name` on `route`, or the stable error a client gets for asking.
-    pub fn resolve(&self, route: Option<&str>, name: &str) -> Result<&Arc<SyncEntry>, (ErrorCode, String)> {
+    pub fn resolve(
+        &self,
+        route: Option<&str>,
+        name: &str,
+    ) -> Result<&Arc<SyncEntry>, (ErrorCode, String)> {
         if let Some(entry) = route.and_then(|r| self.get(r, name)) {
             return Ok(entry);
         }
         match self.routes_of_name.get(name) {
-            None => Err((ErrorCode::UnknownName, format!("no route defines a sync named `{name}`"))),
+            None => Err((
+                ErrorCode::UnknownName,
+                format!("no route defines a sync named `{name}`"),
+            )),
             Some(routes) => Err((
                 ErrorCode::NotOnRoute,
                 format!(
@@ -523,7 +547,8 @@ impl RateLimit {
 
     pub fn allow(&mut self) -> bool {
         let now = std::time::Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -533,7 +558,6 @@ impl RateLimit {
         }
     }
 }
-
 
 /// One live connection as the hub sees it.
 pub(crate) struct Conn {
@@ -595,7 +619,13 @@ impl Replay {
         if seen + 1 < first_kept {
             return None;
         }
-        Some(self.sent.iter().filter(|(seq, _)| *seq > seen).cloned().collect())
+        Some(
+            self.sent
+                .iter()
+                .filter(|(seq, _)| *seq > seen)
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -629,7 +659,10 @@ impl Conn {
         if self.dead.swap(true, Ordering::AcqRel) {
             return false;
         }
-        *self.close.lock().expect("close lock is never poisoned: no code panics under it") = Some((code, reason));
+        *self
+            .close
+            .lock()
+            .expect("close lock is never poisoned: no code panics under it") = Some((code, reason));
         self.killed.notify_one();
         true
     }
@@ -645,7 +678,10 @@ impl Conn {
     }
 
     pub fn current_location(&self) -> Option<Location> {
-        self.location.lock().expect("location lock is never poisoned").clone()
+        self.location
+            .lock()
+            .expect("location lock is never poisoned")
+            .clone()
     }
 }
 
@@ -695,8 +731,12 @@ impl Reply {
             }
             Reply::Frame { conn, id } => {
                 let frame = match result {
-                    Ok(outcome) => serde_json::to_string(&ResultFrame { t: "result", id, outcome })
-                        .expect("a result frame has only integers"),
+                    Ok(outcome) => serde_json::to_string(&ResultFrame {
+                        t: "result",
+                        id,
+                        outcome,
+                    })
+                    .expect("a result frame has only integers"),
                     Err(e) => error_frame(Some(id), e.code, &e.message),
                 };
                 conn.push(hub, Outbound::Control(frame));
@@ -779,13 +819,19 @@ impl Future for Pending {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
-            PendingState::Ready(result) => Poll::Ready(
-                result
-                    .take()
-                    .unwrap_or_else(|| Err(SyncError::new(ErrorCode::Overloaded, "polled after completion"))),
-            ),
+            PendingState::Ready(result) => Poll::Ready(result.take().unwrap_or_else(|| {
+                Err(SyncError::new(
+                    ErrorCode::Overloaded,
+                    "polled after completion",
+                ))
+            })),
             PendingState::Waiting(rx) => Pin::new(rx).poll(cx).map(|r| {
-                r.unwrap_or_else(|_| Err(SyncError::new(ErrorCode::Overloaded, "the hub shut down before the fan-out ran")))
+                r.unwrap_or_else(|_| {
+                    Err(SyncError::new(
+                        ErrorCode::Overloaded,
+                        "the hub shut down before the fan-out ran",
+                    ))
+                })
             }),
         }
     }
@@ -811,7 +857,9 @@ pub struct SyncHub {
 
 impl fmt::Debug for SyncHub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SyncHub").field("prefix", &self.inner.config.prefix).finish_non_exhaustive()
+        f.debug_struct("SyncHub")
+            .field("prefix", &self.inner.config.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -859,7 +907,9 @@ impl SyncHub {
 
     /// The number of connections currently on `path`.
     pub fn present(&self, path: &str) -> usize {
-        let Some(path) = normalize(path) else { return 0 };
+        let Some(path) = normalize(path) else {
+            return 0;
+        };
         self.inner
             .presence
             .read()
@@ -872,7 +922,10 @@ impl SyncHub {
     /// data is checked against the sync's `Data` type first. No origin gate runs: server code is trusted.
     pub fn request(&self, path: &str, name: &str, data: impl serde::Serialize) -> Pending {
         let Some(path) = normalize(path) else {
-            return Pending::failed(SyncError::new(ErrorCode::BadPath, format!("`{path}` is not an absolute path")));
+            return Pending::failed(SyncError::new(
+                ErrorCode::BadPath,
+                format!("`{path}` is not an absolute path"),
+            ));
         };
         let location = self.inner.locate(path);
         let entry = match self.inner.table.resolve(location.route(), name) {
@@ -937,7 +990,11 @@ impl SyncHub {
     /// Close every connection of `user` (e.g. after revoking their token). Returns how many were closed.
     pub fn disconnect_user(&self, user: &str) -> usize {
         let conns: Vec<Arc<Conn>> = {
-            let presence = self.inner.presence.read().expect("presence lock is never poisoned");
+            let presence = self
+                .inner
+                .presence
+                .read()
+                .expect("presence lock is never poisoned");
             presence
                 .values()
                 .flat_map(|b| b.conns.values())
@@ -965,7 +1022,9 @@ impl HubInner {
     /// Count a new connection for `user`, unless they are at the limit. Undone by `forget`.
     pub fn admit_user(&self, user: &str) -> bool {
         let users = self.users.lock().expect("users lock is never poisoned");
-        users.get(user).is_none_or(|u| u.connections < self.config.max_connections_per_user)
+        users
+            .get(user)
+            .is_none_or(|u| u.connections < self.config.max_connections_per_user)
     }
 
     pub fn new_conn(&self, user: Arc<str>, session: AnyArc, token: Option<Arc<str>>) -> Arc<Conn> {
@@ -975,7 +1034,10 @@ impl HubInner {
             let mut users = self.users.lock().expect("users lock is never poisoned");
             let entry = users.entry(user.clone()).or_insert_with(|| UserEntry {
                 connections: 0,
-                limit: Arc::new(Mutex::new(RateLimit::new(self.config.user_rate_per_sec, self.config.user_rate_burst))),
+                limit: Arc::new(Mutex::new(RateLimit::new(
+                    self.config.user_rate_per_sec,
+                    self.config.user_rate_burst,
+                ))),
             });
             entry.connections += 1;
             entry.limit.clone()
@@ -1017,7 +1079,10 @@ impl HubInner {
             return self.forget(conn);
         }
         let generation = {
-            let _resumable = self.resumable.lock().expect("resumable lock is never poisoned");
+            let _resumable = self
+                .resumable
+                .lock()
+                .expect("resumable lock is never poisoned");
             conn.parked.store(true, Ordering::Release);
             conn.park_generation.fetch_add(1, Ordering::AcqRel) + 1
         };
@@ -1027,7 +1092,10 @@ impl HubInner {
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             let expired = {
-                let mut resumable = hub.resumable.lock().expect("resumable lock is never poisoned");
+                let mut resumable = hub
+                    .resumable
+                    .lock()
+                    .expect("resumable lock is never poisoned");
                 let still = conn.parked.load(Ordering::Acquire)
                     && conn.park_generation.load(Ordering::Acquire) == generation;
                 if still {
@@ -1048,10 +1116,20 @@ impl HubInner {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         loop {
             let (conn, generation) = {
-                let resumable = self.resumable.lock().expect("resumable lock is never poisoned");
-                let conn = resumable.get(key).filter(|c| &*c.user == user && !c.is_dead())?.clone();
+                let resumable = self
+                    .resumable
+                    .lock()
+                    .expect("resumable lock is never poisoned");
+                let conn = resumable
+                    .get(key)
+                    .filter(|c| &*c.user == user && !c.is_dead())?
+                    .clone();
                 // Claim it under the lock, so the grace timer and other resumers see it taken.
-                if conn.parked.compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                if conn
+                    .parked
+                    .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
                     return Some(conn);
                 }
                 let generation = conn.park_generation.load(Ordering::Acquire);
@@ -1106,14 +1184,20 @@ impl HubInner {
 
     /// Move `conn` to `path` (or nowhere) in one step, so a fan-out sees it in exactly one place.
     pub fn move_conn(&self, conn: &Arc<Conn>, path: Option<Arc<str>>) -> Option<Location> {
-        let mut presence = self.presence.write().expect("presence lock is never poisoned");
-        let mut current = conn.location.lock().expect("location lock is never poisoned");
-        if let Some(old) = current.take() {
-            if let Some(bucket) = presence.get_mut(old.path_arc()) {
-                bucket.conns.remove(&conn.id);
-                if bucket.conns.is_empty() {
-                    presence.remove(old.path_arc());
-                }
+        let mut presence = self
+            .presence
+            .write()
+            .expect("presence lock is never poisoned");
+        let mut current = conn
+            .location
+            .lock()
+            .expect("location lock is never poisoned");
+        if let Some(old) = current.take()
+            && let Some(bucket) = presence.get_mut(old.path_arc())
+        {
+            bucket.conns.remove(&conn.id);
+            if bucket.conns.is_empty() {
+                presence.remove(old.path_arc());
             }
         }
         let path = path?;
@@ -1138,7 +1222,12 @@ impl HubInner {
     }
 
     /// Queue a job on its path's lane without waiting (for `sync_request!`, which returns at once).
-    pub fn submit(self: &Arc<Self>, entry: Arc<SyncEntry>, location: Location, data: AnyArc) -> Pending {
+    pub fn submit(
+        self: &Arc<Self>,
+        entry: Arc<SyncEntry>,
+        location: Location,
+        data: AnyArc,
+    ) -> Pending {
         let (tx, rx) = oneshot::channel();
         let job = Job {
             entry,
@@ -1148,26 +1237,30 @@ impl HubInner {
             reply: Reply::Caller(tx),
         };
         match self.try_enqueue(job) {
-            Ok(()) => Pending {
+            true => Pending {
                 state: PendingState::Waiting(rx),
             },
-            Err(_) => Pending::failed(SyncError::new(ErrorCode::Overloaded, "this path's trigger queue is full")),
+            false => Pending::failed(SyncError::new(
+                ErrorCode::Overloaded,
+                "this path's trigger queue is full",
+            )),
         }
     }
 
-    fn try_enqueue(self: &Arc<Self>, job: Job) -> Result<(), Job> {
+    /// Queue a job on its lane without waiting; false when the lane's queue is full.
+    fn try_enqueue(self: &Arc<Self>, job: Job) -> bool {
         let mut lanes = self.lanes.lock().expect("lanes lock is never poisoned");
         let path = job.location.path_arc().clone();
         let job = match lanes.get(&path) {
             Some(tx) => match tx.try_send(job) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(job)) => return Err(job),
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(_)) => return false,
                 Err(mpsc::error::TrySendError::Closed(job)) => job,
             },
             None => job,
         };
         let tx = self.spawn_lane(path.clone());
-        let sent = tx.try_send(job).map_err(|e| e.into_inner());
+        let sent = tx.try_send(job).is_ok();
         lanes.insert(path, tx);
         sent
     }
@@ -1275,9 +1368,15 @@ impl HubInner {
                 .iter()
                 .map(|conn| {
                     let peer = conn.peer(location.clone());
-                    let work = entry.sync.0.filter_react(&data, &peer, sender_peer, &self.functions);
+                    let work =
+                        entry
+                            .sync
+                            .0
+                            .filter_react(&data, &peer, sender_peer, &self.functions);
                     async move {
-                        let result = tokio::time::timeout(deadline, AssertUnwindSafe(work).catch_unwind()).await;
+                        let result =
+                            tokio::time::timeout(deadline, AssertUnwindSafe(work).catch_unwind())
+                                .await;
                         (conn, result)
                     }
                 })
@@ -1315,7 +1414,9 @@ impl HubInner {
                 }
             }
         }
-        self.stats.delivered.fetch_add(u64::from(outcome.delivered), Ordering::Relaxed);
+        self.stats
+            .delivered
+            .fetch_add(u64::from(outcome.delivered), Ordering::Relaxed);
         reply.send(self, Ok(outcome));
     }
 }
@@ -1374,7 +1475,12 @@ pub(crate) fn request_typed<D: Send + Sync + 'static>(
     let path = match hub.inner.table.patterns.get(route).map(|p| p.fill(params)) {
         Some(Ok(path)) => path,
         Some(Err(e)) => return Pending::failed(SyncError::new(ErrorCode::BadParams, e)),
-        None => return Pending::failed(SyncError::new(ErrorCode::UnknownName, format!("no route `{route}`"))),
+        None => {
+            return Pending::failed(SyncError::new(
+                ErrorCode::UnknownName,
+                format!("no route `{route}`"),
+            ));
+        }
     };
     let location = hub.inner.locate(Arc::from(path));
     hub.inner.submit(entry, location, Arc::new(data))
@@ -1406,7 +1512,12 @@ mod tests {
             assert_eq!(replay.record(tail(n), 4), n);
         }
         assert_eq!(replay.since(10), Some(vec![]));
-        let missed: Vec<u64> = replay.since(7).expect("kept").iter().map(|(s, _)| *s).collect();
+        let missed: Vec<u64> = replay
+            .since(7)
+            .expect("kept")
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
         assert_eq!(missed, vec![8, 9, 10]);
         assert_eq!(replay.since(6).expect("kept").len(), 4);
         assert_eq!(replay.since(5), None, "seq 6 was evicted");

@@ -38,8 +38,13 @@ mod ws;
 #[cfg(feature = "client")]
 pub mod client;
 
-pub use handler::{ClientCx, ConnectionId, Filter, GateCx, IntoFilter, Location, NoServerData, Peer, Refusal, ServerCx};
-pub use hub::{AuthRequest, BuildError, Identity, Pending, Stats, SyncError, SyncHub, SyncHubBuilder};
+pub use handler::{
+    ClientCx, ConnectionId, Filter, GateCx, IntoFilter, Location, NoServerData, Peer, Refusal,
+    ServerCx,
+};
+pub use hub::{
+    AuthRequest, BuildError, Identity, Pending, Stats, SyncError, SyncHub, SyncHubBuilder,
+};
 pub use protocol::{ErrorCode, Outcome, PROTOCOL_VERSION, close_code};
 pub use reaction::{Reaction, Swap};
 

@@ -122,8 +122,14 @@ struct Envelope<'a> {
 
 /// Parse a client frame, telling malformed JSON apart from an unknown `t`.
 pub(crate) fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, (ErrorCode, String)> {
-    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| (ErrorCode::Malformed, e.to_string()))?;
-    let missing = |field: &str| (ErrorCode::Malformed, format!("`{}` needs a `{field}` field", envelope.t));
+    let envelope: Envelope<'_> =
+        serde_json::from_str(text).map_err(|e| (ErrorCode::Malformed, e.to_string()))?;
+    let missing = |field: &str| {
+        (
+            ErrorCode::Malformed,
+            format!("`{}` needs a `{field}` field", envelope.t),
+        )
+    };
     match &*envelope.t {
         "nav" => Ok(ClientFrame::Nav {
             path: envelope.path.clone().ok_or_else(|| missing("path"))?,
@@ -135,7 +141,10 @@ pub(crate) fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, (ErrorCo
             echo: envelope.echo.unwrap_or(true),
         }),
         "ping" => Ok(ClientFrame::Ping),
-        other => Err((ErrorCode::UnknownType, format!("unknown message type `{}`", truncate(other, 64)))),
+        other => Err((
+            ErrorCode::UnknownType,
+            format!("unknown message type `{}`", truncate(other, 64)),
+        )),
     }
 }
 
@@ -210,16 +219,32 @@ mod tests {
 
     #[test]
     fn unknown_type_is_told_apart_from_malformed() {
-        assert_eq!(parse_client_frame(r#"{"t":"nope"}"#).unwrap_err().0, ErrorCode::UnknownType);
-        assert_eq!(parse_client_frame("{not json").unwrap_err().0, ErrorCode::Malformed);
-        assert_eq!(parse_client_frame(r#"{"t":"req"}"#).unwrap_err().0, ErrorCode::Malformed);
-        assert_eq!(parse_client_frame(r#"{"t":5}"#).unwrap_err().0, ErrorCode::Malformed);
+        assert_eq!(
+            parse_client_frame(r#"{"t":"nope"}"#).unwrap_err().0,
+            ErrorCode::UnknownType
+        );
+        assert_eq!(
+            parse_client_frame("{not json").unwrap_err().0,
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"t":"req"}"#).unwrap_err().0,
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"t":5}"#).unwrap_err().0,
+            ErrorCode::Malformed
+        );
     }
 
     #[test]
     fn request_defaults_to_echo_and_keeps_raw_data() {
-        let ClientFrame::Req { id, name, data, echo } =
-            parse_client_frame(r#"{"t":"req","id":3,"name":"x","data":{"a":[1,2]}}"#).unwrap()
+        let ClientFrame::Req {
+            id,
+            name,
+            data,
+            echo,
+        } = parse_client_frame(r#"{"t":"req","id":3,"name":"x","data":{"a":[1,2]}}"#).unwrap()
         else {
             panic!("not a req");
         };
@@ -253,8 +278,15 @@ mod tests {
     fn deep_nesting_is_refused_not_a_stack_overflow() {
         // The envelope keeps `data` as raw bytes without recursing; parsing it into a type then stops at
         // serde_json's depth limit (128) with an error, which the server answers with `bad_data`.
-        let deep = format!(r#"{{"t":"req","name":"x","data":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
-        let Ok(ClientFrame::Req { data: Some(data), .. }) = parse_client_frame(&deep) else {
+        let deep = format!(
+            r#"{{"t":"req","name":"x","data":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let Ok(ClientFrame::Req {
+            data: Some(data), ..
+        }) = parse_client_frame(&deep)
+        else {
             panic!("the envelope is well-formed");
         };
         assert!(serde_json::from_str::<serde_json::Value>(data.get()).is_err());
@@ -262,7 +294,11 @@ mod tests {
 
     #[test]
     fn error_codes_serialize_to_their_stable_strings() {
-        for code in [ErrorCode::UnknownName, ErrorCode::NotOnRoute, ErrorCode::BadData] {
+        for code in [
+            ErrorCode::UnknownName,
+            ErrorCode::NotOnRoute,
+            ErrorCode::BadData,
+        ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
     }

@@ -22,10 +22,12 @@ pub(crate) struct Pattern {
 impl Pattern {
     pub fn parse(raw: &'static str) -> Self {
         let segments = split(raw)
-            .map(|s| match s.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-                Some(name) => Segment::Param(name.to_owned()),
-                None => Segment::Static(s.to_owned()),
-            })
+            .map(
+                |s| match s.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                    Some(name) => Segment::Param(name.to_owned()),
+                    None => Segment::Static(s.to_owned()),
+                },
+            )
             .collect();
         Pattern { raw, segments }
     }
@@ -113,7 +115,10 @@ impl PatternSet {
     pub fn lookup(&self, path: &str) -> Option<(&'static str, Vec<(String, String)>)> {
         self.patterns
             .iter()
-            .filter_map(|p| p.matches(path).map(|(score, params)| (score, p.raw, params)))
+            .filter_map(|p| {
+                p.matches(path)
+                    .map(|(score, params)| (score, p.raw, params))
+            })
             .max_by_key(|(score, raw, _)| (*score, std::cmp::Reverse(*raw)))
             .map(|(_, raw, params)| (raw, params))
     }

@@ -13,8 +13,11 @@ use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::hub::{RateLimit, AuthRequest, Conn, HubInner, Job, Outbound, Reply, Sender, SyncHub};
-use crate::protocol::{ClientFrame, ErrorCode, Located, PROTOCOL_VERSION, ServerHello, close_code, error_frame, parse_client_frame};
+use crate::hub::{AuthRequest, Conn, HubInner, Job, Outbound, RateLimit, Reply, Sender, SyncHub};
+use crate::protocol::{
+    ClientFrame, ErrorCode, Located, PROTOCOL_VERSION, ServerHello, close_code, error_frame,
+    parse_client_frame,
+};
 use crate::routes::normalize;
 
 impl SyncHub {
@@ -38,11 +41,12 @@ impl SyncHub {
     /// ```
     pub fn attach(&self, app: Router) -> Router {
         let hub = self.clone();
-        app.merge(self.router())
-            .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+        app.merge(self.router()).layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
                 let hub = hub.clone();
                 async move { hub.scope(next.run(req)).await }
-            }))
+            },
+        ))
     }
 }
 
@@ -72,15 +76,21 @@ struct ConnectQuery {
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim().to_owned())
 }
 
 /// A browser's `Origin` must be the server's own (`Host`) or explicitly allowed; this stops cross-site
 /// WebSocket hijacking with the victim's cookies. Clients that send no `Origin` are not browsers.
 fn origin_allowed(hub: &HubInner, headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else { return true };
-    let Ok(origin) = origin.to_str() else { return false };
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
     if hub.config.allowed_origins.iter().any(|o| o == origin) {
         return true;
     }
@@ -119,10 +129,16 @@ async fn upgrade(
     };
     if !inner.admit_user(&user) {
         tracing::warn!(target: "sync_runtime::ws", user = %user, "connection limit per user reached");
-        return (StatusCode::TOO_MANY_REQUESTS, "too many connections for this user").into_response();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections for this user",
+        )
+            .into_response();
     }
     let initial = match query.path.as_deref().map(normalize) {
-        Some(None) => return (StatusCode::BAD_REQUEST, "`path` must be an absolute path").into_response(),
+        Some(None) => {
+            return (StatusCode::BAD_REQUEST, "`path` must be an absolute path").into_response();
+        }
         Some(Some(path)) => Some(path),
         None => None,
     };
@@ -135,10 +151,21 @@ async fn upgrade(
                 None => None,
             };
             let (conn, start) = match resumed {
-                Some(Some(conn)) => (conn, Start::Resumed { last_seq: query.last_seq.unwrap_or(0) }),
+                Some(Some(conn)) => (
+                    conn,
+                    Start::Resumed {
+                        last_seq: query.last_seq.unwrap_or(0),
+                    },
+                ),
                 // Unknown, expired or someone else's key: a fresh connection that must reload its data.
-                Some(None) => (inner.new_conn(user, session, token.map(Arc::from)), Start::Resync),
-                None => (inner.new_conn(user, session, token.map(Arc::from)), Start::Fresh),
+                Some(None) => (
+                    inner.new_conn(user, session, token.map(Arc::from)),
+                    Start::Resync,
+                ),
+                None => (
+                    inner.new_conn(user, session, token.map(Arc::from)),
+                    Start::Fresh,
+                ),
             };
             run(inner, conn, socket, initial, start).await;
         })
@@ -149,7 +176,9 @@ enum Start {
     Fresh,
     /// Asked to resume, but the connection is gone: tell the client to resync.
     Resync,
-    Resumed { last_seq: u64 },
+    Resumed {
+        last_seq: u64,
+    },
 }
 
 /// Why the reader stopped.
@@ -161,8 +190,19 @@ enum ReadEnd {
 }
 
 #[tracing::instrument(name = "sync_connection", target = "sync_runtime::ws", skip_all, fields(conn = %conn.id, user = %conn.user))]
-async fn run(hub: Arc<HubInner>, conn: Arc<Conn>, socket: WebSocket, initial: Option<Arc<str>>, start: Start) {
-    let Some(mut rx) = conn.outbound.lock().expect("outbound lock is never poisoned").take() else {
+async fn run(
+    hub: Arc<HubInner>,
+    conn: Arc<Conn>,
+    socket: WebSocket,
+    initial: Option<Arc<str>>,
+    start: Start,
+) {
+    let Some(mut rx) = conn
+        .outbound
+        .lock()
+        .expect("outbound lock is never poisoned")
+        .take()
+    else {
         // Another socket holds this connection's queue; cannot happen since unpark hands it out once.
         tracing::error!(target: "sync_runtime::ws", "connection queue already taken");
         return;
@@ -220,7 +260,10 @@ async fn run(hub: Arc<HubInner>, conn: Arc<Conn>, socket: WebSocket, initial: Op
             },
         }
     };
-    *conn.outbound.lock().expect("outbound lock is never poisoned") = Some(rx);
+    *conn
+        .outbound
+        .lock()
+        .expect("outbound lock is never poisoned") = Some(rx);
     hub.stats.connections.fetch_sub(1, Ordering::AcqRel);
     hub.socket_closed.notify_waiters();
     if dropped {
@@ -301,13 +344,23 @@ fn reaction_frame(seq: u64, tail: &str) -> String {
     text
 }
 
-async fn read(hub: &Arc<HubInner>, conn: &Arc<Conn>, mut stream: futures_util::stream::SplitStream<WebSocket>) -> ReadEnd {
+async fn read(
+    hub: &Arc<HubInner>,
+    conn: &Arc<Conn>,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+) -> ReadEnd {
     let mut limit = RateLimit::new(hub.config.rate_per_sec, hub.config.rate_burst);
     loop {
         let text = match stream.next().await {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
-                reject(hub, conn, None, ErrorCode::BinaryUnsupported, "binary frames are not part of the protocol");
+                reject(
+                    hub,
+                    conn,
+                    None,
+                    ErrorCode::BinaryUnsupported,
+                    "binary frames are not part of the protocol",
+                );
                 continue;
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -324,13 +377,27 @@ async fn read(hub: &Arc<HubInner>, conn: &Arc<Conn>, mut stream: futures_util::s
                 return ReadEnd::Dropped;
             }
         };
-        let user_allows = conn.user_limit.lock().expect("rate lock is never poisoned").allow();
+        let user_allows = conn
+            .user_limit
+            .lock()
+            .expect("rate lock is never poisoned")
+            .allow();
         if !limit.allow() || !user_allows {
-            reject(hub, conn, None, ErrorCode::RateLimited, "too many messages; this one was dropped");
+            reject(
+                hub,
+                conn,
+                None,
+                ErrorCode::RateLimited,
+                "too many messages; this one was dropped",
+            );
             continue;
         }
         if text.len() > hub.config.max_message_bytes {
-            let message = format!("message of {} bytes exceeds the limit of {}", text.len(), hub.config.max_message_bytes);
+            let message = format!(
+                "message of {} bytes exceeds the limit of {}",
+                text.len(),
+                hub.config.max_message_bytes
+            );
             reject(hub, conn, None, ErrorCode::TooLarge, &message);
             continue;
         }
@@ -367,11 +434,28 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
         }
         ClientFrame::Nav { path } => match normalize(&path) {
             Some(path) => report_location(hub, conn, path),
-            None => reject(hub, conn, None, ErrorCode::BadPath, "`path` must be an absolute path of at most 2048 bytes"),
+            None => reject(
+                hub,
+                conn,
+                None,
+                ErrorCode::BadPath,
+                "`path` must be an absolute path of at most 2048 bytes",
+            ),
         },
-        ClientFrame::Req { id, name, data, echo } => {
+        ClientFrame::Req {
+            id,
+            name,
+            data,
+            echo,
+        } => {
             let Some(location) = conn.current_location() else {
-                return reject(hub, conn, id, ErrorCode::NoLocation, "report a location (`nav`) before requesting");
+                return reject(
+                    hub,
+                    conn,
+                    id,
+                    ErrorCode::NoLocation,
+                    "report a location (`nav`) before requesting",
+                );
             };
             let entry = match hub.table.resolve(location.route(), &name) {
                 Ok(entry) => entry.clone(),
@@ -379,12 +463,24 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
             };
             let data = match entry.sync.0.parse(data.map_or("null", |d| d.get())) {
                 Ok(data) => data,
-                Err(e) => return reject(hub, conn, id, ErrorCode::BadData, &format!("`data` does not match `{}`: {e}", entry.name)),
+                Err(e) => {
+                    return reject(
+                        hub,
+                        conn,
+                        id,
+                        ErrorCode::BadData,
+                        &format!("`data` does not match `{}`: {e}", entry.name),
+                    );
+                }
             };
             let peer = conn.peer(location.clone());
             if entry.sync.0.has_gate() {
                 let gate = entry.sync.0.gate(&data, &peer, &hub.functions);
-                let verdict = tokio::time::timeout(hub.config.filter_deadline, futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(gate))).await;
+                let verdict = tokio::time::timeout(
+                    hub.config.filter_deadline,
+                    futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(gate)),
+                )
+                .await;
                 let refusal = match verdict {
                     Ok(Ok(Ok(()))) => None,
                     Ok(Ok(Err(refusal))) => Some(refusal.message().to_owned()),
@@ -396,7 +492,10 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
                 }
             }
             let reply = match id {
-                Some(id) => Reply::Frame { conn: conn.clone(), id },
+                Some(id) => Reply::Frame {
+                    conn: conn.clone(),
+                    id,
+                },
                 None => Reply::None,
             };
             hub.enqueue(Job {
