@@ -1,0 +1,231 @@
+//! The example app: team task lists on `/dashboard`, a live wall on `/home`, boards on `/boards/[id]`.
+//!
+//! * `App` is the app's `functions`: an SQLite database (rusqlite, bundled) every filter can query.
+//! * `User` is the session: found from the `sid` cookie, by the hub's authenticator and by page handlers.
+//! * Each page's syncs are in its `_sync` folder; page handlers request them with `sync_request!`.
+
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use sync_runtime::{Identity, Refusal, SyncHub};
+
+sync_runtime::include_routes!();
+
+pub mod boards;
+pub mod dashboard;
+pub mod home;
+pub mod login;
+
+/// The session: who is logged in on a connection or request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The login name.
+    pub name: String,
+    /// The team, from the database.
+    pub team: String,
+}
+
+/// The app's backend helpers, shared by page handlers and sync filters: the database.
+#[derive(Clone)]
+pub struct App {
+    db: Arc<Mutex<rusqlite::Connection>>,
+}
+
+impl App {
+    /// An in-memory database with three users and a few tasks.
+    pub fn seeded() -> App {
+        let db = rusqlite::Connection::open_in_memory().expect("SQLite opens in memory");
+        db.execute_batch(
+            "CREATE TABLE users (name TEXT PRIMARY KEY, team TEXT NOT NULL);
+             CREATE TABLE sessions (sid TEXT PRIMARY KEY, name TEXT NOT NULL REFERENCES users(name));
+             CREATE TABLE tasks (id INTEGER PRIMARY KEY, team TEXT NOT NULL, text TEXT NOT NULL, author TEXT NOT NULL);
+             INSERT INTO users VALUES ('alice', 'red'), ('bob', 'red'), ('carol', 'blue');
+             INSERT INTO tasks (team, text, author) VALUES
+               ('red', 'Ship the sync framework', 'alice'),
+               ('red', 'Write the release notes', 'bob'),
+               ('blue', 'Plan the offsite', 'carol');",
+        )
+        .expect("the seed is valid SQL");
+        App {
+            db: Arc::new(Mutex::new(db)),
+        }
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        // Never held across `.await`: every method here is synchronous.
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Log `name` in (creating the user on `team` if new); returns the session id for the cookie.
+    pub fn login(&self, name: &str, team: &str) -> String {
+        let db = self.db();
+        let _ = db.execute("INSERT OR IGNORE INTO users VALUES (?1, ?2)", (name, team));
+        let n: i64 = db
+            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+            .unwrap_or(0);
+        // Two independently seeded SipHash outputs: unguessable enough for an example's session ids.
+        let random =
+            |salt: &str| std::collections::hash_map::RandomState::new().hash_one((salt, n));
+        let sid = format!("{:016x}{:016x}", random(name), random(team));
+        let _ = db.execute("INSERT INTO sessions VALUES (?1, ?2)", (&sid, name));
+        sid
+    }
+
+    /// The user of session `sid`.
+    pub fn session(&self, sid: &str) -> Option<User> {
+        self.db()
+            .query_row(
+                "SELECT users.name, users.team FROM sessions JOIN users USING (name) WHERE sid = ?1",
+                [sid],
+                |r| {
+                    Ok(User {
+                        name: r.get(0)?,
+                        team: r.get(1)?,
+                    })
+                },
+            )
+            .ok()
+    }
+
+    /// `name`'s team, as the database has it now.
+    pub fn team_of(&self, name: &str) -> Option<String> {
+        self.db()
+            .query_row("SELECT team FROM users WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .ok()
+    }
+
+    /// Add a task to `team`'s list.
+    pub fn add_task(&self, team: &str, text: &str, author: &str) {
+        let _ = self.db().execute(
+            "INSERT INTO tasks (team, text, author) VALUES (?1, ?2, ?3)",
+            (team, text, author),
+        );
+    }
+
+    /// `team`'s task list as HTML (the fragment the dashboard swaps in).
+    pub fn tasks_html(&self, team: &str) -> String {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT text, author FROM tasks WHERE team = ?1 ORDER BY id")
+            .expect("a valid query");
+        let rows = stmt
+            .query_map([team], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map(|rows| rows.flatten().collect::<Vec<_>>())
+            .unwrap_or_default();
+        rows.iter()
+            .map(|(text, author)| {
+                format!(
+                    "<li>{} <small>by {}</small></li>",
+                    escape(text),
+                    escape(author)
+                )
+            })
+            .collect()
+    }
+}
+
+/// Escape text for HTML.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The `sid` cookie's user, if logged in.
+pub fn current_user(app: &App, headers: &HeaderMap) -> Option<User> {
+    let cookies = headers.get(axum::http::header::COOKIE)?.to_str().ok()?;
+    let sid = cookies
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == "sid")?
+        .1;
+    app.session(sid)
+}
+
+/// The hub: the `sid` cookie authenticates a WebSocket, the database is every filter's `functions`.
+pub fn hub(app: App) -> SyncHub {
+    let auth_app = app.clone();
+    SyncHub::builder()
+        .authenticate(move |req| {
+            let user = req.cookie("sid").and_then(|sid| auth_app.session(sid));
+            async move {
+                let user = user.ok_or_else(|| Refusal::new("log in first"))?;
+                Ok(Identity::new(user.name.clone(), user))
+            }
+        })
+        .functions(app)
+        .build()
+        .expect("every handler uses User and App")
+}
+
+/// The app's routes, with the sync endpoints and the hub in scope for `sync_request!`.
+pub fn router(app: App, hub: &SyncHub) -> Router {
+    hub.attach(
+        Router::new()
+            .route("/", get(|| async { Redirect::to("/dashboard") }))
+            .route("/login", get(login::form).post(login::submit))
+            .route("/logout", get(login::logout))
+            .route("/dashboard", get(dashboard::page::show))
+            .route(
+                "/dashboard/tasks",
+                axum::routing::post(dashboard::page::add_task),
+            )
+            .route("/home", get(home::show))
+            .route("/boards/{id}", get(boards::show))
+            .with_state(app),
+    )
+}
+
+/// A full page around `body`: navigation, the connection indicator and the sync client.
+pub fn layout(title: &str, user: &User, body: &str) -> Response {
+    Html(format!(
+        r##"<!doctype html>
+<html lang="en" data-sync-state="connecting">
+<head>
+<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · sync example</title>
+<style>
+  body {{ font: 16px/1.5 system-ui, sans-serif; margin: 0; background: #f6f7f9; color: #1d2330; }}
+  nav {{ display: flex; gap: 1.2rem; align-items: center; padding: .8rem 1.5rem; background: #1d2330; }}
+  nav a {{ color: #dfe3ea; text-decoration: none; }} nav a:hover {{ color: #fff; }}
+  nav .who {{ margin-left: auto; color: #9aa3b2; }}
+  .conn::before {{ content: "●"; margin-right: .35rem; }}
+  .conn::after {{ content: "connecting"; }}
+  html[data-sync-state="open"] .conn {{ color: #3ccf7a; }} html[data-sync-state="open"] .conn::after {{ content: "live"; }}
+  html[data-sync-state="reconnecting"] .conn {{ color: #f2b33d; }} html[data-sync-state="reconnecting"] .conn::after {{ content: "reconnecting"; }}
+  html[data-sync-state="closed"] .conn {{ color: #e5534b; }} html[data-sync-state="closed"] .conn::after {{ content: "offline"; }}
+  main {{ max-width: 44rem; margin: 2rem auto; padding: 0 1.5rem; }}
+  .card {{ background: #fff; border-radius: 10px; padding: 1.2rem 1.5rem; box-shadow: 0 1px 3px #0001; margin-bottom: 1.2rem; }}
+  h1 {{ font-size: 1.5rem; margin: 0 0 1rem; }} h2 {{ font-size: 1.1rem; margin: 0 0 .6rem; }}
+  ul {{ padding-left: 1.2rem; margin: 0; }} li {{ margin: .25rem 0; }} small {{ color: #7a8394; }}
+  form {{ display: flex; gap: .5rem; margin-top: 1rem; }}
+  input, select {{ flex: 1; padding: .5rem .7rem; border: 1px solid #cdd3dd; border-radius: 6px; font: inherit; }}
+  button {{ padding: .5rem 1rem; border: 0; border-radius: 6px; background: #3b6df0; color: #fff; font: inherit; cursor: pointer; }}
+  .team {{ display: inline-block; padding: 0 .5rem; border-radius: 4px; background: #e8edfb; color: #3b6df0; }}
+</style>
+</head>
+<body>
+<nav><a href="/dashboard">Dashboard</a><a href="/home">Home</a><a href="/boards/1">Board 1</a><a href="/boards/2">Board 2</a>
+<span class="who">{name} <span class="team">{team}</span> · <a href="/logout">log out</a></span><span class="conn"></span></nav>
+<main>{body}</main>
+<script type="module">
+  import {{ sync }} from "/_sync/client.js";
+  window.syncClient = sync();
+</script>
+</body>
+</html>"##,
+        name = escape(&user.name),
+        team = escape(&user.team),
+    ))
+    .into_response()
+}

@@ -1,0 +1,61 @@
+//! Log in by name (the example has no passwords); the session lives in a `sid` cookie.
+
+use axum::Form;
+use axum::extract::State;
+use axum::http::header::SET_COOKIE;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+
+use crate::{App, escape};
+
+/// The login form's fields.
+#[derive(serde::Deserialize)]
+pub struct Login {
+    name: String,
+    team: String,
+}
+
+/// `GET /login`.
+pub async fn form() -> Html<&'static str> {
+    Html(
+        r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Log in · sync example</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;background:#f6f7f9;display:grid;place-items:center;height:100vh;margin:0}
+form{background:#fff;padding:2rem;border-radius:10px;box-shadow:0 1px 3px #0001;display:grid;gap:.8rem;width:18rem}
+input,select,button{padding:.5rem .7rem;border:1px solid #cdd3dd;border-radius:6px;font:inherit}
+button{background:#3b6df0;color:#fff;border:0}</style></head>
+<body><form method="post" action="/login"><h1 style="margin:0;font-size:1.3rem">Log in</h1>
+<input name="name" placeholder="alice, bob or carol (or anyone new)" required autofocus>
+<select name="team"><option value="red">team red</option><option value="blue">team blue</option></select>
+<button>Log in</button><small>Existing users keep their team.</small></form></body></html>"##,
+    )
+}
+
+/// `POST /login`: set the session cookie and go to the dashboard.
+pub async fn submit(State(app): State<App>, Form(login): Form<Login>) -> Response {
+    let name = login.name.trim();
+    if name.is_empty() || name.len() > 40 {
+        return Redirect::to("/login").into_response();
+    }
+    let sid = app.login(name, &login.team);
+    (
+        [(
+            SET_COOKIE,
+            format!("sid={sid}; Path=/; HttpOnly; SameSite=Lax"),
+        )],
+        Redirect::to("/dashboard"),
+    )
+        .into_response()
+}
+
+/// `GET /logout`.
+pub async fn logout() -> Response {
+    (
+        [(SET_COOKIE, "sid=; Path=/; Max-Age=0".to_owned())],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+/// Used by pages for the user's name in headings.
+pub fn greeting(name: &str) -> String {
+    format!("Hello, {}", escape(name))
+}

@@ -1,0 +1,136 @@
+// Browser end-to-end test of examples/dashboard, in real headless Chromium.
+//
+//   node e2e.mjs <base-url> <screenshot-dir>
+//
+// Run by examples/dashboard/tests/browser.rs, which starts the server and restarts it when this script
+// prints "RESTART" (answering "RESTARTED" on stdin). Every wait has a timeout; nothing sleeps to wait.
+
+import { chromium } from "playwright-core";
+import { createInterface } from "node:readline";
+import { mkdirSync } from "node:fs";
+
+const [base, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+const WAIT = { timeout: 15000 };
+const stdin = createInterface({ input: process.stdin });
+const lines = stdin[Symbol.asyncIterator]();
+
+function step(text) {
+  console.log(`browser-e2e: ${text}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+
+/** Wait until the page's sync connection is open (surviving page reloads in between). */
+async function live(page) {
+  for (let i = 0; i < 30; i++) {
+    try {
+      await page.waitForFunction(() => document.documentElement.dataset.syncState === "open", null, WAIT);
+      return;
+    } catch (e) {
+      if (!String(e).includes("context was destroyed") && !String(e).includes("navigat")) throw e;
+      await page.waitForLoadState("load", WAIT);
+    }
+  }
+  throw new Error("the page never went live");
+}
+
+/** A user in their own browser context (own cookies), logged in, on `path`. */
+async function user(name, team, path) {
+  const context = await browser.newContext({ viewport: { width: 900, height: 640 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`[${name}] page error: ${e}`));
+  await page.goto(`${base}/login`);
+  await page.fill("input[name=name]", name);
+  await page.selectOption("select[name=team]", team);
+  await Promise.all([page.waitForURL("**/dashboard", WAIT), page.click("button")]);
+  if (path !== "/dashboard") await page.goto(`${base}${path}`);
+  await live(page);
+  // Record the path of every reaction the page applies.
+  await page.evaluate(() => {
+    window.seen = [];
+    const apply = window.syncClient.apply.bind(window.syncClient);
+    window.syncClient.apply = (r, meta) => {
+      if (meta) window.seen.push(meta.path);
+      apply(r, meta);
+    };
+  });
+  return page;
+}
+
+const tasks = (page) => page.locator("#tasks").innerText();
+
+async function addTask(page, text) {
+  await page.fill("#add-task input", text);
+  await page.click("#add-task button");
+  await page.waitForFunction((t) => document.querySelector("#tasks").innerText.includes(t), text, WAIT);
+}
+
+async function post(page, text) {
+  await page.fill("form[data-sync] input", text);
+  await page.click("form[data-sync] button");
+}
+
+const alice = await user("alice", "red", "/dashboard");
+const bob = await user("bob", "red", "/dashboard");
+const carol = await user("carol", "blue", "/dashboard");
+const homer = await user("homer", "red", "/home");
+step("four users logged in and live");
+
+// alice's action updates bob's page without a reload.
+await addTask(alice, "Browser task one");
+await bob.waitForFunction(() => document.querySelector("#tasks").innerText.includes("Browser task one"), null, WAIT);
+step("bob sees alice's task without a reload");
+
+// carol (team blue) is filtered out by the server: her next update is her own, and alice's never came.
+await addTask(carol, "Blue marker");
+if ((await tasks(carol)).includes("Browser task one")) throw new Error("carol saw team red's task");
+const carolSeen = await carol.evaluate(() => window.seen);
+if (carolSeen.length !== 1) throw new Error(`carol got ${carolSeen.length} reactions, expected only her own`);
+step("carol, on another team, saw nothing of it");
+
+// homer on /home saw nothing of /dashboard's update; /home's own refreshData reaches him.
+await post(homer, "Hello from home");
+await homer.waitForFunction(() => document.querySelector("#wall").innerText.includes("homer Hello from home"), null, WAIT);
+const homerSeen = await homer.evaluate(() => window.seen);
+if (homerSeen.join() !== "/home") throw new Error(`homer got ${homerSeen}`);
+step("homer on /home got only /home's refreshData");
+
+// SPA navigation moves bob's presence: after pushState to /home he gets /home's updates, not /dashboard's.
+await bob.evaluate(() => { window.seen = []; history.pushState(null, "", "/home"); });
+await post(homer, "Second post");
+await bob.waitForFunction(() => window.seen.length === 1, null, WAIT);
+await addTask(alice, "Task bob must not see");
+await post(homer, "Third post");
+await bob.waitForFunction(() => window.seen.length === 2, null, WAIT);
+const bobSeen = await bob.evaluate(() => window.seen);
+if (bobSeen.join() !== "/home,/home") throw new Error(`after navigating, bob got ${bobSeen}`);
+step("SPA navigation moved bob's presence to /home");
+
+await bob.goto(`${base}/dashboard`);
+await live(bob);
+await alice.screenshot({ path: `${shots}/alice-dashboard.png`, fullPage: true });
+await bob.screenshot({ path: `${shots}/bob-dashboard.png`, fullPage: true });
+await carol.screenshot({ path: `${shots}/carol-dashboard.png`, fullPage: true });
+await homer.screenshot({ path: `${shots}/homer-home.png`, fullPage: true });
+
+// The server restarts: pages show "reconnecting", come back by themselves, and updates flow again.
+console.log("RESTART");
+const answer = await lines.next();
+if (answer.value !== "RESTARTED") throw new Error(`expected RESTARTED, got ${answer.value}`);
+for (const page of [alice, bob]) await live(page);
+step("both pages reconnected after the restart");
+await addTask(alice, "After the restart");
+await bob.waitForFunction(() => document.querySelector("#tasks").innerText.includes("After the restart"), null, WAIT);
+step("updates flow again after the restart");
+await bob.screenshot({ path: `${shots}/bob-after-restart.png`, fullPage: true });
+
+await browser.close();
+stdin.close();
+step("all browser scenarios passed");
