@@ -71,8 +71,15 @@ macro_rules! sync_request {
 /// Include the route tree that `sync-build` generated. Invoke once, at the crate root (`main.rs` or
 /// `lib.rs`): `sync_request!` refers to `crate::__sync_routes`.
 ///
+/// It also makes `crate::syncs` public: `syncs::<route>::<name>::Data` names each sync's data type
+/// (`syncs::dashboard::refreshData::Data`, `syncs::posts__id::newComment::Data` for `/posts/[id]`, `syncs::root`
+/// for `/`).
+///
 /// ```ignore
 /// sync_runtime::include_routes!();
+///
+/// use crate::syncs::dashboard::refreshData;
+/// sync_request!("refreshData", refreshData::Data { team: 1 });
 /// ```
 #[macro_export]
 macro_rules! include_routes {
@@ -82,6 +89,9 @@ macro_rules! include_routes {
         pub mod __sync_routes {
             include!(concat!(env!("OUT_DIR"), "/sync_routes.rs"));
         }
+
+        /// The syncs of every route, by route module and sync name: `syncs::<route>::<name>::Data`.
+        pub use self::__sync_routes as syncs;
     };
 }
 

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use sync_runtime::sync_request;
 
-use crate::__sync_routes::dashboard::refreshData;
+use crate::syncs::dashboard::refreshData;
 use crate::{App, current_user, escape, layout};
 
 /// `GET /dashboard`.
