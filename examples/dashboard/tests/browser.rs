@@ -119,3 +119,97 @@ fn two_browsers_stay_in_sync() {
         assert!(shots.join(shot).exists(), "screenshot {shot} was saved");
     }
 }
+
+/// Forwards loopback TCP to `upstream`; cuts every open connection when `cuts` changes; counts accepts.
+async fn cutting_proxy(
+    upstream: std::net::SocketAddr,
+    cuts: tokio::sync::watch::Receiver<u64>,
+    accepted: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            accepted.send_modify(|n| *n += 1);
+            let mut cut = cuts.clone();
+            cut.mark_unchanged();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.changed() => {}
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_browser_client_gets_every_reaction_once_across_cut_connections() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let browser_dir = workspace.join("tests/browser");
+    let missing = missing_prerequisites(&browser_dir);
+    if !missing.is_empty() {
+        let message = format!("the browser tests need: {}", missing.join(", "));
+        if std::env::var_os("CI").is_some() {
+            panic!("{message}");
+        }
+        eprintln!("\nSKIPPED: {message}\n");
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let app = App::seeded();
+    let (cuts, cuts_rx) = tokio::sync::watch::channel(0u64);
+    let accepted = std::sync::Arc::new(tokio::sync::watch::channel(0u64).0);
+    let (server, proxy) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let addr = listener.local_addr().expect("an address");
+        let server = serve(&app, listener).await;
+        (server, cutting_proxy(addr, cuts_rx, accepted.clone()).await)
+    });
+    let mut node = Command::new("node")
+        .arg(browser_dir.join("resume.mjs"))
+        .arg(format!("http://{proxy}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let mut stdout = BufReader::new(node.stdout.take().expect("stdout")).lines();
+    let ready = stdout.next().expect("a line").expect("utf-8");
+    assert_eq!(ready, "READY");
+    runtime.block_on(async {
+        for n in 0..1000u32 {
+            let data = serde_json::json!({ "text": n.to_string() });
+            server
+                .hub
+                .request("/home", "refreshData", data)
+                .await
+                .expect("a post");
+            if n == 300 || n == 700 {
+                // Wait for the page's reconnect after the first cut before the second.
+                let mut seen = accepted.subscribe();
+                let before = *seen.borrow_and_update();
+                cuts.send_modify(|c| *c += 1);
+                if n == 300 {
+                    tokio::time::timeout(Duration::from_secs(20), seen.wait_for(|a| *a > before))
+                        .await
+                        .expect("the page reconnects in time")
+                        .expect("proxy running");
+                }
+            }
+        }
+    });
+    for line in stdout {
+        println!("{}", line.expect("utf-8"));
+    }
+    assert!(
+        node.wait().expect("node exits").success(),
+        "the browser missed, repeated or reordered reactions"
+    );
+}

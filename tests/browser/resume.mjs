@@ -1,0 +1,56 @@
+// The browser client across cut connections: 1,000 reactions arrive exactly once, in order.
+//
+//   node resume.mjs <base-url-through-a-cutting-proxy>
+//
+// Run by examples/dashboard/tests/browser.rs, which triggers the 1,000 posts and cuts the proxied
+// connection twice after this script prints "READY"; the script waits for all of them and checks.
+
+import { chromium } from "playwright-core";
+
+const [base] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const page = await (await browser.newContext()).newPage();
+page.on("pageerror", (e) => console.error(`page error: ${e}`));
+await page.goto(`${base}/login`);
+await page.fill("input[name=name]", "dana");
+await Promise.all([page.waitForURL("**/dashboard"), page.click("button")]);
+await page.goto(`${base}/home`);
+await page.waitForFunction(() => document.documentElement.dataset.syncState === "open", null, { timeout: 15000 });
+await page.evaluate(() => {
+  window.got = [];
+  window.resyncs = 0;
+  window.states = [];
+  window.syncClient.onState((s) => window.states.push(s));
+  // Count resyncs instead of reloading, so that the count survives.
+  window.addEventListener("sync:resync", (e) => { window.resyncs++; e.preventDefault(); });
+  const apply = window.syncClient.apply.bind(window.syncClient);
+  window.syncClient.apply = (r, meta) => {
+    window.got.push([meta.seq, r.html]);
+    apply(r, meta);
+  };
+});
+console.log("READY");
+
+await page.waitForFunction(() => window.got.length >= 1000, null, { timeout: 60000 });
+const { got, resyncs, states } = await page.evaluate(() => ({ got: window.got, resyncs: window.resyncs, states: window.states }));
+const problems = [];
+if (got.length !== 1000) problems.push(`${got.length} reactions, expected 1000`);
+got.forEach(([seq, html], i) => {
+  if (seq !== got[0][0] + i) problems.push(`reaction ${i} has seq ${seq}`);
+  if (!html.includes(`> ${i}</li>`)) problems.push(`reaction ${i} is ${html}`);
+});
+if (resyncs !== 0) problems.push(`${resyncs} resyncs`);
+const reconnects = states.filter((s) => s === "reconnecting").length;
+if (reconnects < 2) problems.push(`reconnected ${reconnects} times, expected 2 cuts`);
+await browser.close();
+if (problems.length) {
+  console.error(problems.slice(0, 10).join("\n"));
+  process.exit(1);
+}
+console.log(`browser-resume: 1000 reactions exactly once and in order across ${reconnects} cuts`);
