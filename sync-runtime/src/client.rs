@@ -445,7 +445,9 @@ async fn open(
             .map_err(|e| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
         headers.append(name, value);
     }
-    let (socket, _) = tokio_tungstenite::connect_async(request)
+    // A 16 KiB read buffer instead of tungstenite's 128 KiB: load generators open thousands of these.
+    let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
         .await
         .map_err(connect_error)?;
     Ok(socket)

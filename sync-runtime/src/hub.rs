@@ -55,6 +55,8 @@ pub(crate) struct HubConfig {
     pub resume_grace: Duration,
     pub replay_frames: usize,
     pub max_connections_per_user: usize,
+    pub socket_read_buffer: usize,
+    pub socket_write_buffer: usize,
     pub user_rate_per_sec: u32,
     pub user_rate_burst: u32,
 }
@@ -73,8 +75,10 @@ impl Default for HubConfig {
             allowed_origins: Vec::new(),
             lane_idle: Duration::from_secs(10),
             resume_grace: Duration::from_secs(120),
-            replay_frames: 256,
+            replay_frames: 64,
             max_connections_per_user: 64,
+            socket_read_buffer: 4 * 1024,
+            socket_write_buffer: 16 * 1024,
             user_rate_per_sec: 500,
             user_rate_burst: 5000,
         }
@@ -329,6 +333,15 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
         self
     }
 
+    /// The socket buffers of each connection: the read buffer is allocated for every connection, so it is
+    /// the main per-connection memory cost; writes are batched up to the write size before a flush forces
+    /// them out. Default: 4 KiB read, 16 KiB write.
+    pub fn socket_buffers(mut self, read: usize, write: usize) -> Self {
+        self.config.socket_read_buffer = read.max(256);
+        self.config.socket_write_buffer = write;
+        self
+    }
+
     /// Messages per second shared by all connections of one user, and the burst. Default: 500/s, burst 5000.
     pub fn user_rate_limit(mut self, per_sec: u32, burst: u32) -> Self {
         self.config.user_rate_per_sec = per_sec.max(1);
@@ -353,7 +366,8 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
 
     /// Reactions kept per connection after sending, to replay those lost in flight when a socket drops.
     /// A client that missed more than this (or more than the outbound queue while away) gets `resync`.
-    /// Default: 256.
+    /// Each kept frame costs its size (shared between recipients when there is no server file).
+    /// Default: 64.
     pub fn replay_frames(mut self, frames: usize) -> Self {
         self.config.replay_frames = frames;
         self

@@ -145,6 +145,10 @@ async fn upgrade(
     let max_frame = inner.config.max_frame_bytes;
     ws.max_message_size(max_frame)
         .max_frame_size(max_frame)
+        // tungstenite reads into a buffer allocated up front, 128 KiB by default: per idle connection that
+        // dwarfs everything else. Frames larger than the buffer still arrive, in several reads.
+        .read_buffer_size(inner.config.socket_read_buffer)
+        .write_buffer_size(inner.config.socket_write_buffer)
         .on_upgrade(move |socket| async move {
             let resumed = match query.resume.as_deref() {
                 Some(key) => Some(inner.resume(key, &user).await),
