@@ -82,6 +82,10 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     /// A frame exceeded the hard size cap.
     pub const TOO_BIG: u16 = 1009;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
+    /// A frame that breaks the WebSocket protocol.
+    pub const PROTOCOL_ERROR: u16 = 1002;
 }
 
 /// A frame from a client, as parsed by the server.

@@ -372,13 +372,21 @@ async fn read(
             None => return ReadEnd::Dropped,
             Some(Err(e)) => {
                 tracing::debug!(target: "sync_runtime::ws", error = %e, "read failed");
+                // axum wraps tungstenite's error without exposing its type; its message tells the kinds
+                // apart. Only a failing transport may be resumed: a client that broke the protocol is
+                // closed with the matching code and forgotten.
                 let text = e.to_string();
-                if text.contains("too long") || text.contains("size") {
-                    // Over the hard cap: the stream cannot be resynchronized, so close with 1009.
-                    conn.kill(close_code::TOO_BIG, "frame too large");
-                    return ReadEnd::Closed;
-                }
-                return ReadEnd::Dropped;
+                let (code, reason) = if text.contains("too long") || text.contains("size") {
+                    (close_code::TOO_BIG, "frame too large")
+                } else if text.contains("UTF-8") {
+                    (close_code::INVALID_DATA, "invalid UTF-8 in a text frame")
+                } else if text.contains("protocol") {
+                    (close_code::PROTOCOL_ERROR, "WebSocket protocol error")
+                } else {
+                    return ReadEnd::Dropped;
+                };
+                conn.kill(code, reason);
+                return ReadEnd::Closed;
             }
         };
         let user_allows = conn
