@@ -29,6 +29,9 @@ export class SyncClient extends EventTarget {
     this.state = "connecting";
     /** Sequence number of the last reaction applied. */
     this.lastSeq = 0;
+    this.acked = 0;
+    this.window = 0;
+    this.ackTimer = null;
     this.resumeKey = null;
     this.listeners = new Map();
     this.pending = new Map();
@@ -42,7 +45,8 @@ export class SyncClient extends EventTarget {
   }
 
   open() {
-    const params = new URLSearchParams({ path: location.pathname });
+    // ack=1: the server keeps reactions until acknowledged, so a resume never misses one.
+    const params = new URLSearchParams({ path: location.pathname, ack: "1" });
     if (this.token) params.set("token", this.token);
     if (this.resumeKey) {
       params.set("resume", this.resumeKey);
@@ -164,6 +168,21 @@ export class SyncClient extends EventTarget {
     window.dispatchEvent(new CustomEvent(type, { detail: { name: p.name, ...result } }));
   }
 
+  // Acknowledge every half window at once, and the rest shortly after the reactions pause.
+  ack() {
+    if (!this.window) return;
+    if (this.lastSeq - this.acked >= Math.max(1, this.window >> 1)) return this.sendAck();
+    if (!this.ackTimer) this.ackTimer = setTimeout(() => this.sendAck(), 20);
+  }
+
+  sendAck() {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    if (this.lastSeq <= this.acked || this.ws?.readyState !== WebSocket.OPEN) return;
+    this.acked = this.lastSeq;
+    this.ws.send(`{"t":"ack","seq":${this.acked}}`);
+  }
+
   receive(text) {
     let m;
     try {
@@ -174,6 +193,8 @@ export class SyncClient extends EventTarget {
     switch (m.t) {
       case "hello":
         if (!m.resumed) this.lastSeq = 0;
+        this.acked = this.lastSeq;
+        this.window = m.window || 0;
         this.resumeKey = m.resume;
         this.setState("open");
         for (const frame of this.queue.splice(0)) this.ws.send(JSON.stringify(frame));
@@ -190,6 +211,7 @@ export class SyncClient extends EventTarget {
         if (m.seq <= this.lastSeq) return;
         this.lastSeq = m.seq;
         this.apply(m.reaction, m);
+        this.ack();
         break;
       case "result":
       case "error": {

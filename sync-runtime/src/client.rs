@@ -200,6 +200,9 @@ pub struct Status {
     pub resume_key: Option<String>,
 }
 
+/// How long reactions may wait for an acknowledgement once they stop coming.
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Frames a client buffers before it stops reading the socket (TCP backpressure then reaches the server).
 const INBOX: usize = 65_536;
 
@@ -212,6 +215,8 @@ enum ServerFrame {
         resume: Option<String>,
         #[serde(default)]
         resumed: bool,
+        #[serde(default)]
+        window: Option<u64>,
     },
     Resync,
     Located(Located),
@@ -254,6 +259,8 @@ impl SyncClient {
             sockets: 0,
             resume: None,
             last_seq: 0,
+            window: 0,
+            acked: 0,
             location: None,
         };
         tokio::spawn(state.run(socket, hello_tx));
@@ -424,6 +431,8 @@ async fn open(
     if let Some(path) = path {
         param("path", path);
     }
+    // Acknowledged delivery: the server keeps what is in flight until we say we have it.
+    param("ack", "1");
     if let Some((key, last_seq)) = resume {
         param("resume", key);
         param("last_seq", &last_seq.to_string());
@@ -466,6 +475,10 @@ struct Pump {
     sockets: u64,
     resume: Option<String>,
     last_seq: u64,
+    /// Reactions the server lets us leave unacknowledged (0: no acknowledgements).
+    window: u64,
+    /// The last `seq` acknowledged.
+    acked: u64,
     location: Option<String>,
 }
 
@@ -565,9 +578,28 @@ impl Pump {
                     if !self.dispatch(&text, hello, &mut requests).await {
                         return SocketEnd::User;
                     }
+                    // Acknowledge every half window, so the server never waits on us while we keep up.
+                    if self.window > 0
+                        && self.last_seq - self.acked >= (self.window / 2).max(1)
+                        && !self.send_ack(socket).await
+                    {
+                        return SocketEnd::Dropped;
+                    }
+                }
+                // And whatever is left once the reactions pause.
+                () = tokio::time::sleep(ACK_DELAY), if self.window > 0 && self.last_seq > self.acked => {
+                    if !self.send_ack(socket).await {
+                        return SocketEnd::Dropped;
+                    }
                 }
             }
         }
+    }
+
+    async fn send_ack(&mut self, socket: &mut Socket) -> bool {
+        self.acked = self.last_seq;
+        let frame = format!(r#"{{"t":"ack","seq":{}}}"#, self.acked);
+        socket.send(Message::text(frame)).await.is_ok()
     }
 
     /// Handle one frame; false when the client side is gone.
@@ -582,11 +614,15 @@ impl Pump {
                 conn,
                 resume,
                 resumed,
+                window,
             }) => {
                 if !resumed {
                     // A new connection numbers its reactions from 1 again.
                     self.last_seq = 0;
                 }
+                // Resuming after `last_seq` acknowledged it.
+                self.acked = self.last_seq;
+                self.window = window.unwrap_or(0);
                 self.resume = resume.clone();
                 self.sockets += 1;
                 let reconnects = self.sockets - 1;

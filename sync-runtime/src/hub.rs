@@ -594,6 +594,12 @@ pub(crate) struct Conn {
     park_generation: AtomicU64,
     /// Set when reactions were dropped while parked: the client must resync.
     pub overflowed: AtomicBool,
+    /// Reactions the attached socket may have unacknowledged; 0 when its client does not acknowledge.
+    pub window: AtomicU64,
+    /// The last `seq` the client acknowledged.
+    acked: AtomicU64,
+    /// Wakes a writer waiting for room in the window.
+    pub acked_signal: Notify,
     /// Asks the socket attached now to let go, because the client resumed on a new socket.
     pub detach: Notify,
     /// Wakes resumers waiting for the old socket to let go.
@@ -662,6 +668,36 @@ impl Conn {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// The client has processed every reaction up to `seq`: they need no replay any more. False when
+    /// `seq` acknowledges nothing new or reactions that were never sent.
+    pub fn ack(&self, seq: u64) -> bool {
+        let mut replay = self.replay.lock().expect("replay lock is never poisoned");
+        if seq > replay.last_seq || seq <= self.acked.load(Ordering::Acquire) {
+            return false;
+        }
+        self.acked.store(seq, Ordering::Release);
+        while replay.sent.front().is_some_and(|(s, _)| *s <= seq) {
+            replay.sent.pop_front();
+        }
+        drop(replay);
+        self.acked_signal.notify_one();
+        true
+    }
+
+    /// The `seq` of the last reaction handed to a socket.
+    pub fn sent_seq(&self) -> u64 {
+        self.replay
+            .lock()
+            .expect("replay lock is never poisoned")
+            .last_seq
+    }
+
+    /// Reactions sent and not yet acknowledged.
+    pub fn in_flight(&self) -> u64 {
+        self.sent_seq()
+            .saturating_sub(self.acked.load(Ordering::Acquire))
     }
 
     pub fn is_dead(&self) -> bool {
@@ -1070,6 +1106,9 @@ impl HubInner {
             parked: AtomicBool::new(false),
             park_generation: AtomicU64::new(0),
             overflowed: AtomicBool::new(false),
+            window: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            acked_signal: Notify::new(),
             detach: Notify::new(),
             parked_signal: Notify::new(),
             killed: Notify::new(),

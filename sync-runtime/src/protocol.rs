@@ -103,6 +103,8 @@ pub(crate) enum ClientFrame<'a> {
     },
     /// Keepalive from clients that cannot send WebSocket pings (browsers).
     Ping,
+    /// The client has processed every reaction up to `seq` (acknowledged delivery, `ack=1`).
+    Ack { seq: u64 },
 }
 
 /// Every field any client frame has. A flat struct rather than a `#[serde(tag)]` enum: serde buffers
@@ -122,6 +124,8 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
     #[serde(default)]
     echo: Option<bool>,
+    #[serde(default)]
+    seq: Option<u64>,
 }
 
 /// Parse a client frame, telling malformed JSON apart from an unknown `t`.
@@ -145,6 +149,9 @@ pub(crate) fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, (ErrorCo
             echo: envelope.echo.unwrap_or(true),
         }),
         "ping" => Ok(ClientFrame::Ping),
+        "ack" => Ok(ClientFrame::Ack {
+            seq: envelope.seq.ok_or_else(|| missing("seq"))?,
+        }),
         other => Err((
             ErrorCode::UnknownType,
             format!("unknown message type `{}`", truncate(other, 64)),
@@ -181,6 +188,9 @@ pub(crate) struct ServerHello<'a> {
     pub resume: &'a str,
     /// Whether this socket resumed an earlier connection.
     pub resumed: bool,
+    /// With acknowledged delivery (`ack=1`): how many reactions may be unacknowledged at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -269,7 +279,7 @@ mod tests {
         /// Near-valid frames: a real type tag with arbitrary field values.
         #[test]
         fn decoding_near_valid_frames_never_panics(
-            t in "(nav|req|ping|x)",
+            t in "(nav|req|ping|ack|x)",
             field in "(path|name|data|id|echo)",
             value in r#"(null|true|-?[0-9]{1,20}|"[^"\\]{0,10}"|\[\]|\{\}|\[\[\[)"#,
         ) {

@@ -72,6 +72,9 @@ struct ConnectQuery {
     resume: Option<String>,
     /// The last reaction `seq` the client processed.
     last_seq: Option<u64>,
+    /// `1`: the client acknowledges reactions (`ack`), and the server keeps at most a window of them
+    /// unacknowledged, so that a resume can always replay what a dying socket lost.
+    ack: Option<u8>,
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -171,7 +174,8 @@ async fn upgrade(
                     Start::Fresh,
                 ),
             };
-            run(inner, conn, socket, initial, start).await;
+            let acks = query.ack == Some(1);
+            run(inner, conn, socket, initial, start, acks).await;
         })
 }
 
@@ -200,6 +204,7 @@ async fn run(
     socket: WebSocket,
     initial: Option<Arc<str>>,
     start: Start,
+    acks: bool,
 ) {
     let Some(mut rx) = conn
         .outbound
@@ -214,12 +219,15 @@ async fn run(
     hub.stats.connections.fetch_add(1, Ordering::Relaxed);
     let conn_name = conn.id.to_string();
     let resumed = matches!(start, Start::Resumed { .. });
+    let window = if acks { hub.config.replay_frames } else { 0 };
+    conn.window.store(window as u64, Ordering::Release);
     let hello = serde_json::to_string(&ServerHello {
         t: "hello",
         v: PROTOCOL_VERSION,
         conn: &conn_name,
         resume: &conn.resume_key,
         resumed,
+        window: (window > 0).then_some(window),
     })
     .expect("hello has only strings and integers");
     // What goes out before anything queued: hello, then a resync or the replay of missed reactions.
@@ -228,6 +236,8 @@ async fn run(
         Start::Fresh => Some(Vec::new()),
         Start::Resync => None,
         Start::Resumed { last_seq } => {
+            // Resuming after `last_seq` acknowledges it.
+            conn.ack(last_seq);
             let replay = conn.replay.lock().expect("replay lock is never poisoned");
             replay.since(last_seq)
         }
@@ -301,10 +311,30 @@ async fn write(
         if let Some(preamble) = first.take() {
             frames.extend(preamble);
         } else {
+            // With acknowledged delivery, at most `window` reactions are in flight: the rest wait in the
+            // queue, where a dying socket cannot lose them.
+            let window = conn.window.load(Ordering::Acquire);
+            let room = loop {
+                if window == 0 {
+                    break 64;
+                }
+                let in_flight = conn.in_flight();
+                if in_flight < window {
+                    break (window - in_flight).min(64) as usize;
+                }
+                tokio::select! {
+                    biased;
+                    () = conn.killed.notified() => break 0,
+                    () = conn.acked_signal.notified() => {}
+                }
+            };
+            if room == 0 {
+                break;
+            }
             let n = tokio::select! {
                 biased;
                 () = conn.killed.notified() => break,
-                n = rx.recv_many(&mut batch, 64) => n,
+                n = rx.recv_many(&mut batch, room) => n,
             };
             if n == 0 {
                 break;
@@ -372,23 +402,22 @@ async fn read(
             None => return ReadEnd::Dropped,
             Some(Err(e)) => {
                 tracing::debug!(target: "sync_runtime::ws", error = %e, "read failed");
-                // axum wraps tungstenite's error without exposing its type; its message tells the kinds
-                // apart. Only a failing transport may be resumed: a client that broke the protocol is
-                // closed with the matching code and forgotten.
-                let text = e.to_string();
-                let (code, reason) = if text.contains("too long") || text.contains("size") {
-                    (close_code::TOO_BIG, "frame too large")
-                } else if text.contains("UTF-8") {
-                    (close_code::INVALID_DATA, "invalid UTF-8 in a text frame")
-                } else if text.contains("protocol") {
-                    (close_code::PROTOCOL_ERROR, "WebSocket protocol error")
-                } else {
+                // Only a failing transport may be resumed: a client that broke the protocol is closed
+                // with the matching code and forgotten.
+                let Some((code, reason)) = violation(e) else {
                     return ReadEnd::Dropped;
                 };
                 conn.kill(code, reason);
                 return ReadEnd::Closed;
             }
         };
+        // An acknowledgement that moves the window costs nothing: it is bounded by the reactions sent.
+        if text.len() <= 64
+            && let Ok(ClientFrame::Ack { seq }) = parse_client_frame(text.as_str())
+            && conn.ack(seq)
+        {
+            continue;
+        }
         let user_allows = conn
             .user_limit
             .lock()
@@ -441,6 +470,18 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
         Err((code, message)) => return reject(hub, conn, None, code, &message),
     };
     match frame {
+        // One that moved the window was taken by the reader; a repeated one is harmless.
+        ClientFrame::Ack { seq } => {
+            if seq > conn.sent_seq() {
+                reject(
+                    hub,
+                    conn,
+                    None,
+                    ErrorCode::Malformed,
+                    "`ack` acknowledges a reaction that was never sent",
+                );
+            }
+        }
         ClientFrame::Ping => {
             conn.push(hub, Outbound::Control(r#"{"t":"pong"}"#.to_owned()));
         }
@@ -523,5 +564,43 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
             })
             .await;
         }
+    }
+}
+
+/// The close code and reason for a read error that is the peer's fault, or `None` when the transport
+/// failed (a reset, a cut, a timeout) and the session may be resumed.
+fn violation(error: axum::Error) -> Option<(u16, &'static str)> {
+    use tungstenite::error::{Error, ProtocolError};
+    let error = error.into_inner();
+    let error = error.downcast_ref::<Error>()?;
+    match error {
+        Error::Capacity(_) => Some((close_code::TOO_BIG, "frame too large")),
+        Error::Utf8(_) => Some((close_code::INVALID_DATA, "invalid UTF-8 in a text frame")),
+        Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,
+        ) => None,
+        Error::Protocol(_) => Some((close_code::PROTOCOL_ERROR, "WebSocket protocol error")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::error::{Error, ProtocolError};
+
+    #[test]
+    fn a_cut_connection_is_resumable_and_a_broken_protocol_is_not() {
+        let cut = axum::Error::new(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake));
+        assert_eq!(violation(cut), None);
+        let io = axum::Error::new(Error::Io(std::io::ErrorKind::ConnectionReset.into()));
+        assert_eq!(violation(io), None);
+        let masked = axum::Error::new(Error::Protocol(ProtocolError::UnmaskedFrameFromClient));
+        assert_eq!(
+            violation(masked).map(|v| v.0),
+            Some(close_code::PROTOCOL_ERROR)
+        );
+        let utf8 = axum::Error::new(Error::Utf8("bad".into()));
+        assert_eq!(violation(utf8).map(|v| v.0), Some(close_code::INVALID_DATA));
     }
 }

@@ -37,7 +37,14 @@ await page.evaluate(() => {
 });
 console.log("READY");
 
-await page.waitForFunction(() => window.got.length >= 1000, null, { timeout: 60000 });
+try {
+  await page.waitForFunction(() => window.got.length >= 1000, null, { timeout: 60000 });
+} catch (e) {
+  const seen = await page.evaluate(() => ({ n: window.got.length, last: window.got.at(-1), resyncs: window.resyncs, states: window.states }));
+  console.error(`timed out waiting for 1000 reactions: ${JSON.stringify(seen)}`);
+  await browser.close();
+  process.exit(1);
+}
 const { got, resyncs, states } = await page.evaluate(() => ({ got: window.got, resyncs: window.resyncs, states: window.states }));
 const problems = [];
 if (got.length !== 1000) problems.push(`${got.length} reactions, expected 1000`);
