@@ -82,6 +82,14 @@ fn emit_sync(sync: &SyncHandler, inspection: Inspection, manifest_dir: &Path) ->
                 ::sync_runtime::__private::SyncDef::new(self::client::react) #filter #gate .finish()
             }
 
+            // The double reference picks `Serialize` when `Data` has it (autoref specialization).
+            #[allow(clippy::needless_borrow)]
+            fn data_json() -> ::core::option::Option<::sync_runtime::__private::DataToJson> {
+                #[allow(unused_imports)]
+                use ::sync_runtime::__private::{OpaqueData as _, SerializeData as _};
+                (&&::sync_runtime::__private::DataCodec::<Data>::new()).data_json()
+            }
+
             ::sync_runtime::__private::inventory::submit! {
                 ::sync_runtime::__private::Registration {
                     route: super::PATTERN,
@@ -89,6 +97,7 @@ fn emit_sync(sync: &SyncHandler, inspection: Inspection, manifest_dir: &Path) ->
                     client_file: #client_display,
                     server_file: #server_display,
                     build,
+                    data_json,
                 }
             }
         }

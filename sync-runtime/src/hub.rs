@@ -15,6 +15,11 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use serde_json::value::RawValue;
+
+use crate::backplane::{
+    Backplane, BackplaneHandle, BackplaneStatus, SessionCodec, WireSender, WireTrigger,
+};
 use crate::handler::{
     AnyArc, BoxFuture, ConnectionId, ErasedPeer, ErasedSync, FilterFailure, Location,
 };
@@ -35,7 +40,13 @@ pub struct Registration {
     pub server_file: Option<&'static str>,
     /// Builds the handler.
     pub build: fn() -> ErasedSync,
+    /// How the data turns back into JSON to cross nodes, if its type is `Serialize`.
+    pub data_json: fn() -> Option<DataToJson>,
 }
+
+/// Serializes a sync's (type-erased) data. Not for direct use.
+#[doc(hidden)]
+pub type DataToJson = fn(&(dyn std::any::Any + Send + Sync)) -> Option<String>;
 
 inventory::collect!(Registration);
 
@@ -222,6 +233,7 @@ pub struct SyncHubBuilder<S = (), F = ()> {
     auth: Option<AuthFn>,
     functions: Arc<F>,
     config: HubConfig,
+    backplane: Option<(Backplane, SessionCodec)>,
     _session: std::marker::PhantomData<fn() -> S>,
 }
 
@@ -232,8 +244,41 @@ impl SyncHub {
             auth: None,
             functions: Arc::new(()),
             config: HubConfig::default(),
+            backplane: None,
             _session: std::marker::PhantomData,
         }
+    }
+}
+
+impl<S, F> SyncHubBuilder<S, F>
+where
+    S: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    F: Send + Sync + 'static,
+{
+    /// Share triggers with the other server processes on one Redis (SPEC 8): a trigger on any node reaches
+    /// every user on the route on every node, and each node runs filters only for its own connections.
+    /// Without it (the default) the hub is in-memory and needs nothing else.
+    ///
+    /// Call it after [`authenticate`](Self::authenticate): the session type crosses nodes (as JSON) so that
+    /// filters elsewhere see the sender's session, which is why it must be `Serialize + Deserialize`. Every
+    /// sync's `Data` must be `Serialize` too, which [`build`](Self::build) checks. `build` must run inside a
+    /// Tokio runtime, where the backplane starts its two connections.
+    ///
+    /// ```no_run
+    /// use sync_runtime::{Backplane, SyncHub};
+    ///
+    /// # async fn f() {
+    /// let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    /// let hub = SyncHub::builder()
+    ///     .guests()
+    ///     .backplane(Backplane::redis(url).key_prefix("prod"))
+    ///     .build()
+    ///     .expect("handlers match");
+    /// # }
+    /// ```
+    pub fn backplane(mut self, backplane: Backplane) -> Self {
+        self.backplane = Some((backplane, SessionCodec::of::<S>()));
+        self
     }
 }
 
@@ -259,6 +304,7 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
             auth: Some(auth),
             functions: self.functions,
             config: self.config,
+            backplane: self.backplane,
             _session: std::marker::PhantomData,
         }
     }
@@ -279,6 +325,7 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
             auth: self.auth,
             functions: Arc::new(functions),
             config: self.config,
+            backplane: self.backplane,
             _session: std::marker::PhantomData,
         }
     }
@@ -409,11 +456,44 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
                 problems.push(p);
             }
         }
+        if let Some((backplane, codec)) = &self.backplane {
+            if let Some(e) = &backplane.url_error {
+                problems.push(e.clone());
+            }
+            if codec.session != session {
+                problems.push(
+                    "`.backplane(..)` was called before `.authenticate(..)`: call it after, so that the session type it carries between nodes is the one the authenticator produces"
+                        .to_owned(),
+                );
+            }
+            for entry in table.entries() {
+                if entry.data_json.is_none() {
+                    problems.push(format!(
+                        "{}: `Data` must implement `Serialize` to cross nodes on the backplane: add `#[derive(serde::Serialize)]`",
+                        entry.client_file
+                    ));
+                }
+            }
+            if tokio::runtime::Handle::try_current().is_err() {
+                problems.push(
+                    "the backplane starts its Redis connections when the hub is built: call `build()` inside a Tokio runtime"
+                        .to_owned(),
+                );
+            }
+        }
         if !problems.is_empty() {
             return Err(BuildError { problems });
         }
-        Ok(SyncHub {
-            inner: Arc::new(HubInner {
+        let backplane = self.backplane;
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<HubInner>| {
+            let (backplane, session_codec) = match &backplane {
+                Some((config, codec)) => (
+                    Some(BackplaneHandle::start(config, weak.clone())),
+                    Some(*codec),
+                ),
+                None => (None, None),
+            };
+            HubInner {
                 config: self.config,
                 table,
                 auth,
@@ -426,8 +506,11 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
                 socket_closed: Notify::new(),
                 next_conn: AtomicU64::new(1),
                 stats: Counters::default(),
-            }),
-        })
+                backplane,
+                session_codec,
+            }
+        });
+        Ok(SyncHub { inner })
     }
 }
 
@@ -435,6 +518,8 @@ pub(crate) struct SyncEntry {
     pub route: &'static str,
     pub name: &'static str,
     pub sync: ErasedSync,
+    pub client_file: &'static str,
+    pub data_json: Option<DataToJson>,
 }
 
 #[derive(Default)]
@@ -459,6 +544,8 @@ impl SyncTable {
                 route: reg.route,
                 name: reg.name,
                 sync,
+                client_file: reg.client_file,
+                data_json: (reg.data_json)(),
             }),
         );
         self.patterns.insert(reg.route);
@@ -467,6 +554,11 @@ impl SyncTable {
             .or_default()
             .push(reg.route);
         Ok(())
+    }
+
+    /// Every registered sync.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<SyncEntry>> {
+        self.by_route.values().flat_map(|syncs| syncs.values())
     }
 
     pub fn get(&self, route: &str, name: &str) -> Option<&Arc<SyncEntry>> {
@@ -763,6 +855,9 @@ pub(crate) struct HubInner {
     pub socket_closed: Notify,
     next_conn: AtomicU64,
     pub stats: Counters,
+    /// Set when the hub shares triggers through Redis.
+    backplane: Option<BackplaneHandle>,
+    session_codec: Option<SessionCodec>,
 }
 
 /// Where a fan-out's outcome goes.
@@ -796,7 +891,8 @@ impl Reply {
 }
 
 pub(crate) struct Sender {
-    pub conn: Arc<Conn>,
+    /// The sending connection when it is on this node; `None` for a sender on another node.
+    pub conn: Option<Arc<Conn>>,
     pub peer: ErasedPeer,
     pub echo: bool,
 }
@@ -966,6 +1062,11 @@ impl SyncHub {
             .expect("presence lock is never poisoned")
             .get(&path)
             .map_or(0, |b| b.conns.len())
+    }
+
+    /// The backplane's connections and counters, or `None` when the hub has no backplane.
+    pub fn backplane_status(&self) -> Option<BackplaneStatus> {
+        self.inner.backplane.as_ref().map(BackplaneHandle::status)
     }
 
     /// Trigger sync `name` on a concrete `path` (`/posts/7`) from Rust code: background jobs, tests. The
@@ -1289,6 +1390,7 @@ impl HubInner {
             sender: None,
             reply: Reply::Caller(tx),
         };
+        self.publish(&job);
         match self.try_enqueue(job) {
             true => Pending {
                 state: PendingState::Waiting(rx),
@@ -1319,7 +1421,106 @@ impl HubInner {
     }
 
     /// Queue a job, waiting for room (for client requests: backpressure reaches the sending socket).
-    pub async fn enqueue(self: &Arc<Self>, mut job: Job) {
+    pub async fn enqueue(self: &Arc<Self>, job: Job) {
+        self.publish(&job);
+        self.enqueue_here(job).await;
+    }
+
+    /// Hand a trigger accepted on this node to the other nodes.
+    fn publish(&self, job: &Job) {
+        let Some(backplane) = &self.backplane else {
+            return;
+        };
+        let data = job
+            .entry
+            .data_json
+            .and_then(|to_json| to_json(&*job.data))
+            .and_then(|json| RawValue::from_string(json).ok());
+        let Some(data) = data else {
+            // `build` checked that every `Data` serializes; a type whose `Serialize` fails lands here.
+            tracing::error!(target: "sync_runtime::backplane", route = job.entry.route, name = job.entry.name, "data failed to serialize; delivered on this node only");
+            return;
+        };
+        let sender = job.sender.as_ref().and_then(|s| {
+            let encode = self.session_codec?.encode;
+            Some(WireSender {
+                user: s.peer.user.to_string(),
+                session: encode(&s.peer.session)?,
+                path: Some(s.peer.location.path().to_owned()),
+                conn: s.peer.connection.0,
+            })
+        });
+        backplane.publish(WireTrigger {
+            path: job.location.path().to_owned(),
+            name: job.entry.name.to_owned(),
+            data,
+            sender,
+        });
+    }
+
+    /// Fan out a trigger another node accepted, to this node's connections.
+    pub async fn receive_remote(self: &Arc<Self>, trigger: WireTrigger) {
+        let Some(path) = normalize(&trigger.path) else {
+            return;
+        };
+        let location = self.locate(path);
+        let Ok(entry) = self.table.resolve(location.route(), &trigger.name) else {
+            // Another version of the app is deployed on that node.
+            tracing::warn!(target: "sync_runtime::backplane", path = trigger.path, name = trigger.name, "a trigger from another node names a sync this node does not have; ignored");
+            return;
+        };
+        let entry = entry.clone();
+        let data = match entry.sync.0.parse(trigger.data.get()) {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::warn!(target: "sync_runtime::backplane", path = trigger.path, name = trigger.name, error = e, "a trigger from another node has data this node cannot read; ignored");
+                return;
+            }
+        };
+        let sender = trigger.sender.and_then(|s| {
+            let session = (self.session_codec?.decode)(s.session.get())?;
+            let location = match s.path.and_then(|p| normalize(&p)) {
+                Some(path) => self.locate(path),
+                None => Location::new(Arc::from("/"), None, Vec::new()),
+            };
+            Some(Sender {
+                conn: None,
+                peer: ErasedPeer {
+                    user: Arc::from(s.user),
+                    session,
+                    token: None,
+                    location,
+                    connection: ConnectionId(s.conn),
+                },
+                echo: true,
+            })
+        });
+        self.enqueue_here(Job {
+            entry,
+            location,
+            data,
+            sender,
+            reply: Reply::None,
+        })
+        .await;
+    }
+
+    /// Tell every connection of this node that it may have missed reactions.
+    pub fn resync_all(&self) {
+        let conns: Vec<Arc<Conn>> = self
+            .resumable
+            .lock()
+            .expect("resumable lock is never poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for conn in conns {
+            conn.push(self, Outbound::Control(r#"{"t":"resync"}"#.to_owned()));
+        }
+    }
+
+    /// Queue a job on this node, waiting for room.
+    async fn enqueue_here(self: &Arc<Self>, mut job: Job) {
         loop {
             let tx = {
                 let mut lanes = self.lanes.lock().expect("lanes lock is never poisoned");
@@ -1382,7 +1583,11 @@ impl HubInner {
             reply,
         } = job;
         self.stats.fanouts.fetch_add(1, Ordering::Relaxed);
-        let skip = sender.as_ref().filter(|s| !s.echo).map(|s| s.conn.id);
+        let skip = sender
+            .as_ref()
+            .filter(|s| !s.echo)
+            .and_then(|s| s.conn.as_ref())
+            .map(|c| c.id);
         let recipients: Vec<Arc<Conn>> = self
             .recipients(location.path())
             .into_iter()

@@ -28,6 +28,7 @@
 //!
 //! See the README for the whole flow and `docs/PROTOCOL.md` for the wire protocol.
 
+mod backplane;
 mod handler;
 mod hub;
 mod protocol;
@@ -38,6 +39,7 @@ mod ws;
 #[cfg(feature = "client")]
 pub mod client;
 
+pub use backplane::{Backplane, BackplaneStatus};
 pub use handler::{
     ClientCx, ConnectionId, Filter, GateCx, IntoFilter, Location, NoServerData, Peer, Refusal,
     ServerCx,
@@ -99,7 +101,47 @@ macro_rules! include_routes {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::handler::{ErasedSync, FilteredSyncDef, SyncDef};
-    pub use crate::hub::Registration;
+    pub use crate::hub::{DataToJson, Registration};
+
+    /// Picks, for a concrete `Data` type, how it serializes to cross nodes: generated code calls
+    /// `(&&DataCodec::<Data>::new()).data_json()`, which finds [`SerializeData`] when `Data: Serialize`
+    /// and falls back to [`OpaqueData`] otherwise (method lookup tries `&&DataCodec` before `&DataCodec`).
+    pub struct DataCodec<D>(core::marker::PhantomData<fn() -> D>);
+
+    impl<D> DataCodec<D> {
+        /// The picker for `D`.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            DataCodec(core::marker::PhantomData)
+        }
+    }
+
+    /// `Data: Serialize`: it can cross nodes.
+    pub trait SerializeData {
+        /// The serializer.
+        fn data_json(&self) -> Option<DataToJson>;
+    }
+
+    impl<D: serde::Serialize + 'static> SerializeData for &DataCodec<D> {
+        fn data_json(&self) -> Option<DataToJson> {
+            Some(|data| {
+                data.downcast_ref::<D>()
+                    .and_then(|d| serde_json::to_string(d).ok())
+            })
+        }
+    }
+
+    /// `Data` without `Serialize`: fine on one node, refused with a backplane.
+    pub trait OpaqueData {
+        /// No serializer.
+        fn data_json(&self) -> Option<DataToJson>;
+    }
+
+    impl<D> OpaqueData for DataCodec<D> {
+        fn data_json(&self) -> Option<DataToJson> {
+            None
+        }
+    }
     pub use inventory;
     pub use sync_macros::sync_request_impl;
 

@@ -556,7 +556,7 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
                 location,
                 data,
                 sender: Some(Sender {
-                    conn: conn.clone(),
+                    conn: Some(conn.clone()),
                     peer,
                     echo,
                 }),

@@ -22,10 +22,16 @@ pub mod root {
         fn build() -> ::sync_runtime::__private::ErasedSync {
             ::sync_runtime::__private::SyncDef::new(self::client::react).finish()
         }
+        #[allow(clippy::needless_borrow)]
+        fn data_json() -> ::core::option::Option<::sync_runtime::__private::DataToJson> {
+            #[allow(unused_imports)]
+            use ::sync_runtime::__private::{OpaqueData as _, SerializeData as _};
+            (&&::sync_runtime::__private::DataCodec::<Data>::new()).data_json()
+        }
         ::sync_runtime::__private::inventory::submit! {
             ::sync_runtime::__private::Registration { route : super::PATTERN, name :
             NAME, client_file : "src/_sync/hello_client.rs", server_file :
-            ::core::option::Option::None, build, }
+            ::core::option::Option::None, build, data_json, }
         }
     }
 }
@@ -52,10 +58,16 @@ pub mod dashboard {
         fn build() -> ::sync_runtime::__private::ErasedSync {
             ::sync_runtime::__private::SyncDef::new(self::client::react).finish()
         }
+        #[allow(clippy::needless_borrow)]
+        fn data_json() -> ::core::option::Option<::sync_runtime::__private::DataToJson> {
+            #[allow(unused_imports)]
+            use ::sync_runtime::__private::{OpaqueData as _, SerializeData as _};
+            (&&::sync_runtime::__private::DataCodec::<Data>::new()).data_json()
+        }
         ::sync_runtime::__private::inventory::submit! {
             ::sync_runtime::__private::Registration { route : super::PATTERN, name :
             NAME, client_file : "src/dashboard/_dashboardSync/announce_client.rs",
-            server_file : ::core::option::Option::None, build, }
+            server_file : ::core::option::Option::None, build, data_json, }
         }
     }
     #[allow(non_snake_case)]
@@ -82,11 +94,17 @@ pub mod dashboard {
                 .gate_sync(self::server::gate)
                 .finish()
         }
+        #[allow(clippy::needless_borrow)]
+        fn data_json() -> ::core::option::Option<::sync_runtime::__private::DataToJson> {
+            #[allow(unused_imports)]
+            use ::sync_runtime::__private::{OpaqueData as _, SerializeData as _};
+            (&&::sync_runtime::__private::DataCodec::<Data>::new()).data_json()
+        }
         ::sync_runtime::__private::inventory::submit! {
             ::sync_runtime::__private::Registration { route : super::PATTERN, name :
             NAME, client_file : "src/dashboard/_sync/refreshData_client.rs", server_file
             : ::core::option::Option::Some("src/dashboard/_sync/refreshData_server.rs"),
-            build, }
+            build, data_json, }
         }
     }
 }
@@ -113,10 +131,16 @@ pub mod home {
         fn build() -> ::sync_runtime::__private::ErasedSync {
             ::sync_runtime::__private::SyncDef::new(self::client::react).finish()
         }
+        #[allow(clippy::needless_borrow)]
+        fn data_json() -> ::core::option::Option<::sync_runtime::__private::DataToJson> {
+            #[allow(unused_imports)]
+            use ::sync_runtime::__private::{OpaqueData as _, SerializeData as _};
+            (&&::sync_runtime::__private::DataCodec::<Data>::new()).data_json()
+        }
         ::sync_runtime::__private::inventory::submit! {
             ::sync_runtime::__private::Registration { route : super::PATTERN, name :
             NAME, client_file : "src/home/_sync/refreshData_client.rs", server_file :
-            ::core::option::Option::None, build, }
+            ::core::option::Option::None, build, data_json, }
         }
     }
 }
@@ -147,11 +171,17 @@ pub mod posts__id {
                 .filter_sync(self::server::filter)
                 .finish()
         }
+        #[allow(clippy::needless_borrow)]
+        fn data_json() -> ::core::option::Option<::sync_runtime::__private::DataToJson> {
+            #[allow(unused_imports)]
+            use ::sync_runtime::__private::{OpaqueData as _, SerializeData as _};
+            (&&::sync_runtime::__private::DataCodec::<Data>::new()).data_json()
+        }
         ::sync_runtime::__private::inventory::submit! {
             ::sync_runtime::__private::Registration { route : super::PATTERN, name :
             NAME, client_file : "src/posts/[id]/_sync/newComment_client.rs", server_file
             : ::core::option::Option::Some("src/posts/[id]/_sync/newComment_server.rs"),
-            build, }
+            build, data_json, }
         }
     }
 }
