@@ -11,7 +11,7 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use sync_runtime::{Identity, Refusal, SyncHub};
+use sync_runtime::{Backplane, Identity, Refusal, SyncHub};
 
 sync_runtime::include_routes!();
 
@@ -20,8 +20,9 @@ pub mod dashboard;
 pub mod home;
 pub mod login;
 
-/// The session: who is logged in on a connection or request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The session: who is logged in on a connection or request. Serializable, so that it can travel with a
+/// trigger to the other processes when several share a Redis.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     /// The login name.
     pub name: String,
@@ -39,15 +40,33 @@ impl App {
     /// An in-memory database with three users and a few tasks.
     pub fn seeded() -> App {
         let db = rusqlite::Connection::open_in_memory().expect("SQLite opens in memory");
+        Self::seed(db)
+    }
+
+    /// A database file that several processes share (seeded on first use): what the app's processes use
+    /// when they run behind one Redis, so that a page served by any of them shows the same data.
+    pub fn open(path: &str) -> App {
+        let db = rusqlite::Connection::open(path)
+            .unwrap_or_else(|e| panic!("cannot open the database {path}: {e}"));
+        // Several processes write: wait for each other's locks instead of failing.
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .expect("a busy timeout can be set");
+        Self::seed(db)
+    }
+
+    fn seed(db: rusqlite::Connection) -> App {
         db.execute_batch(
-            "CREATE TABLE users (name TEXT PRIMARY KEY, team TEXT NOT NULL);
-             CREATE TABLE sessions (sid TEXT PRIMARY KEY, name TEXT NOT NULL REFERENCES users(name));
-             CREATE TABLE tasks (id INTEGER PRIMARY KEY, team TEXT NOT NULL, text TEXT NOT NULL, author TEXT NOT NULL);
-             INSERT INTO users VALUES ('alice', 'red'), ('bob', 'red'), ('carol', 'blue');
-             INSERT INTO tasks (team, text, author) VALUES
+            "BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, team TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS sessions (sid TEXT PRIMARY KEY, name TEXT NOT NULL REFERENCES users(name));
+             CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, team TEXT NOT NULL, text TEXT NOT NULL, author TEXT NOT NULL);
+             INSERT OR IGNORE INTO users VALUES ('alice', 'red'), ('bob', 'red'), ('carol', 'blue');
+             INSERT INTO tasks (team, text, author) SELECT * FROM (VALUES
                ('red', 'Ship the sync framework', 'alice'),
                ('red', 'Write the release notes', 'bob'),
-               ('blue', 'Plan the offsite', 'carol');",
+               ('blue', 'Plan the offsite', 'carol'))
+             WHERE NOT EXISTS (SELECT 1 FROM tasks);
+             COMMIT;",
         )
         .expect("the seed is valid SQL");
         App {
@@ -154,8 +173,14 @@ pub fn current_user(app: &App, headers: &HeaderMap) -> Option<User> {
 
 /// The hub: the `sid` cookie authenticates a WebSocket, the database is every filter's `functions`.
 pub fn hub(app: App) -> SyncHub {
+    hub_with(app, None)
+}
+
+/// The hub, sharing triggers with the app's other processes through `backplane` when given (call inside
+/// a Tokio runtime then).
+pub fn hub_with(app: App, backplane: Option<Backplane>) -> SyncHub {
     let auth_app = app.clone();
-    SyncHub::builder()
+    let builder = SyncHub::builder()
         .authenticate(move |req| {
             let user = req.cookie("sid").and_then(|sid| auth_app.session(sid));
             async move {
@@ -163,9 +188,13 @@ pub fn hub(app: App) -> SyncHub {
                 Ok(Identity::new(user.name.clone(), user))
             }
         })
-        .functions(app)
-        .build()
-        .expect("every handler uses User and App")
+        .functions(app);
+    match backplane {
+        Some(backplane) => builder.backplane(backplane),
+        None => builder,
+    }
+    .build()
+    .expect("every handler uses User and App")
 }
 
 /// The app's routes, with the sync endpoints and the hub in scope for `sync_request!`.

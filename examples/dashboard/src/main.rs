@@ -2,11 +2,19 @@
 //!
 //! Serves the example on http://127.0.0.1:3000 (`PORT` or `ADDR=host:port` override it), with a seeded
 //! in-memory SQLite database: log in as alice or bob (team red) and carol (team blue) in separate windows.
+//!
+//! Several processes: give each the same `DATABASE` (an SQLite file they share) and `REDIS_URL`, and its
+//! own `PORT`; a change made through any of them reaches the pages served by all of them.
 
 use std::time::Duration;
 
 #[tokio::main]
 async fn main() {
+    // The runtime's logs (connections refused, a Redis outage and its recovery) on stderr.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stderr)
+        .init();
     let addr = std::env::var("ADDR").unwrap_or_else(|_| {
         let port = std::env::var("PORT").unwrap_or_else(|_| "3000".to_owned());
         format!("127.0.0.1:{port}")
@@ -14,8 +22,17 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
-    let app = example_dashboard::App::seeded();
-    let hub = example_dashboard::hub(app.clone());
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    let app = match std::env::var("DATABASE") {
+        Ok(path) => example_dashboard::App::open(&path),
+        Err(_) => example_dashboard::App::seeded(),
+    };
+    let backplane = std::env::var("REDIS_URL")
+        .ok()
+        .map(sync_runtime::Backplane::redis);
+    let hub = example_dashboard::hub_with(app.clone(), backplane);
     println!("example-dashboard: open http://{addr} and log in as alice, bob or carol");
     let router = example_dashboard::router(app, &hub);
     // Ctrl-C: close the live connections first ("going away"; pages reconnect to the next server), since

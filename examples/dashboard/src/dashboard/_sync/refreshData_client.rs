@@ -3,7 +3,7 @@
 use sync_runtime::{ClientCx, Reaction};
 
 /// Which team's list changed.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Data {
     /// The team.
     pub team: String,

@@ -5,7 +5,7 @@ use sync_runtime::{ClientCx, Reaction, Swap};
 use crate::escape;
 
 /// A post, as the browser's form sends it.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Data {
     /// What was said.
     pub text: String,
