@@ -298,6 +298,8 @@ impl NoServerData for () {
 type ReactFn<D, O> = Arc<dyn Fn(ClientCx<D, O>) -> Reaction + Send + Sync>;
 type FilterFn<D, S, F, O> =
     Arc<dyn Fn(ServerCx<D, S, F>) -> BoxFuture<Result<Filter<O>, String>> + Send + Sync>;
+type InlineFilterFn<D, S, F, O> =
+    Arc<dyn Fn(ServerCx<D, S, F>) -> Result<Filter<O>, String> + Send + Sync>;
 type GateFn<D, S, F> = Arc<dyn Fn(GateCx<D, S, F>) -> BoxFuture<Result<(), Refusal>> + Send + Sync>;
 
 /// Builds one sync from its handler functions. Used by generated code only.
@@ -331,23 +333,24 @@ where
                 let fut = filter(cx);
                 Box::pin(async move { fut.await.into_filter() })
             }),
+            inline: None,
             gate: None,
         }
     }
 
-    pub fn filter_sync<S, F, R>(
+    pub fn filter_sync<S: 'static, F: 'static, R>(
         self,
         filter: impl Fn(ServerCx<D, S, F>) -> R + Send + Sync + 'static,
     ) -> FilteredSyncDef<D, O, S, F>
     where
         R: IntoFilter<O>,
     {
+        let filter: InlineFilterFn<D, S, F, O> = Arc::new(move |cx| filter(cx).into_filter());
+        let boxed = filter.clone();
         FilteredSyncDef {
             react: self.react,
-            filter: Arc::new(move |cx| {
-                let out = filter(cx).into_filter();
-                Box::pin(std::future::ready(out))
-            }),
+            filter: Arc::new(move |cx| Box::pin(std::future::ready(boxed(cx)))),
+            inline: Some(filter),
             gate: None,
         }
     }
@@ -364,6 +367,7 @@ where
 pub struct FilteredSyncDef<D, O, S, F> {
     react: ReactFn<D, O>,
     filter: FilterFn<D, S, F, O>,
+    inline: Option<InlineFilterFn<D, S, F, O>>,
     gate: Option<GateFn<D, S, F>>,
 }
 
@@ -397,6 +401,7 @@ where
         ErasedSync(Arc::new(Filtered {
             react: self.react,
             filter: self.filter,
+            inline: self.inline,
             gate: self.gate,
         }))
     }
@@ -451,6 +456,18 @@ pub(crate) trait DynSync: Send + Sync {
         sender: Option<&ErasedPeer>,
         functions: &AnyArc,
     ) -> BoxFuture<Result<Option<Reaction>, FilterFailure>>;
+    /// Whether the filter is synchronous, so that [`filter_react_inline`](Self::filter_react_inline)
+    /// answers.
+    fn filters_inline(&self) -> bool;
+    /// For synchronous filters: filter and react for one recipient here and now, with no future, box or
+    /// task per recipient. `None` for asynchronous filters.
+    fn filter_react_inline(
+        &self,
+        data: &AnyArc,
+        recipient: &ErasedPeer,
+        sender: Option<&ErasedPeer>,
+        functions: &AnyArc,
+    ) -> Option<Result<Option<Reaction>, FilterFailure>>;
 }
 
 fn parse_json<D: DeserializeOwned + Send + Sync + 'static>(json: &str) -> Result<AnyArc, String> {
@@ -500,11 +517,25 @@ where
             .ok_or(FilterFailure::Internal("data type mismatch"));
         Box::pin(std::future::ready(out))
     }
+    fn filters_inline(&self) -> bool {
+        false
+    }
+    fn filter_react_inline(
+        &self,
+        _: &AnyArc,
+        _: &ErasedPeer,
+        _: Option<&ErasedPeer>,
+        _: &AnyArc,
+    ) -> Option<Result<Option<Reaction>, FilterFailure>> {
+        None
+    }
 }
 
 struct Filtered<D, O, S, F> {
     react: ReactFn<D, O>,
     filter: FilterFn<D, S, F, O>,
+    /// The same filter unboxed, when it is synchronous: the fan-out calls it in place.
+    inline: Option<InlineFilterFn<D, S, F, O>>,
     gate: Option<GateFn<D, S, F>>,
 }
 
@@ -582,6 +613,38 @@ where
                 Ok(Filter::Deliver(server)) => Ok(Some(react(ClientCx { data, server }))),
                 Err(e) => Err(FilterFailure::Error(e)),
             }
+        })
+    }
+    fn filters_inline(&self) -> bool {
+        self.inline.is_some()
+    }
+    fn filter_react_inline(
+        &self,
+        data: &AnyArc,
+        recipient: &ErasedPeer,
+        sender: Option<&ErasedPeer>,
+        functions: &AnyArc,
+    ) -> Option<Result<Option<Reaction>, FilterFailure>> {
+        let filter = self.inline.as_ref()?;
+        let typed = (
+            data.clone().downcast::<D>(),
+            recipient.typed::<S>(),
+            functions.clone().downcast::<F>(),
+        );
+        let (Ok(data), Some(recipient), Ok(functions)) = typed else {
+            return Some(Err(FilterFailure::Internal("type mismatch")));
+        };
+        let sender = sender.and_then(ErasedPeer::typed::<S>);
+        let decision = filter(ServerCx {
+            data: data.clone(),
+            recipient,
+            sender,
+            functions,
+        });
+        Some(match decision {
+            Ok(Filter::Skip) => Ok(None),
+            Ok(Filter::Deliver(server)) => Ok(Some((self.react)(ClientCx { data, server }))),
+            Err(e) => Err(FilterFailure::Error(e)),
         })
     }
 }

@@ -1619,6 +1619,29 @@ impl HubInner {
                     outcome.delivered += 1;
                 }
             }
+        } else if entry.sync.0.filters_inline() {
+            // A synchronous filter runs in place: no future, box or task per recipient. It cannot overrun
+            // a deadline that nothing could enforce anyway; a panic still skips only its recipient.
+            let sender_peer = sender.as_ref().map(|s| &s.peer);
+            for (i, conn) in recipients.iter().enumerate() {
+                let peer = conn.peer(location.clone());
+                let verdict = catch(|| {
+                    entry
+                        .sync
+                        .0
+                        .filter_react_inline(&data, &peer, sender_peer, &self.functions)
+                })
+                .map(|inline| inline.expect("filters_inline said it answers"));
+                let verdict = match verdict {
+                    Some(result) => Verdict::from(result),
+                    None => Verdict::Panicked,
+                };
+                self.record(&mut outcome, &entry, &location, conn, verdict);
+                // Let other lanes run during a long fan-out.
+                if i % 1024 == 1023 {
+                    tokio::task::yield_now().await;
+                }
+            }
         } else {
             let sender_peer = sender.as_ref().map(|s| &s.peer);
             let deadline = self.config.filter_deadline;
@@ -1640,42 +1663,81 @@ impl HubInner {
                 })
                 .collect();
             while let Some((conn, result)) = running.next().await {
-                match result {
-                    Ok(Ok(Ok(Some(reaction)))) => {
-                        outcome.passed += 1;
-                        let tail = frame_tail(&location, entry.name, &reaction);
-                        if conn.push(self, Outbound::Reaction(tail)) {
-                            outcome.delivered += 1;
-                        }
-                    }
-                    Ok(Ok(Ok(None))) => {}
-                    Ok(Ok(Err(FilterFailure::Error(e)))) => {
-                        outcome.failed += 1;
-                        self.stats.filter_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(target: "sync_runtime::fanout", route, name = entry.name, conn = %conn.id, error = %e, "filter failed; recipient skipped");
-                    }
-                    Ok(Ok(Err(FilterFailure::Internal(e)))) => {
-                        outcome.failed += 1;
-                        self.stats.filter_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(target: "sync_runtime::fanout", route, name = entry.name, error = e, "internal error; recipient skipped");
-                    }
-                    Ok(Err(_panic)) => {
-                        outcome.failed += 1;
-                        self.stats.filter_panics.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(target: "sync_runtime::fanout", route, name = entry.name, conn = %conn.id, "filter panicked; recipient skipped");
-                    }
-                    Err(_elapsed) => {
-                        outcome.failed += 1;
-                        self.stats.filter_timeouts.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(target: "sync_runtime::fanout", route, name = entry.name, conn = %conn.id, ?deadline, "filter overran its deadline; recipient skipped");
-                    }
-                }
+                let verdict = match result {
+                    Ok(Ok(result)) => Verdict::from(result),
+                    Ok(Err(_panic)) => Verdict::Panicked,
+                    Err(_elapsed) => Verdict::Overran(deadline),
+                };
+                self.record(&mut outcome, &entry, &location, conn, verdict);
             }
         }
         self.stats
             .delivered
             .fetch_add(u64::from(outcome.delivered), Ordering::Relaxed);
         reply.send(self, Ok(outcome));
+    }
+}
+
+/// What became of one recipient of a filtered fan-out.
+enum Verdict {
+    Deliver(Reaction),
+    Skip,
+    Failed(FilterFailure),
+    Panicked,
+    Overran(Duration),
+}
+
+impl From<Result<Option<Reaction>, FilterFailure>> for Verdict {
+    fn from(result: Result<Option<Reaction>, FilterFailure>) -> Self {
+        match result {
+            Ok(Some(reaction)) => Verdict::Deliver(reaction),
+            Ok(None) => Verdict::Skip,
+            Err(failure) => Verdict::Failed(failure),
+        }
+    }
+}
+
+impl HubInner {
+    /// Queue a recipient's reaction, or count and log why it got none.
+    fn record(
+        &self,
+        outcome: &mut Outcome,
+        entry: &SyncEntry,
+        location: &Location,
+        conn: &Conn,
+        verdict: Verdict,
+    ) {
+        let (route, name) = (entry.route, entry.name);
+        match verdict {
+            Verdict::Deliver(reaction) => {
+                outcome.passed += 1;
+                let tail = frame_tail(location, name, &reaction);
+                if conn.push(self, Outbound::Reaction(tail)) {
+                    outcome.delivered += 1;
+                }
+            }
+            Verdict::Skip => {}
+            Verdict::Failed(FilterFailure::Error(e)) => {
+                outcome.failed += 1;
+                self.stats.filter_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "sync_runtime::fanout", route, name, conn = %conn.id, error = %e, "filter failed; recipient skipped");
+            }
+            Verdict::Failed(FilterFailure::Internal(e)) => {
+                outcome.failed += 1;
+                self.stats.filter_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(target: "sync_runtime::fanout", route, name, error = e, "internal error; recipient skipped");
+            }
+            Verdict::Panicked => {
+                outcome.failed += 1;
+                self.stats.filter_panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(target: "sync_runtime::fanout", route, name, conn = %conn.id, "filter panicked; recipient skipped");
+            }
+            Verdict::Overran(deadline) => {
+                outcome.failed += 1;
+                self.stats.filter_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "sync_runtime::fanout", route, name, conn = %conn.id, ?deadline, "filter overran its deadline; recipient skipped");
+            }
+        }
     }
 }
 
@@ -1696,7 +1758,7 @@ fn frame_tail(location: &Location, name: &str, reaction: &Reaction) -> Arc<str> 
         name: &'a str,
         reaction: &'a Reaction,
     }
-    let json = serde_json::to_string(&Tail {
+    let mut tail = serde_json::to_string(&Tail {
         path: location.path(),
         route: location.route(),
         name,
@@ -1707,9 +1769,7 @@ fn frame_tail(location: &Location, name: &str, reaction: &Reaction) -> Arc<str> 
         r#"{"reaction":{"kind":"batch","items":[]}}"#.to_owned()
     });
     // `{"path":..}` becomes `,"path":..}` so that the writer can put `{"t":"reaction","seq":N` before it.
-    let mut tail = String::with_capacity(json.len());
-    tail.push(',');
-    tail.push_str(&json[1..]);
+    tail.replace_range(..1, ",");
     Arc::from(tail)
 }
 
