@@ -305,11 +305,14 @@ async fn write(
 ) {
     let keep = hub.config.replay_frames;
     let mut batch = Vec::with_capacity(64);
-    let mut frames: Vec<String> = Vec::with_capacity(64);
+    let mut frames: Vec<Utf8Bytes> = Vec::with_capacity(64);
+    // Reaction frames are written into this buffer and handed to the socket as slices of it: once the
+    // socket has copied them out, the space is reused, so a busy connection allocates nothing per frame.
+    let mut scratch = bytes::BytesMut::new();
     let mut first = Some(preamble);
     loop {
         if let Some(preamble) = first.take() {
-            frames.extend(preamble);
+            frames.extend(preamble.into_iter().map(Utf8Bytes::from));
         } else {
             // With acknowledged delivery, at most `window` reactions are in flight: the rest wait in the
             // queue, where a dying socket cannot lose them.
@@ -339,18 +342,27 @@ async fn write(
             if n == 0 {
                 break;
             }
+            // Room for the whole batch at once: one allocation at most, none once the buffer is reused.
+            let room_needed: usize = batch
+                .iter()
+                .map(|out| match out {
+                    Outbound::Reaction(tail) => FRAME_HEAD + tail.len(),
+                    Outbound::Control(_) => 0,
+                })
+                .sum();
+            scratch.reserve(room_needed);
             let mut replay = conn.replay.lock().expect("replay lock is never poisoned");
             frames.extend(batch.drain(..).map(|out| match out {
-                Outbound::Control(text) => text,
+                Outbound::Control(text) => Utf8Bytes::from(text),
                 Outbound::Reaction(tail) => {
                     let seq = replay.record(tail.clone(), keep);
-                    reaction_frame(seq, &tail)
+                    reaction_text(&mut scratch, seq, &tail)
                 }
             }));
         }
         let send = async {
             for text in frames.drain(..) {
-                sink.feed(Message::Text(Utf8Bytes::from(text))).await?;
+                sink.feed(Message::Text(text)).await?;
             }
             sink.flush().await
         };
@@ -358,6 +370,10 @@ async fn write(
             biased;
             () = conn.killed.notified() => break,
             sent = send => if sent.is_err() { return },
+        }
+        // An idle connection keeps no more than a small buffer.
+        if scratch.capacity() > 4096 && rx.is_empty() {
+            scratch = bytes::BytesMut::new();
         }
     }
     let close = *conn.close.lock().expect("close lock is never poisoned");
@@ -368,6 +384,18 @@ async fn write(
         }));
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(frame)).await;
     }
+}
+
+/// The longest `{"t":"reaction","seq":N` can be.
+const FRAME_HEAD: usize = 40;
+
+/// A reaction frame in `scratch`'s spare room (see `write`).
+fn reaction_text(scratch: &mut bytes::BytesMut, seq: u64, tail: &str) -> Utf8Bytes {
+    use std::fmt::Write;
+    scratch.reserve(FRAME_HEAD + tail.len());
+    let _ = write!(scratch, r#"{{"t":"reaction","seq":{seq}"#);
+    scratch.extend_from_slice(tail.as_bytes());
+    Utf8Bytes::try_from(scratch.split().freeze()).expect("a frame made of UTF-8 pieces is UTF-8")
 }
 
 fn reaction_frame(seq: u64, tail: &str) -> String {
