@@ -88,7 +88,7 @@ impl Default for HubConfig {
             resume_grace: Duration::from_secs(120),
             replay_frames: 64,
             max_connections_per_user: 64,
-            socket_read_buffer: 4 * 1024,
+            socket_read_buffer: 1024,
             socket_write_buffer: 16 * 1024,
             user_rate_per_sec: 500,
             user_rate_burst: 5000,
@@ -382,7 +382,7 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
 
     /// The socket buffers of each connection: the read buffer is allocated for every connection, so it is
     /// the main per-connection memory cost; writes are batched up to the write size before a flush forces
-    /// them out. Default: 4 KiB read, 16 KiB write.
+    /// them out. Default: 1 KiB read (larger messages arrive in several reads), 16 KiB write.
     pub fn socket_buffers(mut self, read: usize, write: usize) -> Self {
         self.config.socket_read_buffer = read.max(256);
         self.config.socket_write_buffer = write;

@@ -304,8 +304,10 @@ async fn write(
     preamble: Vec<String>,
 ) {
     let keep = hub.config.replay_frames;
-    let mut batch = Vec::with_capacity(64);
-    let mut frames: Vec<Utf8Bytes> = Vec::with_capacity(64);
+    // Both grow to the batches this connection sees: an idle one keeps them tiny (64 slots up front were
+    // 3.5 KB per connection).
+    let mut batch = Vec::new();
+    let mut frames: Vec<Utf8Bytes> = Vec::new();
     // Reaction frames are written into this buffer and handed to the socket as slices of it: once the
     // socket has copied them out, the space is reused, so a busy connection allocates nothing per frame.
     let mut scratch = bytes::BytesMut::new();
