@@ -1623,6 +1623,7 @@ impl HubInner {
             // A synchronous filter runs in place: no future, box or task per recipient. It cannot overrun
             // a deadline that nothing could enforce anyway; a panic still skips only its recipient.
             let sender_peer = sender.as_ref().map(|s| &s.peer);
+            let mut last = None;
             for (i, conn) in recipients.iter().enumerate() {
                 let peer = conn.peer(location.clone());
                 let verdict = catch(|| {
@@ -1636,7 +1637,7 @@ impl HubInner {
                     Some(result) => Verdict::from(result),
                     None => Verdict::Panicked,
                 };
-                self.record(&mut outcome, &entry, &location, conn, verdict);
+                self.record(&mut outcome, &entry, &location, conn, verdict, &mut last);
                 // Let other lanes run during a long fan-out.
                 if i % 1024 == 1023 {
                     tokio::task::yield_now().await;
@@ -1662,13 +1663,14 @@ impl HubInner {
                     }
                 })
                 .collect();
+            let mut last = None;
             while let Some((conn, result)) = running.next().await {
                 let verdict = match result {
                     Ok(Ok(result)) => Verdict::from(result),
                     Ok(Err(_panic)) => Verdict::Panicked,
                     Err(_elapsed) => Verdict::Overran(deadline),
                 };
-                self.record(&mut outcome, &entry, &location, conn, verdict);
+                self.record(&mut outcome, &entry, &location, conn, verdict, &mut last);
             }
         }
         self.stats
@@ -1699,6 +1701,10 @@ impl From<Result<Option<Reaction>, FilterFailure>> for Verdict {
 
 impl HubInner {
     /// Queue a recipient's reaction, or count and log why it got none.
+    ///
+    /// `last` remembers the previous recipient's reaction and its serialized frame: recipients whose
+    /// filters deliver the same (a team's list, `()`) share one frame, and comparing costs less than
+    /// serializing.
     fn record(
         &self,
         outcome: &mut Outcome,
@@ -1706,12 +1712,20 @@ impl HubInner {
         location: &Location,
         conn: &Conn,
         verdict: Verdict,
+        last: &mut Option<(Reaction, Arc<str>)>,
     ) {
         let (route, name) = (entry.route, entry.name);
         match verdict {
             Verdict::Deliver(reaction) => {
                 outcome.passed += 1;
-                let tail = frame_tail(location, name, &reaction);
+                let tail = match last {
+                    Some((previous, tail)) if *previous == reaction => tail.clone(),
+                    _ => {
+                        let tail = frame_tail(location, name, &reaction);
+                        *last = Some((reaction, tail.clone()));
+                        tail
+                    }
+                };
                 if conn.push(self, Outbound::Reaction(tail)) {
                     outcome.delivered += 1;
                 }
