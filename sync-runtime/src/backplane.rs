@@ -231,8 +231,9 @@ impl Shared {
 }
 
 impl BackplaneHandle {
-    /// Start the publisher and the subscriber (on the current Tokio runtime).
-    pub fn start(config: &Backplane, hub: Weak<HubInner>) -> BackplaneHandle {
+    /// Start the publisher (on the current Tokio runtime); [`subscribe`](Self::subscribe) starts the
+    /// subscriber once the hub exists.
+    pub fn start(config: &Backplane) -> BackplaneHandle {
         let (tx, rx) = mpsc::channel(config.queue);
         let shared = Arc::new(Shared {
             node: node_id(),
@@ -245,8 +246,12 @@ impl BackplaneHandle {
             gaps: AtomicU64::new(0),
         });
         tokio::spawn(publish_loop(config.clone(), shared.clone(), rx));
-        tokio::spawn(subscribe_loop(config.clone(), shared.clone(), hub));
         BackplaneHandle { tx, shared }
+    }
+
+    /// Start the subscriber, which delivers other nodes' triggers to `hub` until the hub is dropped.
+    pub fn subscribe(&self, config: &Backplane, hub: Weak<HubInner>) {
+        tokio::spawn(subscribe_loop(config.clone(), self.shared.clone(), hub));
     }
 
     /// Hand a trigger to the publisher without waiting.

@@ -1,4 +1,5 @@
-//! A Rust client for the sync WebSocket: for tests, native apps and load generators.
+//! A Rust client for a sync hub, over a WebSocket (`ws://…/_sync/ws`) or SSE (`http://…/_sync/sse`, the
+//! event stream plus a `POST` per message): for tests, native apps and load generators.
 //!
 //! ```no_run
 //! use sync_runtime::client::{ConnectOptions, SyncClient};
@@ -17,6 +18,21 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The same client over SSE, for networks that block WebSockets: only the URL changes.
+//!
+//! ```no_run
+//! # use sync_runtime::client::{ConnectOptions, SyncClient};
+//! # async fn run() -> Result<(), sync_runtime::client::ClientError> {
+//! let client = SyncClient::connect(
+//!     "http://127.0.0.1:3000/_sync/sse",
+//!     ConnectOptions::new().token("alice").path("/dashboard"),
+//! )
+//! .await?;
+//! # drop(client);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -30,6 +46,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{ErrorCode, Outcome};
+
+mod sse;
 
 /// How to connect: credentials, initial location, extra headers.
 #[derive(Debug, Clone, Default)]
@@ -121,6 +139,15 @@ pub struct Located {
 pub enum ClientError {
     /// The upgrade failed (refused with a status, or the socket could not be opened).
     Connect(Box<tungstenite::Error>),
+    /// An SSE request was answered with this status (`401`, `403`, `404` for a connection that is gone…).
+    Http {
+        /// The HTTP status.
+        status: u16,
+        /// The response body: the server's reason.
+        message: String,
+    },
+    /// The SSE transport could not reach the server.
+    Io(std::io::Error),
     /// The server answered the request with an error code.
     Refused(ErrorReply),
     /// The connection is closed.
@@ -128,13 +155,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The HTTP status of a refused upgrade (401, 403, …).
+    /// The HTTP status of a refused upgrade or stream (401, 403, …).
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Connect(e) => match &**e {
                 tungstenite::Error::Http(resp) => Some(resp.status().as_u16()),
                 _ => None,
             },
+            ClientError::Http { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -152,6 +180,8 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Connect(e) => write!(f, "connect failed: {e}"),
+            ClientError::Http { status, message } => write!(f, "HTTP {status}: {message}"),
+            ClientError::Io(e) => write!(f, "connection failed: {e}"),
             ClientError::Refused(e) => write!(f, "refused: {}: {}", e.code, e.message),
             ClientError::Closed => f.write_str("connection closed"),
         }
@@ -161,7 +191,7 @@ impl fmt::Display for ClientError {
 impl std::error::Error for ClientError {}
 
 enum Command {
-    Raw(Message),
+    Raw(Outgoing),
     Nav(String, oneshot::Sender<Located>),
     Req(u64, String, oneshot::Sender<Result<Outcome, ErrorReply>>),
     Close,
@@ -231,8 +261,9 @@ enum ServerFrame {
 }
 
 impl SyncClient {
-    /// Connect to `url` (`ws://host:port/_sync/ws`). Returns after the server's `hello`, and after it has
-    /// placed the connection when [`ConnectOptions::path`] is set.
+    /// Connect to `url`: `ws://host:port/_sync/ws` for a WebSocket, `http://host:port/_sync/sse` for SSE.
+    /// Returns after the server's `hello`, and after it has placed the connection when
+    /// [`ConnectOptions::path`] is set.
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<SyncClient, ClientError> {
         let socket = open(url, &options, options.path.as_deref(), None).await?;
         let (commands, command_rx) = mpsc::channel(1024);
@@ -348,12 +379,13 @@ impl SyncClient {
 
     /// Send a text frame as is (for testing how the server treats bad input).
     pub async fn send_raw(&self, text: impl Into<String>) -> Result<(), ClientError> {
-        self.command(Command::Raw(Message::text(text.into()))).await
+        self.command(Command::Raw(Outgoing::Text(text.into())))
+            .await
     }
 
-    /// Send a binary frame.
+    /// Send a binary frame (over SSE, a `POST` of `application/octet-stream`).
     pub async fn send_binary(&self, bytes: Vec<u8>) -> Result<(), ClientError> {
-        self.command(Command::Raw(Message::binary(bytes))).await
+        self.command(Command::Raw(Outgoing::Binary(bytes))).await
     }
 
     /// The next reaction; `None` once the connection is closed and every received one was taken.
@@ -413,8 +445,92 @@ fn encode(path: &str) -> String {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Open a socket: credentials and headers from `options`, the location, and a resume key if resuming.
+/// A message for the server.
+enum Outgoing {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// What the transport brought in.
+enum Incoming {
+    Text(String),
+    /// The server closed the connection, with its code and reason if it gave them.
+    Close(Option<(u16, String)>),
+    /// The transport died without a close.
+    Dropped,
+}
+
+/// One transport's connection: a WebSocket, or an SSE stream with its `POST`s.
+enum Link {
+    Ws(Box<Socket>),
+    Sse(Box<sse::SseLink>),
+}
+
+impl Link {
+    async fn send(&mut self, message: Outgoing) -> Result<(), ClientError> {
+        match self {
+            Link::Ws(socket) => {
+                let message = match message {
+                    Outgoing::Text(text) => Message::text(text),
+                    Outgoing::Binary(bytes) => Message::binary(bytes),
+                };
+                socket
+                    .send(message)
+                    .await
+                    .map_err(|e| ClientError::Connect(Box::new(e)))
+            }
+            Link::Sse(link) => match message {
+                Outgoing::Text(text) => link.send(text.as_bytes(), false).await,
+                Outgoing::Binary(bytes) => link.send(&bytes, true).await,
+            },
+        }
+    }
+
+    /// The next message. Cancel-safe, for `select!`.
+    async fn next(&mut self) -> Incoming {
+        match self {
+            Link::Ws(socket) => loop {
+                return match socket.next().await {
+                    Some(Ok(Message::Text(text))) => Incoming::Text(text.as_str().to_owned()),
+                    Some(Ok(Message::Close(frame))) => {
+                        Incoming::Close(frame.map(|f| (u16::from(f.code), f.reason.to_string())))
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => Incoming::Dropped,
+                };
+            },
+            Link::Sse(link) => link.next().await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Link::Ws(socket) => {
+                let _ = socket.close(None).await;
+            }
+            // Dropping the stream is how an SSE client leaves.
+            Link::Sse(_) => {}
+        }
+    }
+}
+
+/// Open a transport: credentials and headers from `options`, the location, and a resume key if resuming.
 async fn open(
+    url: &str,
+    options: &ConnectOptions,
+    path: Option<&str>,
+    resume: Option<(&str, u64)>,
+) -> Result<Link, ClientError> {
+    if url.starts_with("http://") {
+        let link = sse::SseLink::open(url, options, path, resume).await?;
+        return Ok(Link::Sse(Box::new(link)));
+    }
+    Ok(Link::Ws(Box::new(
+        open_ws(url, options, path, resume).await?,
+    )))
+}
+
+async fn open_ws(
     url: &str,
     options: &ConnectOptions,
     path: Option<&str>,
@@ -493,7 +609,7 @@ enum SocketEnd {
 }
 
 impl Pump {
-    async fn run(mut self, mut socket: Socket, hello: oneshot::Sender<String>) {
+    async fn run(mut self, mut socket: Link, hello: oneshot::Sender<String>) {
         let mut hello = Some(hello);
         loop {
             let end = self.serve(&mut socket, &mut hello).await;
@@ -518,7 +634,7 @@ impl Pump {
     }
 
     /// Reconnect with exponential backoff (50 ms doubling to 2 s, at most 60 tries), resuming.
-    async fn reopen(&mut self) -> Option<Socket> {
+    async fn reopen(&mut self) -> Option<Link> {
         let mut delay = std::time::Duration::from_millis(50);
         for _ in 0..60 {
             tokio::time::sleep(delay).await;
@@ -537,7 +653,7 @@ impl Pump {
 
     async fn serve(
         &mut self,
-        socket: &mut Socket,
+        socket: &mut Link,
         hello: &mut Option<oneshot::Sender<String>>,
     ) -> SocketEnd {
         let mut requests: HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>> =
@@ -549,14 +665,14 @@ impl Pump {
                         Some(Command::Raw(message)) => message,
                         Some(Command::Nav(path, tx)) => {
                             self.navs.push_back(tx);
-                            Message::text(serde_json::json!({ "t": "nav", "path": path }).to_string())
+                            Outgoing::Text(serde_json::json!({ "t": "nav", "path": path }).to_string())
                         }
                         Some(Command::Req(id, frame, tx)) => {
                             requests.insert(id, tx);
-                            Message::text(frame)
+                            Outgoing::Text(frame)
                         }
                         Some(Command::Close) | None => {
-                            let _ = socket.close(None).await;
+                            socket.close().await;
                             return SocketEnd::User;
                         }
                     };
@@ -566,14 +682,13 @@ impl Pump {
                 }
                 message = socket.next() => {
                     let text = match message {
-                        Some(Ok(Message::Text(text))) => text,
-                        Some(Ok(Message::Close(frame))) => {
-                            let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
-                            *self.close.lock().expect("close lock is never poisoned") = frame.map(|f| (code, f.reason.to_string()));
+                        Incoming::Text(text) => text,
+                        Incoming::Close(frame) => {
+                            let code = frame.as_ref().map_or(1005, |f| f.0);
+                            *self.close.lock().expect("close lock is never poisoned") = frame;
                             return SocketEnd::Server(code);
                         }
-                        Some(Ok(_)) => continue,
-                        Some(Err(_)) | None => return SocketEnd::Dropped,
+                        Incoming::Dropped => return SocketEnd::Dropped,
                     };
                     if !self.dispatch(&text, hello, &mut requests).await {
                         return SocketEnd::User;
@@ -596,10 +711,10 @@ impl Pump {
         }
     }
 
-    async fn send_ack(&mut self, socket: &mut Socket) -> bool {
+    async fn send_ack(&mut self, socket: &mut Link) -> bool {
         self.acked = self.last_seq;
         let frame = format!(r#"{{"t":"ack","seq":{}}}"#, self.acked);
-        socket.send(Message::text(frame)).await.is_ok()
+        socket.send(Outgoing::Text(frame)).await.is_ok()
     }
 
     /// Handle one frame; false when the client side is gone.

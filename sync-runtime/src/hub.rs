@@ -70,6 +70,7 @@ pub(crate) struct HubConfig {
     pub socket_write_buffer: usize,
     pub user_rate_per_sec: u32,
     pub user_rate_burst: u32,
+    pub sse_keepalive: Duration,
 }
 
 impl Default for HubConfig {
@@ -92,6 +93,7 @@ impl Default for HubConfig {
             socket_write_buffer: 16 * 1024,
             user_rate_per_sec: 500,
             user_rate_burst: 5000,
+            sse_keepalive: Duration::from_secs(30),
         }
     }
 }
@@ -389,6 +391,22 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
         self
     }
 
+    /// How often an idle SSE stream gets a keepalive comment, so that proxies keep it open and a dead
+    /// client is noticed. Default: 30 seconds.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let hub = sync_runtime::SyncHub::builder()
+    ///     .sse_keepalive(Duration::from_secs(15))
+    ///     .build()
+    ///     .expect("a hub");
+    /// # drop(hub);
+    /// ```
+    pub fn sse_keepalive(mut self, every: Duration) -> Self {
+        self.config.sse_keepalive = every.max(Duration::from_millis(10));
+        self
+    }
+
     /// Messages per second shared by all connections of one user, and the burst. Default: 500/s, burst 5000.
     pub fn user_rate_limit(mut self, per_sec: u32, burst: u32) -> Self {
         self.config.user_rate_per_sec = per_sec.max(1);
@@ -485,15 +503,13 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
             return Err(BuildError { problems });
         }
         let backplane = self.backplane;
-        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<HubInner>| {
-            let (backplane, session_codec) = match &backplane {
-                Some((config, codec)) => (
-                    Some(BackplaneHandle::start(config, weak.clone())),
-                    Some(*codec),
-                ),
-                None => (None, None),
-            };
-            HubInner {
+        let (backplane_handle, session_codec) = match &backplane {
+            Some((config, codec)) => (Some(BackplaneHandle::start(config)), Some(*codec)),
+            None => (None, None),
+        };
+        let inner = {
+            let backplane = backplane_handle;
+            Arc::new(HubInner {
                 config: self.config,
                 table,
                 auth,
@@ -501,6 +517,7 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
                 presence: RwLock::new(HashMap::new()),
                 lanes: Mutex::new(HashMap::new()),
                 resumable: Mutex::new(HashMap::new()),
+                sse_links: Mutex::new(HashMap::new()),
                 users: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
                 socket_closed: Notify::new(),
@@ -508,8 +525,12 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
                 stats: Counters::default(),
                 backplane,
                 session_codec,
-            }
-        });
+            })
+        };
+        // Only now that the hub exists: a subscriber started earlier could find no hub and stop for good.
+        if let (Some(handle), Some((config, _))) = (&inner.backplane, &backplane) {
+            handle.subscribe(config, Arc::downgrade(&inner));
+        }
         Ok(SyncHub { inner })
     }
 }
@@ -847,6 +868,8 @@ pub(crate) struct HubInner {
     lanes: Mutex<HashMap<Arc<str>, mpsc::Sender<Job>>>,
     /// Every connection that can be resumed (attached or parked), by resume key.
     resumable: Mutex<HashMap<Arc<str>, Arc<Conn>>>,
+    /// Connections with an SSE stream attached now, by resume key, for their `POST`s.
+    pub sse_links: crate::sse::Links,
     /// Connections and the shared message budget per user.
     users: Mutex<HashMap<Arc<str>, UserEntry>>,
     /// Set by [`SyncHub::shutdown`]: new upgrades are refused.

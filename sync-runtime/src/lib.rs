@@ -29,11 +29,13 @@
 //! See the README for the whole flow and `docs/PROTOCOL.md` for the wire protocol.
 
 mod backplane;
+mod connection;
 mod handler;
 mod hub;
 mod protocol;
 mod reaction;
 mod routes;
+mod sse;
 mod ws;
 
 #[cfg(feature = "client")]
