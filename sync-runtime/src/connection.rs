@@ -123,7 +123,9 @@ pub(crate) enum Start {
     Fresh,
     /// Asked to resume, but the connection is gone: tell the client to resync.
     Resync,
-    Resumed { last_seq: u64 },
+    Resumed {
+        last_seq: u64,
+    },
 }
 
 /// The connection for an admitted client: the one it resumes (`key`, the last `seq` it processed), or a
@@ -388,8 +390,8 @@ async fn write(
     }
     let close = *conn.close.lock().expect("close lock is never poisoned");
     if let Some((code, reason)) = close {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close(code, reason))
-            .await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), sink.close(code, reason)).await;
     }
 }
 

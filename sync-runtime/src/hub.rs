@@ -1178,7 +1178,7 @@ impl SyncHub {
         };
         let mut closed = 0;
         for conn in conns {
-            closed += usize::from(conn.kill(4003, "disconnected by the server"));
+            closed += usize::from(conn.kill(close_code::REVOKED, "disconnected by the server"));
             // A parked connection has no socket task to clean up after it.
             if conn.parked.load(Ordering::Acquire) {
                 self.inner.forget(&conn);

@@ -76,6 +76,8 @@ impl fmt::Display for ErrorCode {
 
 /// Close codes the server uses besides the standard ones.
 pub mod close_code {
+    /// The app disconnected every connection of the user ([`SyncHub::disconnect_user`](crate::SyncHub::disconnect_user)).
+    pub const REVOKED: u16 = 4003;
     /// The connection's outbound queue overflowed: the client reads too slowly.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The server is shutting down ("going away").

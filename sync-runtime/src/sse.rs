@@ -63,7 +63,18 @@ impl SseSink {
 
     /// The stream's last event: a `close` frame with the code a WebSocket would have closed with.
     pub(crate) async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = serde_json::json!({ "t": "close", "code": code, "reason": reason }).to_string();
+        #[derive(serde::Serialize)]
+        struct Close {
+            t: &'static str,
+            code: u16,
+            reason: &'static str,
+        }
+        let frame = serde_json::to_string(&Close {
+            t: "close",
+            code,
+            reason,
+        })
+        .expect("close has only strings and integers");
         self.feed(None, &frame);
         let _ = self.flush().await;
     }

@@ -255,16 +255,19 @@ impl SseLink {
                         self.key = Some(hello.resume);
                     }
                 }
-                if data.starts_with(r#"{"t":"close""#) {
+                if data.contains(r#""t":"close""#) {
                     #[derive(serde::Deserialize)]
                     struct Close {
+                        t: String,
                         code: u16,
                         reason: String,
                     }
-                    return match serde_json::from_str::<Close>(&data) {
-                        Ok(close) => Incoming::Close(Some((close.code, close.reason))),
-                        Err(_) => Incoming::Close(None),
-                    };
+                    match serde_json::from_str::<Close>(&data) {
+                        Ok(close) if close.t == "close" => {
+                            return Incoming::Close(Some((close.code, close.reason)));
+                        }
+                        _ => {}
+                    }
                 }
                 return Incoming::Text(data);
             }
@@ -388,7 +391,10 @@ mod tests {
             (t.host.as_str(), t.path.as_str(), t.query.as_str()),
             ("127.0.0.1:3000", "/_sync/sse", "x=1")
         );
-        assert_eq!(target("http://example.com").expect("a URL").host, "example.com:80");
+        assert_eq!(
+            target("http://example.com").expect("a URL").host,
+            "example.com:80"
+        );
         assert!(target("ws://x/").is_err());
     }
 }
