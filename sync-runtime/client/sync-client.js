@@ -10,12 +10,16 @@ const MAX_QUEUE = 256;
 /**
  * One live connection to the sync hub. It reports `location.pathname` on connect and on every SPA
  * navigation, reconnects with backoff and resumes (the server replays what was missed), and applies the
- * reactions it receives.
+ * reactions it receives. It uses a WebSocket, or SSE (an `EventSource` plus a `POST` per message) when told
+ * to or when a WebSocket cannot be opened at all.
  */
 export class SyncClient extends EventTarget {
   /**
    * @param {object} [options]
    * @param {string} [options.url] WebSocket URL; default `ws(s)://<host>/_sync/ws`.
+   * @param {string} [options.sseUrl] SSE URL; default the WebSocket URL with `http(s)` and `/sse`.
+   * @param {"auto"|"websocket"|"sse"} [options.transport] `auto` (default): WebSocket, and SSE from then
+   *   on if a WebSocket fails before it ever opened on this page.
    * @param {string} [options.token] Sent as `?token=`; cookie sessions need nothing.
    * @param {boolean} [options.spa] Apply `navigate` reactions with `history.pushState` instead of a page load.
    */
@@ -23,6 +27,12 @@ export class SyncClient extends EventTarget {
     super();
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     this.url = options.url || `${scheme}//${location.host}/_sync/ws`;
+    this.sseUrl = options.sseUrl || this.url.replace(/^ws/, "http").replace(/\/ws$/, "/sse");
+    this.fallback = (options.transport || "auto") === "auto";
+    /** The transport in use: `websocket` or `sse`. */
+    this.transport = options.transport === "sse" ? "sse" : "websocket";
+    this.wsOpened = false;
+    this.posting = Promise.resolve();
     this.token = options.token;
     this.spa = !!options.spa;
     /** `connecting` | `open` | `reconnecting` | `closed` */
@@ -46,35 +56,87 @@ export class SyncClient extends EventTarget {
 
   open() {
     // ack=1: the server keeps reactions until acknowledged, so a resume never misses one.
-    const params = new URLSearchParams({ path: location.pathname, ack: "1" });
+    this.openedAt = location.pathname;
+    const params = new URLSearchParams({ path: this.openedAt, ack: "1" });
     if (this.token) params.set("token", this.token);
     if (this.resumeKey) {
       params.set("resume", this.resumeKey);
       params.set("last_seq", String(this.lastSeq));
     }
+    if (this.transport === "sse") return this.openSse(params);
     const ws = new WebSocket(`${this.url}?${params}`);
-    this.ws = ws;
+    let opened = false;
+    const conn = {
+      send: (text) => ws.send(text),
+      ready: () => ws.readyState === WebSocket.OPEN,
+      close: () => ws.close(1000),
+    };
+    this.conn = conn;
     ws.onmessage = (e) => this.receive(e.data);
     ws.onopen = () => {
+      opened = this.wsOpened = true;
       this.attempt = 0;
-      if (this.path !== location.pathname) this.nav();
     };
     ws.onclose = (e) => {
-      clearInterval(this.pinger);
-      if (this.ws !== ws) return;
-      this.failPending("closed", "the connection closed");
-      // 4003: the server disconnected this user on purpose; do not come back.
-      if (e.code === 4003 || this.state === "closed") return this.setState("closed");
-      this.setState("reconnecting");
-      const delay = Math.random() * Math.min(10000, 250 * 2 ** this.attempt++);
-      setTimeout(() => this.open(), delay);
+      // A WebSocket that never opened on this page (a proxy or network that blocks it): use SSE instead.
+      if (!opened && !this.wsOpened && this.fallback) this.transport = "sse";
+      this.closed(conn, e.code);
     };
+  }
+
+  // SSE: the stream is an EventSource (reconnected by this client, not the browser, so that resuming works
+  // the same as over a WebSocket); messages are POSTs, one at a time and in order.
+  openSse(params) {
+    const es = new EventSource(`${this.sseUrl}?${params}`);
+    const conn = {
+      send: (text) => this.post(conn, text),
+      ready: () => es.readyState === EventSource.OPEN && !!this.resumeKey,
+      close: () => es.close(),
+    };
+    this.conn = conn;
+    es.onmessage = (e) => this.receive(e.data);
+    es.onerror = () => {
+      es.close();
+      this.closed(conn, 1006);
+    };
+  }
+
+  post(conn, text) {
+    const params = new URLSearchParams({ key: this.resumeKey });
+    if (this.token) params.set("token", this.token);
+    const url = `${this.sseUrl}?${params}`;
+    this.posting = this.posting
+      .then(async () => {
+        if (conn.dead) return;
+        const headers = { "content-type": "text/plain;charset=UTF-8" };
+        const r = await fetch(url, { method: "POST", body: text, headers, credentials: "same-origin" });
+        if (r.status !== 202) throw new Error(`HTTP ${r.status}`);
+      })
+      .catch(() => {
+        // The connection is gone (or refused us): reopen the stream, which resumes.
+        conn.close();
+        this.closed(conn, 1006);
+      });
+  }
+
+  // The transport `conn` ended with `code`: come back (resuming), unless told not to.
+  closed(conn, code) {
+    if (conn.dead) return;
+    conn.dead = true;
+    clearInterval(this.pinger);
+    if (this.conn !== conn) return;
+    this.failPending("closed", "the connection closed");
+    // 4003: the server disconnected this user on purpose; do not come back.
+    if (code === 4003 || this.state === "closed") return this.setState("closed");
+    this.setState("reconnecting");
+    const delay = Math.random() * Math.min(10000, 250 * 2 ** this.attempt++);
+    setTimeout(() => this.open(), delay);
   }
 
   /** Close for good. */
   close() {
     this.setState("closed");
-    this.ws && this.ws.close(1000);
+    this.conn && this.conn.close();
   }
 
   setState(state) {
@@ -96,8 +158,8 @@ export class SyncClient extends EventTarget {
   }
 
   send(frame) {
-    if (this.state === "open" && this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify(frame));
+    if (this.state === "open" && this.conn.ready()) {
+      this.conn.send(JSON.stringify(frame));
     } else {
       if (this.queue.length >= MAX_QUEUE) {
         console.warn("sync: request queue full; dropping the oldest request");
@@ -141,7 +203,7 @@ export class SyncClient extends EventTarget {
 
   nav() {
     this.path = location.pathname;
-    if (this.state === "open") this.ws.send(JSON.stringify({ t: "nav", path: this.path }));
+    if (this.state === "open") this.conn.send(JSON.stringify({ t: "nav", path: this.path }));
   }
 
   watchNavigation() {
@@ -178,9 +240,9 @@ export class SyncClient extends EventTarget {
   sendAck() {
     clearTimeout(this.ackTimer);
     this.ackTimer = null;
-    if (this.lastSeq <= this.acked || this.ws?.readyState !== WebSocket.OPEN) return;
+    if (this.lastSeq <= this.acked || !this.conn?.ready()) return;
     this.acked = this.lastSeq;
-    this.ws.send(`{"t":"ack","seq":${this.acked}}`);
+    this.conn.send(`{"t":"ack","seq":${this.acked}}`);
   }
 
   receive(text) {
@@ -196,11 +258,24 @@ export class SyncClient extends EventTarget {
         this.acked = this.lastSeq;
         this.window = m.window || 0;
         this.resumeKey = m.resume;
+        this.attempt = 0;
         this.setState("open");
-        for (const frame of this.queue.splice(0)) this.ws.send(JSON.stringify(frame));
+        // Navigated while connecting: report where the page is now.
+        if (this.openedAt !== location.pathname) this.nav();
+        for (const frame of this.queue.splice(0)) this.conn.send(JSON.stringify(frame));
         clearInterval(this.pinger);
-        this.pinger = setInterval(() => this.ws.send('{"t":"ping"}'), 25000);
+        // Over SSE the server's keepalive comments do this job.
+        if (this.transport === "websocket") {
+          this.pinger = setInterval(() => this.conn.send('{"t":"ping"}'), 25000);
+        }
         break;
+      case "close": {
+        // SSE's last event: what a WebSocket close frame says.
+        const conn = this.conn;
+        conn.close();
+        this.closed(conn, m.code);
+        break;
+      }
       case "resync": {
         // Too much was missed to replay: the page must reload its data.
         const e = new CustomEvent("sync:resync", { cancelable: true });
@@ -280,9 +355,13 @@ export function tanstackAdapter(queryClient) {
 
 let shared = null;
 
-/** The page's shared client, connected on first use. */
-export function sync() {
-  return (shared ||= new SyncClient());
+/**
+ * The page's shared client, connected on first use with `options` (see `SyncClient`), or with
+ * `window.syncOptions` when a page sets them before the first use.
+ * @param {object} [options]
+ */
+export function sync(options) {
+  return (shared ||= new SyncClient(options || globalThis.syncOptions || {}));
 }
 
 /**

@@ -46,7 +46,7 @@ impl SseSink {
     pub(crate) fn feed(&mut self, seq: Option<u64>, text: &str) {
         use std::fmt::Write;
         if let Some(seq) = seq {
-            let _ = write!(self.buf, "id: {}.{seq}\n", self.key);
+            let _ = writeln!(self.buf, "id: {}.{seq}", self.key);
         }
         self.buf.extend_from_slice(b"data: ");
         self.buf.extend_from_slice(text.as_bytes());

@@ -1,6 +1,9 @@
 // Browser end-to-end test of examples/dashboard, in real headless Chromium.
 //
-//   node e2e.mjs <base-url> <screenshot-dir>
+//   node e2e.mjs <base-url> <screenshot-dir> [websocket|sse]
+//
+// With `sse`, every scenario runs over SSE: alice and carol are told to use it; bob and homer are on a
+// "network" where WebSockets cannot open, and their clients fall back to it by themselves.
 //
 // Run by examples/dashboard/tests/browser.rs, which starts the server and restarts it when this script
 // prints "RESTART" (answering "RESTARTED" on stdin). Every wait has a timeout; nothing sleeps to wait.
@@ -9,14 +12,15 @@ import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
 import { mkdirSync } from "node:fs";
 
-const [base, shots] = process.argv.slice(2);
+const [base, shots, transport = "websocket"] = process.argv.slice(2);
+const shot = (name) => `${shots}/${transport === "sse" ? "sse-" : ""}${name}.png`;
 mkdirSync(shots, { recursive: true });
 const WAIT = { timeout: 15000 };
 const stdin = createInterface({ input: process.stdin });
 const lines = stdin[Symbol.asyncIterator]();
 
 function step(text) {
-  console.log(`browser-e2e: ${text}`);
+  console.log(`browser-e2e (${transport}): ${text}`);
 }
 
 const browser = await chromium.launch({
@@ -27,11 +31,18 @@ const browser = await chromium.launch({
   ],
 });
 
-/** Wait until the page's sync connection is open (surviving page reloads in between). */
-async function live(page) {
+/**
+ * Wait until the page's sync connection is open (surviving page reloads in between). With `fresh`, only a
+ * page loaded since `window.old` was set counts: one the client is about to reload (after `resync`) does not.
+ */
+async function live(page, fresh = false) {
   for (let i = 0; i < 30; i++) {
     try {
-      await page.waitForFunction(() => document.documentElement.dataset.syncState === "open", null, WAIT);
+      await page.waitForFunction(
+        (fresh) => document.documentElement.dataset.syncState === "open" && !(fresh && window.old),
+        fresh,
+        WAIT,
+      );
       return;
     } catch (e) {
       if (!String(e).includes("context was destroyed") && !String(e).includes("navigat")) throw e;
@@ -41,9 +52,29 @@ async function live(page) {
   throw new Error("the page never went live");
 }
 
+/** A page on which WebSockets cannot open, as behind a proxy that refuses the upgrade. */
+function blockWebSockets() {
+  window.WebSocket = class extends EventTarget {
+    constructor() {
+      super();
+      this.readyState = 3;
+      setTimeout(() => this.onclose && this.onclose({ code: 1006 }), 0);
+    }
+    send() {
+      throw new Error("WebSockets are blocked here");
+    }
+    close() {}
+  };
+}
+
 /** A user in their own browser context (own cookies), logged in, on `path`. */
-async function user(name, team, path) {
+async function user(name, team, path, sseBy = "option") {
   const context = await browser.newContext({ viewport: { width: 900, height: 640 } });
+  if (transport === "sse" && sseBy === "option") {
+    await context.addInitScript(() => (window.syncOptions = { transport: "sse" }));
+  } else if (transport === "sse") {
+    await context.addInitScript(blockWebSockets);
+  }
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${name}] page error: ${e}`));
   await page.goto(`${base}/login`);
@@ -52,6 +83,8 @@ async function user(name, team, path) {
   await Promise.all([page.waitForURL("**/dashboard", WAIT), page.click("button")]);
   if (path !== "/dashboard") await page.goto(`${base}${path}`);
   await live(page);
+  const used = await page.evaluate(() => window.syncClient.transport);
+  if (used !== transport) throw new Error(`${name} is on ${used}, expected ${transport}`);
   // Record the path of every reaction the page applies.
   await page.evaluate(() => {
     window.seen = [];
@@ -78,10 +111,10 @@ async function post(page, text) {
 }
 
 const alice = await user("alice", "red", "/dashboard");
-const bob = await user("bob", "red", "/dashboard");
+const bob = await user("bob", "red", "/dashboard", "fallback");
 const carol = await user("carol", "blue", "/dashboard");
-const homer = await user("homer", "red", "/home");
-step("four users logged in and live");
+const homer = await user("homer", "red", "/home", "fallback");
+step(`four users logged in and live${transport === "sse" ? " (bob and homer fell back to SSE)" : ""}`);
 
 // alice's action updates bob's page without a reload.
 await addTask(alice, "Browser task one");
@@ -115,21 +148,23 @@ step("SPA navigation moved bob's presence to /home");
 
 await bob.goto(`${base}/dashboard`);
 await live(bob);
-await alice.screenshot({ path: `${shots}/alice-dashboard.png`, fullPage: true });
-await bob.screenshot({ path: `${shots}/bob-dashboard.png`, fullPage: true });
-await carol.screenshot({ path: `${shots}/carol-dashboard.png`, fullPage: true });
-await homer.screenshot({ path: `${shots}/homer-home.png`, fullPage: true });
+await alice.screenshot({ path: shot("alice-dashboard"), fullPage: true });
+await bob.screenshot({ path: shot("bob-dashboard"), fullPage: true });
+await carol.screenshot({ path: shot("carol-dashboard"), fullPage: true });
+await homer.screenshot({ path: shot("homer-home"), fullPage: true });
 
 // The server restarts: pages show "reconnecting", come back by themselves, and updates flow again.
+// The new server does not know the old connections: the clients are told to resync, and reload.
+for (const page of [alice, bob]) await page.evaluate(() => (window.old = true));
 console.log("RESTART");
 const answer = await lines.next();
 if (answer.value !== "RESTARTED") throw new Error(`expected RESTARTED, got ${answer.value}`);
-for (const page of [alice, bob]) await live(page);
-step("both pages reconnected after the restart");
+for (const page of [alice, bob]) await live(page, true);
+step("both pages reconnected (and reloaded their data) after the restart");
 await addTask(alice, "After the restart");
 await bob.waitForFunction(() => document.querySelector("#tasks").innerText.includes("After the restart"), null, WAIT);
 step("updates flow again after the restart");
-await bob.screenshot({ path: `${shots}/bob-after-restart.png`, fullPage: true });
+await bob.screenshot({ path: shot("bob-after-restart"), fullPage: true });
 
 await browser.close();
 stdin.close();

@@ -15,17 +15,38 @@ use example_dashboard::{App, hub, router};
 struct Server {
     hub: sync_runtime::SyncHub,
     task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
 }
 
 async fn serve(app: &App, listener: tokio::net::TcpListener) -> Server {
     let hub = hub(app.clone());
     let router = router(app.clone(), &hub);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
             .await
             .expect("the server runs");
     });
-    Server { hub, task }
+    Server { hub, task, stop }
+}
+
+impl Server {
+    /// Stop the way a deploy does: clients get "going away", then every HTTP connection closes (as when
+    /// the process exits; a kept-alive connection left open would still reach the old server).
+    async fn stop(self) {
+        assert_eq!(self.hub.shutdown(Duration::from_secs(5)).await, 0);
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
 }
 
 fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
@@ -46,8 +67,24 @@ fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
     missing
 }
 
+/// The browser tests take turns: two Chromiums at once on a small machine only make both slower.
+static ONE_BROWSER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn two_browsers_stay_in_sync() {
+    browsers_stay_in_sync("websocket");
+}
+
+/// The same scenarios over SSE: two users told to use it, two whose WebSockets cannot open.
+#[test]
+fn two_browsers_stay_in_sync_over_sse() {
+    browsers_stay_in_sync("sse");
+}
+
+fn browsers_stay_in_sync(transport: &str) {
+    let _turn = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let browser_dir = workspace.join("tests/browser");
     let missing = missing_prerequisites(&browser_dir);
@@ -65,18 +102,33 @@ fn two_browsers_stay_in_sync() {
     }
     let shots: PathBuf = workspace.join("target/browser-screenshots");
 
+    let prefix = if transport == "sse" { "sse-" } else { "" };
+    let screenshots = [
+        "alice-dashboard.png",
+        "bob-dashboard.png",
+        "carol-dashboard.png",
+        "homer-home.png",
+        "bob-after-restart.png",
+    ]
+    .map(|shot| format!("{prefix}{shot}"));
+    // A screenshot left by an earlier run must not pass for one of this run.
+    for shot in &screenshots {
+        let _ = std::fs::remove_file(shots.join(shot));
+    }
+
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let app = App::seeded();
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("a free loopback port");
     let addr = listener.local_addr().expect("an address");
-    let mut server = runtime.block_on(serve(&app, listener));
+    let mut server = Some(runtime.block_on(serve(&app, listener)));
 
     let mut node = Command::new("node")
         .arg(browser_dir.join("e2e.mjs"))
         .arg(format!("http://{addr}"))
         .arg(&shots)
+        .arg(transport)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -91,13 +143,11 @@ fn two_browsers_stay_in_sync() {
             // Stop the server the way a deploy does (clients get "going away"), then start a new one on
             // the same port with the same database.
             runtime.block_on(async {
-                assert_eq!(server.hub.shutdown(Duration::from_secs(5)).await, 0);
-                server.task.abort();
-                let _ = (&mut server.task).await;
+                server.take().expect("a running server").stop().await;
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .expect("the same port again");
-                server = serve(&app, listener).await;
+                server = Some(serve(&app, listener).await);
             });
             restarted = true;
             writeln!(stdin, "RESTARTED").expect("answer node");
@@ -109,13 +159,7 @@ fn two_browsers_stay_in_sync() {
         "the browser scenarios failed (see the output above)"
     );
     assert!(restarted, "the script never asked for the restart");
-    for shot in [
-        "alice-dashboard.png",
-        "bob-dashboard.png",
-        "carol-dashboard.png",
-        "homer-home.png",
-        "bob-after-restart.png",
-    ] {
+    for shot in &screenshots {
         assert!(shots.join(shot).exists(), "screenshot {shot} was saved");
     }
 }
@@ -151,6 +195,9 @@ async fn cutting_proxy(
 
 #[test]
 fn the_browser_client_gets_every_reaction_once_across_cut_connections() {
+    let _turn = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let browser_dir = workspace.join("tests/browser");
     let missing = missing_prerequisites(&browser_dir);
