@@ -41,6 +41,10 @@ async fn main() {
         let _ = tokio::signal::ctrl_c().await;
         hub.shutdown(Duration::from_secs(5)).await;
     };
+    // Nagle off: a reaction is a small write that must leave at once, not wait for the last one's ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
