@@ -1,13 +1,13 @@
 // The browser client across cut connections: 1,000 reactions arrive exactly once, in order.
 //
-//   node resume.mjs <base-url-through-a-cutting-proxy>
+//   node resume.mjs <base-url-through-a-cutting-proxy> [websocket|sse]
 //
 // Run by examples/dashboard/tests/browser.rs, which triggers the 1,000 posts and cuts the proxied
 // connection twice after this script prints "READY"; the script waits for all of them and checks.
 
 import { chromium } from "playwright-core";
 
-const [base] = process.argv.slice(2);
+const [base, transport = "websocket"] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: [
@@ -15,18 +15,25 @@ const browser = await chromium.launch({
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
   ],
 });
-const page = await (await browser.newContext()).newPage();
+const context = await browser.newContext();
+if (transport === "sse") await context.addInitScript(() => (window.syncOptions = { transport: "sse" }));
+const page = await context.newPage();
 page.on("pageerror", (e) => console.error(`page error: ${e}`));
 await page.goto(`${base}/login`);
 await page.fill("input[name=name]", "dana");
 await Promise.all([page.waitForURL("**/dashboard"), page.click("button")]);
 await page.goto(`${base}/home`);
 await page.waitForFunction(() => document.documentElement.dataset.syncState === "open", null, { timeout: 15000 });
+// The test cuts the connection a second time only once the page is back from the first cut.
+await page.exposeFunction("reportState", (s) => console.log(`STATE ${s}`));
 await page.evaluate(() => {
   window.got = [];
   window.resyncs = 0;
   window.states = [];
-  window.syncClient.onState((s) => window.states.push(s));
+  window.syncClient.onState((s) => {
+    window.states.push(s);
+    window.reportState(s);
+  });
   // Count resyncs instead of reloading, so that the count survives.
   window.addEventListener("sync:resync", (e) => { window.resyncs++; e.preventDefault(); });
   const apply = window.syncClient.apply.bind(window.syncClient);
@@ -35,6 +42,8 @@ await page.evaluate(() => {
     apply(r, meta);
   };
 });
+const used = await page.evaluate(() => window.syncClient.transport);
+if (used !== transport) throw new Error(`the page is on ${used}, expected ${transport}`);
 console.log("READY");
 
 try {

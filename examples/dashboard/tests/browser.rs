@@ -164,11 +164,10 @@ fn browsers_stay_in_sync(transport: &str) {
     }
 }
 
-/// Forwards loopback TCP to `upstream`; cuts every open connection when `cuts` changes; counts accepts.
+/// Forwards loopback TCP to `upstream`; cuts every open connection when `cuts` changes.
 async fn cutting_proxy(
     upstream: std::net::SocketAddr,
     cuts: tokio::sync::watch::Receiver<u64>,
-    accepted: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 ) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -176,7 +175,6 @@ async fn cutting_proxy(
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut inbound, _)) = listener.accept().await {
-            accepted.send_modify(|n| *n += 1);
             let mut cut = cuts.clone();
             cut.mark_unchanged();
             tokio::spawn(async move {
@@ -195,6 +193,16 @@ async fn cutting_proxy(
 
 #[test]
 fn the_browser_client_gets_every_reaction_once_across_cut_connections() {
+    every_reaction_once_across_cuts("websocket");
+}
+
+/// The same over SSE: the stream and the `POST`s go through the cutting proxy.
+#[test]
+fn the_browser_client_gets_every_reaction_once_across_cut_connections_over_sse() {
+    every_reaction_once_across_cuts("sse");
+}
+
+fn every_reaction_once_across_cuts(transport: &str) {
     let _turn = ONE_BROWSER_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -212,23 +220,33 @@ fn the_browser_client_gets_every_reaction_once_across_cut_connections() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let app = App::seeded();
     let (cuts, cuts_rx) = tokio::sync::watch::channel(0u64);
-    let accepted = std::sync::Arc::new(tokio::sync::watch::channel(0u64).0);
     let (server, proxy) = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port");
         let addr = listener.local_addr().expect("an address");
         let server = serve(&app, listener).await;
-        (server, cutting_proxy(addr, cuts_rx, accepted.clone()).await)
+        (server, cutting_proxy(addr, cuts_rx).await)
     });
     let mut node = Command::new("node")
         .arg(browser_dir.join("resume.mjs"))
         .arg(format!("http://{proxy}"))
+        .arg(transport)
         .stdout(Stdio::piped())
         .spawn()
         .expect("node starts");
-    let mut stdout = BufReader::new(node.stdout.take().expect("stdout")).lines();
-    let ready = stdout.next().expect("a line").expect("utf-8");
+    let stdout = BufReader::new(node.stdout.take().expect("stdout"));
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the page is ready");
     assert_eq!(ready, "READY");
     runtime.block_on(async {
         for n in 0..1000u32 {
@@ -239,21 +257,27 @@ fn the_browser_client_gets_every_reaction_once_across_cut_connections() {
                 .await
                 .expect("a post");
             if n == 300 || n == 700 {
-                // Wait for the page's reconnect after the first cut before the second.
-                let mut seen = accepted.subscribe();
-                let before = *seen.borrow_and_update();
                 cuts.send_modify(|c| *c += 1);
                 if n == 300 {
-                    tokio::time::timeout(Duration::from_secs(20), seen.wait_for(|a| *a > before))
-                        .await
-                        .expect("the page reconnects in time")
-                        .expect("proxy running");
+                    // The page's client reports its states: wait until it is back before the second cut.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                    let mut went_down = false;
+                    loop {
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        let line = lines
+                            .recv_timeout(left)
+                            .expect("the page reconnects in time");
+                        went_down |= line == "STATE reconnecting";
+                        if went_down && line == "STATE open" {
+                            break;
+                        }
+                    }
                 }
             }
         }
     });
-    for line in stdout {
-        println!("{}", line.expect("utf-8"));
+    for line in lines {
+        println!("{line}");
     }
     assert!(
         node.wait().expect("node exits").success(),
