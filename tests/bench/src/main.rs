@@ -99,7 +99,7 @@ usage: sync-bench [options]
   --repeats N           repeats of the fan-out phase (default 2)
   --rate P              open-loop publishes/s (default: 70% of the ceiling's closed-loop rate in the
                         same repeat, per subscriber count)
-  --open-seconds S      open-loop duration per run (default 3; 0 skips the open-loop columns)
+  --open-seconds S      open-loop duration per run (default 3; 0 skips the open-loop table)
   --memory LIST         idle-connection counts for the memory phase (default 10000,19000; none skips)
   --churn-seconds S     connection churn duration per server (default 5; 0 skips)
   --pin                 server on CPU 1 (taskset -c 1), load generator on CPU 0
