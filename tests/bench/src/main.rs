@@ -372,16 +372,20 @@ async fn start(server: Server, env: &Env) -> Running {
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .kill_on_drop(true);
-            let redis = redis.spawn().expect("redis-server");
-            for _ in 0..100 {
-                if tokio::net::TcpStream::connect(("127.0.0.1", redis_port))
-                    .await
-                    .is_ok()
-                {
+            let mut redis = redis.spawn().expect("redis-server");
+            let mut up = false;
+            for _ in 0..250 {
+                if redis_pong(redis_port).await {
+                    up = true;
                     break;
                 }
+                assert!(
+                    redis.try_wait().ok().flatten().is_none(),
+                    "redis-server on port {redis_port} exited"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            assert!(up, "redis-server on port {redis_port}: no PONG after 5 s");
             let url = vec![("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))];
             let a = spawn_server(&sibling("bench-ours"), &[], &url, env.pin).await;
             let b = spawn_server(&sibling("bench-ours"), &[], &url, env.pin).await;
@@ -393,6 +397,25 @@ async fn start(server: Server, env: &Env) -> Running {
             }
         }
     }
+}
+
+/// Whether a Redis server answers `PING` on `port`.
+async fn redis_pong(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply).await.ok()?;
+        Some(&reply == b"+PONG\r\n")
+    };
+    tokio::time::timeout(Duration::from_millis(500), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// Subscriber tasks still running (all runs).
