@@ -493,6 +493,15 @@ fn number(text: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// A WebSocket client connection with Nagle's algorithm off: the publisher writes small frames back to back
+/// (the ceiling's `pub` then the first number), which would otherwise wait ~40 ms for a delayed ACK.
+async fn ws_connect(url: String) -> Option<Ws> {
+    tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .ok()
+        .map(|(ws, _)| ws)
+}
+
 async fn next_text(ws: &mut Ws) -> Option<String> {
     for _ in 0..64 {
         match ws.next().await? {
@@ -508,7 +517,7 @@ async fn next_text(ws: &mut Ws) -> Option<String> {
 /// the main namespace with auth, `40{...}`, answered by `40{"sid":...}`. Pings (`2`) get pongs (`3`).
 async fn socketio_connect(port: u16, auth: &str) -> Option<Ws> {
     let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+    let mut ws = ws_connect(url).await?;
     if !next_text(&mut ws).await?.starts_with('0') {
         return None;
     }
@@ -532,16 +541,14 @@ async fn socketio_connect(port: u16, auth: &str) -> Option<Ws> {
 async fn connect(kind: Kind, port: u16, i: usize) -> Option<Ws> {
     match kind {
         Kind::Ceiling => {
-            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/"))
-                .await
-                .ok()?;
+            let mut ws = ws_connect(format!("ws://127.0.0.1:{port}/")).await?;
             // The ceiling needs one frame to tell subscribers from the publisher.
             ws.send(Message::text("sub")).await.ok()?;
             Some(ws)
         }
         Kind::Ours => {
             let url = format!("ws://127.0.0.1:{port}/_sync/ws?path=/bench&token=u{i}");
-            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+            let mut ws = ws_connect(url).await?;
             next_text(&mut ws).await?;
             Some(ws)
         }
@@ -793,10 +800,9 @@ impl Publisher {
     async fn open(server: Server, port: u16) -> Publisher {
         match server.kind() {
             Kind::Ceiling => {
-                let (mut ws, _) =
-                    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/"))
-                        .await
-                        .expect("publisher");
+                let mut ws = ws_connect(format!("ws://127.0.0.1:{port}/"))
+                    .await
+                    .expect("publisher");
                 ws.send(Message::text("pub")).await.expect("pub");
                 Publisher::Ceiling(ws)
             }
@@ -1011,10 +1017,7 @@ async fn memory(env: &Env, servers: &[Server], m: usize) {
 /// `hello`; Socket.IO: the namespace connect reply; ceiling: the upgrade), then close cleanly.
 async fn churn_once(kind: Kind, port: u16, token: usize) -> bool {
     let ws = match kind {
-        Kind::Ceiling => tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/"))
-            .await
-            .ok()
-            .map(|(ws, _)| ws),
+        Kind::Ceiling => ws_connect(format!("ws://127.0.0.1:{port}/")).await,
         Kind::Ours | Kind::SocketIo => connect(kind, port, token).await,
     };
     let Some(mut ws) = ws else {
