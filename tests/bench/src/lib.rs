@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use sync_runtime::{Backplane, Identity, Refusal, SyncHub};
 
 sync_runtime::include_routes!();
@@ -59,6 +60,11 @@ pub fn serve_child<Fut: Future<Output = axum::Router>>(make: impl FnOnce() -> Fu
             .await
             .expect("a free port");
         println!("{}", listener.local_addr().expect("an address").port());
+        // Nagle off, as Node's HTTP server (the Socket.IO peer) does by default: otherwise a small frame
+        // written while the previous one awaits a delayed ACK waits up to 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
         tokio::task::spawn_blocking(|| {
             let mut line = String::new();
