@@ -1191,3 +1191,21 @@ async fn main() {
     }
     println!("\nelapsed: {:.0} s", began.elapsed().as_secs_f64());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::number;
+
+    #[test]
+    fn numbers_from_each_protocol() {
+        assert_eq!(number(r#"{"n":7}"#), Some(7));
+        assert_eq!(number(r#"42["tick",42]"#), Some(42));
+        assert_eq!(number(r#"42["tick",0]"#), Some(0));
+        assert_eq!(
+            number(r#"{"t":"event","name":"tick","payload":123}"#),
+            Some(123)
+        );
+        assert_eq!(number("2"), None);
+        assert_eq!(number(r#"40{"sid":"abc"}"#), None);
+    }
+}
