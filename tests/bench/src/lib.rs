@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
-use sync_runtime::{Backplane, Identity, Refusal, SyncHub};
+use sync_runtime::{Backplane, BackplaneStatus, Identity, Refusal, SyncHub};
 
 sync_runtime::include_routes!();
 
@@ -34,17 +34,19 @@ pub fn hub(redis: Option<&str>) -> SyncHub {
         .expect("the bench handlers use u64 sessions and no functions")
 }
 
-/// Wait (at most 10 s) until the hub's backplane publishes and is subscribed, so that a trigger published
-/// right after start reaches the other nodes. Returns whether it got there.
-pub async fn backplane_ready(hub: &SyncHub) -> bool {
-    for _ in 0..200 {
+/// Wait (at most 2 s) until the hub's backplane publishes and is subscribed, so that a trigger published
+/// right after start reaches the other nodes. Returns the last status if it did not get there.
+pub async fn backplane_ready(hub: &SyncHub) -> Result<(), BackplaneStatus> {
+    let mut last = BackplaneStatus::default();
+    for _ in 0..40 {
         match hub.backplane_status() {
-            None => return true,
-            Some(s) if s.publishing && s.subscribed => return true,
-            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            None => return Ok(()),
+            Some(s) if s.publishing && s.subscribed => return Ok(()),
+            Some(s) => last = s,
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    false
+    Err(last)
 }
 
 /// Serve until stdin closes, printing the port first: how the harness runs a server as a child process.
