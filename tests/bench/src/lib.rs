@@ -1,13 +1,19 @@
 //! The benchmarked app: one route, `/bench`, with `tick` (no server file) and `filtered` (a server filter).
 //! `cargo run --release -p sync-bench` runs the comparison; see `docs/BENCHMARKS.md`.
 
-use sync_runtime::{Identity, Refusal, SyncHub};
+use std::future::Future;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use sync_runtime::{Backplane, BackplaneStatus, Identity, Refusal, SyncHub};
 
 sync_runtime::include_routes!();
 
-/// A hub where token `u<n>` is user `n` (the session is the number, for the half-passing filter).
-pub fn hub() -> SyncHub {
-    SyncHub::builder()
+/// A hub where token `u<n>` is user `n` (the session is the number, for the half-passing filter). With
+/// `redis`, the hub shares triggers with other nodes through the Redis backplane at that URL. Must be
+/// called on a Tokio runtime (the backplane starts its tasks there).
+pub fn hub(redis: Option<&str>) -> SyncHub {
+    let builder = SyncHub::builder()
         .authenticate(|req| async move {
             let n: u64 = req
                 .token()
@@ -18,22 +24,49 @@ pub fn hub() -> SyncHub {
         })
         .max_connections_per_user(1_000_000)
         .rate_limit(1_000_000, 1_000_000)
-        .user_rate_limit(1_000_000, 1_000_000)
+        .user_rate_limit(1_000_000, 1_000_000);
+    let builder = match redis {
+        Some(url) => builder.backplane(Backplane::redis(url)),
+        None => builder,
+    };
+    builder
         .build()
         .expect("the bench handlers use u64 sessions and no functions")
 }
 
+/// Wait (at most 2 s) until the hub's backplane publishes and is subscribed, so that a trigger published
+/// right after start reaches the other nodes. Returns the last status if it did not get there.
+pub async fn backplane_ready(hub: &SyncHub) -> Result<(), BackplaneStatus> {
+    let mut last = BackplaneStatus::default();
+    for _ in 0..40 {
+        match hub.backplane_status() {
+            None => return Ok(()),
+            Some(s) if s.publishing && s.subscribed => return Ok(()),
+            Some(s) => last = s,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last)
+}
+
 /// Serve until stdin closes, printing the port first: how the harness runs a server as a child process.
-pub fn serve_child(router: axum::Router) {
+/// `make` builds the router on the server's runtime; the port is printed once it returns.
+pub fn serve_child<Fut: Future<Output = axum::Router>>(make: impl FnOnce() -> Fut) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     runtime.block_on(async {
+        let router = make().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port");
         println!("{}", listener.local_addr().expect("an address").port());
+        // Nagle off, as Node's HTTP server (the Socket.IO peer) does by default: otherwise a small frame
+        // written while the previous one awaits a delayed ACK waits up to 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
         tokio::task::spawn_blocking(|| {
             let mut line = String::new();

@@ -54,9 +54,9 @@ async fn run(socket: WebSocket, subs: Subscribers) {
 
 fn main() {
     let subs: Subscribers = Arc::default();
-    sync_bench::serve_child(
+    sync_bench::serve_child(|| async move {
         axum::Router::new()
             .route("/", get(upgrade))
-            .with_state(subs),
-    );
+            .with_state(subs)
+    });
 }
