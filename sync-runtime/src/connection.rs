@@ -3,13 +3,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
-use tokio::sync::mpsc;
 
 use crate::handler::AnyArc;
 use crate::hub::{AuthRequest, Conn, HubInner, Job, Outbound, RateLimit, Reply, Sender};
@@ -199,29 +198,111 @@ impl Sink {
     }
 }
 
+/// What a transport's reading side shares with the task that writes: whether it saw the client go.
+#[derive(Default)]
+struct ReadSide {
+    dropped: AtomicBool,
+}
+
+/// Why the writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteEnd {
+    /// The connection was killed (its close frame went out, if the client still reads).
+    Killed,
+    /// A resume took the connection to another transport.
+    Detached,
+    /// The transport failed: the client is gone without a goodbye.
+    Dropped,
+}
+
+/// Whatever ends the writer's wait, if anything has happened.
+fn interruption(conn: &Conn, side: &ReadSide) -> Option<WriteEnd> {
+    if conn.is_dead() {
+        Some(WriteEnd::Killed)
+    } else if conn.detach.load(Ordering::Acquire) {
+        Some(WriteEnd::Detached)
+    } else if side.dropped.load(Ordering::Acquire) {
+        Some(WriteEnd::Dropped)
+    } else {
+        None
+    }
+}
+
+/// Resolves when the connection is killed, detached or its reader saw the client go. Cheap to create and
+/// poll: it registers the task in the connection's `attention` waker.
+fn interrupted<'a>(conn: &'a Conn, side: &'a ReadSide) -> impl Future<Output = WriteEnd> + 'a {
+    std::future::poll_fn(move |cx| {
+        if let Some(end) = interruption(conn, side) {
+            return std::task::Poll::Ready(end);
+        }
+        conn.attention.register(cx.waker());
+        match interruption(conn, side) {
+            Some(end) => std::task::Poll::Ready(end),
+            None => std::task::Poll::Pending,
+        }
+    })
+}
+
+/// Wait for queued frames (moved into `batch`, at most `room`) or for an interruption, which wins.
+fn frames_or_interruption<'a>(
+    conn: &'a Conn,
+    side: &'a ReadSide,
+    batch: &'a mut Vec<Outbound>,
+    room: usize,
+) -> impl Future<Output = Result<usize, WriteEnd>> + 'a {
+    std::future::poll_fn(move |cx| {
+        for registered in [false, true] {
+            if let Some(end) = interruption(conn, side) {
+                return std::task::Poll::Ready(Err(end));
+            }
+            let n = conn.take(batch, room);
+            if n > 0 {
+                return std::task::Poll::Ready(Ok(n));
+            }
+            if !registered {
+                // Register, then look again: a push or a kill in between is not missed.
+                conn.attention.register(cx.waker());
+            }
+        }
+        std::task::Poll::Pending
+    })
+}
+
 /// Serve `conn` over one transport until it ends: `hello` and the replay (or `resync`) first, then the
-/// queue, while `reader` feeds the client's messages in. A transport that drops parks the connection for
-/// a resume; one that closes (or is closed) forgets it.
-#[tracing::instrument(name = "sync_connection", target = "sync_runtime::ws", skip_all, fields(conn = %conn.id, user = %conn.user))]
-pub(crate) async fn run(
+/// queue, while `reader` (a task of its own, so that frames going out never poll the way in) feeds the
+/// client's messages in. A transport that drops parks the connection for a resume; one that closes (or is
+/// closed) forgets it.
+pub(crate) fn run(
+    hub: Arc<HubInner>,
+    conn: Arc<Conn>,
+    sink: Sink,
+    reader: impl Future<Output = ReadEnd> + Send + 'static,
+    initial: Option<Arc<str>>,
+    start: Start,
+    acks: bool,
+) -> impl Future<Output = ()> {
+    // The span wraps the future from outside, so the arguments are stored once (the `instrument`
+    // attribute keeps a second copy in every connection's task).
+    let span = tracing::info_span!(target: "sync_runtime::ws", "sync_connection", conn = %conn.id, user = %conn.user);
+    tracing::Instrument::instrument(serve(hub, conn, sink, reader, initial, start, acks), span)
+}
+
+async fn serve(
     hub: Arc<HubInner>,
     conn: Arc<Conn>,
     mut sink: Sink,
-    reader: impl Future<Output = ReadEnd>,
+    reader: impl Future<Output = ReadEnd> + Send + 'static,
     initial: Option<Arc<str>>,
     start: Start,
     acks: bool,
 ) {
-    let Some(mut rx) = conn
-        .outbound
-        .lock()
-        .expect("outbound lock is never poisoned")
-        .take()
-    else {
-        // Another transport holds this connection's queue; cannot happen since resume hands it out once.
-        tracing::error!(target: "sync_runtime::ws", "connection queue already taken");
+    if conn.writing.swap(true, Ordering::AcqRel) {
+        // Another transport serves this connection; cannot happen since resume hands it out once.
+        tracing::error!(target: "sync_runtime::ws", "connection already served by another transport");
         return;
-    };
+    }
+    // A request to let go that was meant for the transport before this one.
+    conn.detach.store(false, Ordering::Release);
     hub.stats.connections.fetch_add(1, Ordering::Relaxed);
     let conn_name = conn.id.to_string();
     let resumed = matches!(start, Start::Resumed { .. });
@@ -261,33 +342,30 @@ pub(crate) async fn run(
     if let Some(path) = initial {
         report_location(&hub, &conn, path);
     }
-    // The transport's tasks borrow the queue; they end with this block, and the queue goes back to the conn.
-    let dropped = {
-        let writer = write(&hub, &conn, &mut rx, &mut sink, preamble);
-        tokio::pin!(writer, reader);
-        tokio::select! {
-            // The client resumed on a new transport: this one lets go and parks the connection for it.
-            () = conn.detach.notified() => true,
-            () = &mut writer => !conn.is_dead(),
-            end = &mut reader => match end {
+    let side = Arc::new(ReadSide::default());
+    let reading = tokio::spawn({
+        let conn = conn.clone();
+        let side = side.clone();
+        async move {
+            match reader.await {
+                // The client said goodbye: close (the writer answers with a close frame) and forget.
                 ReadEnd::Closed => {
-                    // Let the writer answer with a close frame.
                     conn.kill(1000, "closed");
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
-                    false
                 }
-                ReadEnd::Dropped => !conn.is_dead(),
-            },
+                ReadEnd::Dropped => {
+                    side.dropped.store(true, Ordering::Release);
+                    conn.attention.wake();
+                }
+            }
         }
-    };
-    *conn
-        .outbound
-        .lock()
-        .expect("outbound lock is never poisoned") = Some(rx);
+    });
+    let end = write(&hub, &conn, &mut sink, preamble, &side).await;
+    reading.abort();
+    conn.writing.store(false, Ordering::Release);
     hub.stats.connections.fetch_sub(1, Ordering::AcqRel);
     hub.socket_closed.notify_waiters();
-    if dropped {
-        tracing::debug!(target: "sync_runtime::ws", "transport dropped; parked for resume");
+    if end != WriteEnd::Killed && !conn.is_dead() {
+        tracing::debug!(target: "sync_runtime::ws", ?end, "transport gone; parked for resume");
         hub.park(&conn);
     } else {
         tracing::debug!(target: "sync_runtime::ws", "disconnected");
@@ -295,7 +373,8 @@ pub(crate) async fn run(
     }
 }
 
-/// Drain the queue into the transport, numbering reactions, until the queue closes or the hub closes us.
+/// Drain the queue into the transport, numbering reactions, until the connection is killed or detached or
+/// the transport fails.
 ///
 /// A kill must win even while a write is blocked on a stalled client, so both the wait for frames and the
 /// write itself race against it; the close frame gets a short deadline for the same reason.
@@ -305,10 +384,10 @@ pub(crate) async fn run(
 async fn write(
     hub: &HubInner,
     conn: &Conn,
-    rx: &mut mpsc::Receiver<Outbound>,
     sink: &mut Sink,
     preamble: Vec<(Option<u64>, String)>,
-) {
+    side: &ReadSide,
+) -> WriteEnd {
     let keep = hub.config.replay_frames;
     // Both grow to the batches this connection sees: an idle one keeps them tiny (64 slots up front were
     // 3.5 KB per connection).
@@ -318,7 +397,7 @@ async fn write(
     // socket has copied them out, the space is reused, so a busy connection allocates nothing per frame.
     let mut scratch = bytes::BytesMut::new();
     let mut first = Some(preamble);
-    loop {
+    let end = loop {
         if let Some(preamble) = first.take() {
             frames.extend(
                 preamble
@@ -331,28 +410,24 @@ async fn write(
             let window = conn.window.load(Ordering::Acquire);
             let room = loop {
                 if window == 0 {
-                    break 64;
+                    break Ok(64);
                 }
                 let in_flight = conn.in_flight();
                 if in_flight < window {
-                    break (window - in_flight).min(64) as usize;
+                    break Ok((window - in_flight).min(64) as usize);
                 }
                 tokio::select! {
                     biased;
-                    () = conn.killed.notified() => break 0,
+                    end = interrupted(conn, side) => break Err(end),
                     () = conn.acked_signal.notified() => {}
                 }
             };
-            if room == 0 {
-                break;
-            }
-            let n = tokio::select! {
-                biased;
-                () = conn.killed.notified() => break,
-                n = rx.recv_many(&mut batch, room) => n,
+            let room = match room {
+                Ok(room) => room,
+                Err(end) => break end,
             };
-            if n == 0 {
-                break;
+            if let Err(end) = frames_or_interruption(conn, side, &mut batch, room).await {
+                break end;
             }
             // Room for the whole batch at once: one allocation at most, none once the buffer is reused.
             let room_needed: usize = batch
@@ -380,19 +455,24 @@ async fn write(
         };
         tokio::select! {
             biased;
-            () = conn.killed.notified() => break,
-            sent = send => if sent.is_err() { return },
+            end = interrupted(conn, side) => break end,
+            sent = send => if sent.is_err() { break WriteEnd::Dropped },
         }
         // An idle connection keeps no more than a small buffer.
-        if scratch.capacity() > 4096 && rx.is_empty() {
+        if scratch.capacity() > 4096 && !conn.has_queued() {
             scratch = bytes::BytesMut::new();
         }
+    };
+    if end == WriteEnd::Killed {
+        let close = *conn.close.lock().expect("close lock is never poisoned");
+        if let Some((code, reason)) = close {
+            // Boxed, like anything rare and large here: the future stays small for idle connections.
+            let closing =
+                tokio::time::timeout(std::time::Duration::from_secs(1), sink.close(code, reason));
+            let _ = Box::pin(closing).await;
+        }
     }
-    let close = *conn.close.lock().expect("close lock is never poisoned");
-    if let Some((code, reason)) = close {
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(1), sink.close(code, reason)).await;
-    }
+    end
 }
 
 /// The longest `{"t":"reaction","seq":N` can be.
@@ -452,7 +532,9 @@ pub(crate) async fn receive(
         );
         return reject(hub, conn, None, ErrorCode::TooLarge, &message);
     }
-    handle(hub, conn, text).await;
+    // Boxed: the handling of a message (gate, deadline, trigger queue) is a large future, and a reader
+    // that kept it inline would hold that much memory for every idle connection.
+    Box::pin(handle(hub, conn, text)).await;
 }
 
 pub(crate) fn reject(hub: &HubInner, conn: &Conn, id: Option<u64>, code: ErrorCode, message: &str) {

@@ -397,6 +397,7 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
     /// ```
     /// # use std::time::Duration;
     /// let hub = sync_runtime::SyncHub::builder()
+    ///     .guests()
     ///     .sse_keepalive(Duration::from_secs(15))
     ///     .build()
     ///     .expect("a hub");
@@ -695,9 +696,12 @@ pub(crate) struct Conn {
     pub location: Mutex<Option<Location>>,
     /// The token bucket all connections of this user share.
     pub user_limit: Arc<Mutex<RateLimit>>,
-    tx: mpsc::Sender<Outbound>,
-    /// The queue's receiving end while no socket's writer holds it (parked, or between sockets).
-    pub outbound: Mutex<Option<mpsc::Receiver<Outbound>>>,
+    /// Frames waiting for the transport, at most `outbound_queue`. A plain deque rather than a channel:
+    /// an idle connection's is empty and holds no memory, and the writer's wake-up is the same
+    /// `attention` waker it already waits on.
+    queue: Mutex<std::collections::VecDeque<Outbound>>,
+    /// Set while a transport's writer serves this connection (at most one at a time).
+    pub writing: AtomicBool,
     /// Reactions recently handed to a socket, for replay after a resume.
     pub replay: Mutex<Replay>,
     /// The secret a reconnecting client presents to resume this connection.
@@ -713,11 +717,13 @@ pub(crate) struct Conn {
     acked: AtomicU64,
     /// Wakes a writer waiting for room in the window.
     pub acked_signal: Notify,
-    /// Asks the socket attached now to let go, because the client resumed on a new socket.
-    pub detach: Notify,
+    /// Set to ask the transport attached now to let go, because the client resumed on a new one.
+    pub detach: AtomicBool,
     /// Wakes resumers waiting for the old socket to let go.
     parked_signal: Notify,
-    pub killed: Notify,
+    /// Wakes the task serving this connection when it is killed, detached or its transport dropped: one
+    /// waiter, so an `AtomicWaker` (a couple of atomics per poll) rather than a `Notify` (a mutex).
+    pub attention: futures_util::task::AtomicWaker,
     dead: AtomicBool,
     forgotten: AtomicBool,
     pub close: Mutex<Option<(u16, &'static str)>>,
@@ -765,22 +771,50 @@ impl Replay {
 impl Conn {
     /// Queue a frame without waiting. A full queue closes the connection as a slow consumer.
     pub fn push(&self, hub: &HubInner, out: Outbound) -> bool {
-        match self.tx.try_send(out) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) if self.parked.load(Ordering::Acquire) => {
-                // Nobody is reading while parked: drop, and have the client resync when it returns.
-                self.overflowed.store(true, Ordering::Release);
-                false
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.kill(close_code::SLOW_CONSUMER, "slow consumer") {
-                    hub.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(target: "sync_runtime::fanout", conn = %self.id, "outbound queue full; closing as slow consumer");
-                }
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        if self.is_dead() {
+            return false;
         }
+        let mut queue = self.queue.lock().expect("queue lock is never poisoned");
+        if queue.len() < hub.config.outbound_queue {
+            let was_empty = queue.is_empty();
+            queue.push_back(out);
+            drop(queue);
+            // A writer with frames left drains them before it waits again: only the first one wakes it.
+            if was_empty {
+                self.attention.wake();
+            }
+            return true;
+        }
+        drop(queue);
+        if self.parked.load(Ordering::Acquire) {
+            // Nobody is reading while parked: drop, and have the client resync when it returns.
+            self.overflowed.store(true, Ordering::Release);
+        } else if self.kill(close_code::SLOW_CONSUMER, "slow consumer") {
+            hub.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "sync_runtime::fanout", conn = %self.id, "outbound queue full; closing as slow consumer");
+        }
+        false
+    }
+
+    /// Move up to `max` queued frames into `batch`; how many.
+    pub fn take(&self, batch: &mut Vec<Outbound>, max: usize) -> usize {
+        let mut queue = self.queue.lock().expect("queue lock is never poisoned");
+        let n = queue.len().min(max);
+        batch.extend(queue.drain(..n));
+        // A burst's worth of room goes back once the connection is idle again.
+        if queue.is_empty() && queue.capacity() > 64 {
+            *queue = std::collections::VecDeque::new();
+        }
+        n
+    }
+
+    /// Whether frames are waiting.
+    pub fn has_queued(&self) -> bool {
+        !self
+            .queue
+            .lock()
+            .expect("queue lock is never poisoned")
+            .is_empty()
     }
 
     /// The client has processed every reaction up to `seq`: they need no replay any more. False when
@@ -819,15 +853,26 @@ impl Conn {
 
     /// Ask the connection's tasks to close with `code`. True the first time.
     pub fn kill(&self, code: u16, reason: &'static str) -> bool {
-        if self.dead.swap(true, Ordering::AcqRel) {
-            return false;
+        {
+            // The close code is in place before anyone can see the connection dead.
+            let mut close = self
+                .close
+                .lock()
+                .expect("close lock is never poisoned: no code panics under it");
+            if self.dead.load(Ordering::Acquire) {
+                return false;
+            }
+            *close = Some((code, reason));
+            self.dead.store(true, Ordering::Release);
         }
-        *self
-            .close
-            .lock()
-            .expect("close lock is never poisoned: no code panics under it") = Some((code, reason));
-        self.killed.notify_one();
+        self.attention.wake();
         true
+    }
+
+    /// Ask the transport attached now to let go (a resume is waiting for the connection).
+    pub fn request_detach(&self) {
+        self.detach.store(true, Ordering::Release);
+        self.attention.wake();
     }
 
     pub fn peer(&self, location: Location) -> ErasedPeer {
@@ -1202,7 +1247,6 @@ impl HubInner {
     }
 
     pub fn new_conn(&self, user: Arc<str>, session: AnyArc, token: Option<Arc<str>>) -> Arc<Conn> {
-        let (tx, rx) = mpsc::channel(self.config.outbound_queue);
         let id = self.new_conn_id();
         let user_limit = {
             let mut users = self.users.lock().expect("users lock is never poisoned");
@@ -1223,8 +1267,8 @@ impl HubInner {
             session,
             token,
             location: Mutex::new(None),
-            tx,
-            outbound: Mutex::new(Some(rx)),
+            queue: Mutex::new(std::collections::VecDeque::new()),
+            writing: AtomicBool::new(false),
             replay: Mutex::new(Replay::default()),
             resume_key: secret(id.0),
             parked: AtomicBool::new(false),
@@ -1233,9 +1277,9 @@ impl HubInner {
             window: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             acked_signal: Notify::new(),
-            detach: Notify::new(),
+            detach: AtomicBool::new(false),
             parked_signal: Notify::new(),
-            killed: Notify::new(),
+            attention: futures_util::task::AtomicWaker::new(),
             dead: AtomicBool::new(false),
             forgotten: AtomicBool::new(false),
             close: Mutex::new(None),
@@ -1319,7 +1363,7 @@ impl HubInner {
                 if conn.park_generation.load(Ordering::Acquire) != generation || conn.is_dead() {
                     break;
                 }
-                conn.detach.notify_waiters();
+                conn.request_detach();
                 if tokio::time::Instant::now() >= deadline {
                     return None;
                 }

@@ -130,7 +130,8 @@ struct Chunks {
 impl Chunks {
     fn decode(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
         let mut at = 0;
-        loop {
+        // After the last chunk only trailers follow: nothing of the body.
+        while !self.done {
             if self.in_chunk {
                 let take = self.left.min(self.raw.len() - at);
                 out.extend_from_slice(&self.raw[at..at + take]);
