@@ -36,6 +36,8 @@ type Ws =
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Server {
     Ceiling,
+    /// The ceiling, its frames padded to the length of this framework's `tick` reaction frames.
+    CeilingOurFrameSize,
     /// This framework, no server file.
     Ours,
     /// This framework, a filter that passes everyone.
@@ -56,6 +58,7 @@ impl Server {
     fn label(self) -> &'static str {
         match self {
             Server::Ceiling => "ceiling (tokio+tungstenite)",
+            Server::CeilingOurFrameSize => "ceiling, frames of our size",
             Server::Ours => "sync, no server file",
             Server::OursFilterAll => "sync, filter (all pass)",
             Server::OursFilterHalf => "sync, filter (half pass)",
@@ -68,7 +71,7 @@ impl Server {
 
     fn kind(self) -> Kind {
         match self {
-            Server::Ceiling => Kind::Ceiling,
+            Server::Ceiling | Server::CeilingOurFrameSize => Kind::Ceiling,
             Server::Ours
             | Server::OursFilterAll
             | Server::OursFilterHalf
@@ -347,7 +350,16 @@ async fn start(server: Server, env: &Env) -> Running {
         }
     };
     match server.kind() {
-        Kind::Ceiling => one(spawn_server(&sibling("bench-ceiling"), &[], &[], env.pin).await),
+        Kind::Ceiling => {
+            // Our `tick` frame is `{"t":"reaction","seq":S,"path":"/bench","route":"/bench","name":"tick",
+            // "reaction":{"kind":"event","name":"tick","payload":N}}`: 110 bytes more than `{"n":N}`
+            // (with a 3-digit seq), which is what the pad adds.
+            let envs = match server {
+                Server::CeilingOurFrameSize => vec![("CEILING_FRAME_PAD", "110".to_owned())],
+                _ => Vec::new(),
+            };
+            one(spawn_server(&sibling("bench-ceiling"), &[], &envs, env.pin).await)
+        }
         Kind::SocketIo => {
             let script = socketio_dir().join("server.js");
             let script = script.to_str().expect("a UTF-8 path");
@@ -1168,9 +1180,11 @@ async fn main() {
         ]);
     }
     let mut all = single.clone();
+    // What the ceiling reaches with frames as long as ours: how much of the gap is bytes on the wire.
+    all.insert(1, Server::CeilingOurFrameSize);
     if env.redis {
         // Next to the one-node row.
-        all.insert(2, Server::OursTwoNodes);
+        all.insert(3, Server::OursTwoNodes);
     }
     for &n in &args.subscribers {
         for repeat in 1..=args.repeats {

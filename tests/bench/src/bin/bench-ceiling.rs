@@ -1,6 +1,7 @@
 //! The ceiling: a minimal tokio + tungstenite (through axum) broadcaster with no framework. A connection
 //! that sends `pub` is the publisher; each number it sends is pushed, pre-serialized once, to every other
-//! connection through a bounded queue, and answered with `ok`.
+//! connection through a bounded queue, and answered with `ok`. With `CEILING_FRAME_PAD=<n>` each frame
+//! carries `n` more bytes (`"pad":"xx…"`), to compare at the size of the framework's frames.
 
 use std::sync::{Arc, Mutex};
 
@@ -25,8 +26,15 @@ async fn run(socket: WebSocket, subs: Subscribers) {
         return;
     };
     if first.as_str() == "pub" {
+        let pad = std::env::var("CEILING_FRAME_PAD")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(|n| "x".repeat(n));
         while let Some(Ok(Message::Text(n))) = stream.next().await {
-            let frame = Utf8Bytes::from(format!(r#"{{"n":{}}}"#, n.as_str()));
+            let frame = match &pad {
+                Some(pad) => Utf8Bytes::from(format!(r#"{{"n":{},"pad":"{pad}"}}"#, n.as_str())),
+                None => Utf8Bytes::from(format!(r#"{{"n":{}}}"#, n.as_str())),
+            };
             let targets: Vec<_> = subs.lock().expect("lock").clone();
             for tx in targets {
                 let _ = tx.try_send(frame.clone());
