@@ -350,7 +350,9 @@ async fn publish_loop(config: Backplane, handle: Arc<Shared>, mut rx: mpsc::Rece
                 if rx.is_closed() && rx.is_empty() {
                     return;
                 }
-                backoff.wait().await;
+                if !wait_dropping(&mut backoff, &mut rx, &handle).await {
+                    return;
+                }
                 continue;
             }
         };
@@ -407,7 +409,30 @@ async fn publish_loop(config: Backplane, handle: Arc<Shared>, mut rx: mpsc::Rece
         };
         handle.publishing.store(false, Ordering::Release);
         health.failed(&config.host, &error);
-        backoff.wait().await;
+        if !wait_dropping(&mut backoff, &mut rx, &handle).await {
+            return;
+        }
+    }
+}
+
+/// Wait out a reconnect delay, giving up every trigger that arrives meanwhile (as the failed connect gave
+/// up those already queued): published after the outage, it would reach the other nodes late and out of
+/// context, whereas a skipped number makes them resync. False when the hub is gone.
+async fn wait_dropping(
+    backoff: &mut Backoff,
+    rx: &mut mpsc::Receiver<WireTrigger>,
+    handle: &Shared,
+) -> bool {
+    let delay = backoff.wait();
+    tokio::pin!(delay);
+    loop {
+        tokio::select! {
+            () = &mut delay => return true,
+            trigger = rx.recv() => match trigger {
+                Some(_) => handle.lost(1),
+                None => return false,
+            },
+        }
     }
 }
 
