@@ -51,6 +51,12 @@ export class SyncClient extends EventTarget {
     this.queryAdapter = null;
     this.path = location.pathname;
     this.watchNavigation();
+    // Leaving the page: a WebSocket sends its close frame by itself; an SSE stream says goodbye.
+    window.addEventListener("pagehide", () => this.conn && this.conn.bye && this.conn.bye());
+    // Back from the back-forward cache after that goodbye: connect again (the server answers `resync`).
+    window.addEventListener("pageshow", (e) => {
+      if (e.persisted && this.conn && this.conn.bye && this.state !== "closed") this.closed(this.conn, 1006);
+    });
     this.open();
   }
 
@@ -94,6 +100,14 @@ export class SyncClient extends EventTarget {
       close: () => es.close(),
     };
     this.conn = conn;
+    conn.bye = () => {
+      // The server cannot tell a closed stream from a cut one: say goodbye, so it forgets the connection now.
+      const params = new URLSearchParams({ key: this.resumeKey });
+      if (this.token) params.set("token", this.token);
+      const body = new Blob(['{"t":"bye"}'], { type: "text/plain;charset=UTF-8" });
+      if (this.resumeKey) navigator.sendBeacon(`${this.sseUrl}?${params}`, body);
+      es.close();
+    };
     es.onmessage = (e) => this.receive(e.data);
     es.onerror = () => {
       es.close();
@@ -136,7 +150,7 @@ export class SyncClient extends EventTarget {
   /** Close for good. */
   close() {
     this.setState("closed");
-    this.conn && this.conn.close();
+    if (this.conn) (this.conn.bye || this.conn.close)();
   }
 
   setState(state) {

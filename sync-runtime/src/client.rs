@@ -508,8 +508,11 @@ impl Link {
             Link::Ws(socket) => {
                 let _ = socket.close(None).await;
             }
-            // Dropping the stream is how an SSE client leaves.
-            Link::Sse(_) => {}
+            // Say goodbye, so the server forgets the connection now instead of keeping it for a resume;
+            // then drop the stream.
+            Link::Sse(link) => {
+                let _ = link.send(br#"{"t":"bye"}"#, false).await;
+            }
         }
     }
 }

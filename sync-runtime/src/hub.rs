@@ -1372,6 +1372,15 @@ impl HubInner {
         }
     }
 
+    /// The connection a resume key names, attached or parked.
+    pub fn by_resume_key(&self, key: &str) -> Option<Arc<Conn>> {
+        self.resumable
+            .lock()
+            .expect("resumable lock is never poisoned")
+            .get(key)
+            .cloned()
+    }
+
     /// Remove a connection for good: off every route, out of the parked set.
     pub fn forget(&self, conn: &Arc<Conn>) {
         if conn.forgotten.swap(true, Ordering::AcqRel) {

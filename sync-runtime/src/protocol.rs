@@ -107,6 +107,9 @@ pub(crate) enum ClientFrame<'a> {
     Ping,
     /// The client has processed every reaction up to `seq` (acknowledged delivery, `ack=1`).
     Ack { seq: u64 },
+    /// The client leaves on purpose: close and forget the connection now (an SSE client cannot send a
+    /// close frame, and a dropped stream is kept for a resume).
+    Bye,
 }
 
 /// Every field any client frame has. A flat struct rather than a `#[serde(tag)]` enum: serde buffers
@@ -151,6 +154,7 @@ pub(crate) fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, (ErrorCo
             echo: envelope.echo.unwrap_or(true),
         }),
         "ping" => Ok(ClientFrame::Ping),
+        "bye" => Ok(ClientFrame::Bye),
         "ack" => Ok(ClientFrame::Ack {
             seq: envelope.seq.ok_or_else(|| missing("seq"))?,
         }),

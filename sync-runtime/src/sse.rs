@@ -207,11 +207,7 @@ pub(crate) async fn post(
             .cloned()
     });
     let Some(link) = link else {
-        return (
-            StatusCode::NOT_FOUND,
-            "no open event stream for this key: reconnect the stream",
-        )
-            .into_response();
+        return goodbye_after_the_stream(inner, headers, uri, query, &body).await;
     };
     let binary = headers
         .get(header::CONTENT_TYPE)
@@ -247,6 +243,52 @@ pub(crate) async fn post(
         ),
     }
     StatusCode::ACCEPTED.into_response()
+}
+
+/// A `POST` for a connection with no open stream. Only `bye` has a meaning then: a page that leaves sends it
+/// while its stream is already being torn down, so it may find the connection parked for a resume; it is
+/// forgotten at once instead of after the grace window.
+async fn goodbye_after_the_stream(
+    inner: &crate::hub::HubInner,
+    headers: HeaderMap,
+    uri: Uri,
+    query: PostQuery,
+    body: &[u8],
+) -> Response {
+    let gone = (
+        StatusCode::NOT_FOUND,
+        "no open event stream for this key: reconnect the stream",
+    )
+        .into_response();
+    let bye = matches!(
+        std::str::from_utf8(body).map(crate::protocol::parse_client_frame),
+        Ok(Ok(crate::protocol::ClientFrame::Bye))
+    );
+    let Some(conn) = query
+        .key
+        .as_deref()
+        .filter(|_| bye)
+        .and_then(|key| inner.by_resume_key(key))
+    else {
+        return gone;
+    };
+    match authenticate(inner, headers, uri, query.token).await {
+        Ok((user, _, _)) if user == conn.user => {
+            // Still attached (the stream has not noticed it is gone yet): the writer closes it and forgets it.
+            // Parked: nobody will, so forget it here.
+            conn.kill(1000, "closed");
+            if conn.parked.load(std::sync::atomic::Ordering::Acquire) {
+                inner.forget(&conn);
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
+        Ok(_) => (
+            StatusCode::FORBIDDEN,
+            "this connection belongs to another user",
+        )
+            .into_response(),
+        Err(refusal) => refusal,
+    }
 }
 
 #[cfg(test)]

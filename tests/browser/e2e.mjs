@@ -148,6 +148,32 @@ step("SPA navigation moved bob's presence to /home");
 
 await bob.goto(`${base}/dashboard`);
 await live(bob);
+
+// Leaving a page takes its connection off the route at once (a WebSocket's close frame; over SSE, the
+// client's goodbye beacon), instead of after the 2-minute grace window kept for resumes.
+const matched = () =>
+  alice.evaluate(
+    () =>
+      new Promise((resolve) =>
+        window.syncClient.request({ name: "refreshData", data: { team: "red" }, onResult: (r) => resolve(r.matched) }),
+      ),
+  );
+async function until(what, test) {
+  const deadline = Date.now() + WAIT.timeout;
+  while (!(await test())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+const before = await matched();
+const extra = await carol.context().newPage();
+await extra.goto(`${base}/dashboard`);
+await live(extra);
+await until("the extra tab on /dashboard", async () => (await matched()) === before + 1);
+await extra.goto("about:blank");
+await until("the left tab off /dashboard", async () => (await matched()) === before);
+await extra.close();
+step("a tab that leaves is off the route at once");
 await alice.screenshot({ path: shot("alice-dashboard"), fullPage: true });
 await bob.screenshot({ path: shot("bob-dashboard"), fullPage: true });
 await carol.screenshot({ path: shot("carol-dashboard"), fullPage: true });
