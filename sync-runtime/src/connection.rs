@@ -575,7 +575,7 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
         }
         ClientFrame::Bye => {
             // The writer sends the close (frame or event), and the connection is forgotten, not parked.
-            conn.kill(1000, "closed");
+            hub.close(conn, 1000, "closed");
         }
         ClientFrame::Ping => {
             conn.push(hub, Outbound::Control(r#"{"t":"pong"}"#.to_owned()));

@@ -508,26 +508,23 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
             Some((config, codec)) => (Some(BackplaneHandle::start(config)), Some(*codec)),
             None => (None, None),
         };
-        let inner = {
-            let backplane = backplane_handle;
-            Arc::new(HubInner {
-                config: self.config,
-                table,
-                auth,
-                functions: self.functions,
-                presence: RwLock::new(HashMap::new()),
-                lanes: Mutex::new(HashMap::new()),
-                resumable: Mutex::new(HashMap::new()),
-                sse_links: Mutex::new(HashMap::new()),
-                users: Mutex::new(HashMap::new()),
-                shutting_down: AtomicBool::new(false),
-                socket_closed: Notify::new(),
-                next_conn: AtomicU64::new(1),
-                stats: Counters::default(),
-                backplane,
-                session_codec,
-            })
-        };
+        let inner = Arc::new(HubInner {
+            config: self.config,
+            table,
+            auth,
+            functions: self.functions,
+            presence: RwLock::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
+            resumable: Mutex::new(HashMap::new()),
+            sse_links: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+            socket_closed: Notify::new(),
+            next_conn: AtomicU64::new(1),
+            stats: Counters::default(),
+            backplane: backplane_handle,
+            session_codec,
+        });
         // Only now that the hub exists: a subscriber started earlier could find no hub and stop for good.
         if let (Some(handle), Some((config, _))) = (&inner.backplane, &backplane) {
             handle.subscribe(config, Arc::downgrade(&inner));
@@ -1223,11 +1220,11 @@ impl SyncHub {
         };
         let mut closed = 0;
         for conn in conns {
-            closed += usize::from(conn.kill(close_code::REVOKED, "disconnected by the server"));
-            // A parked connection has no socket task to clean up after it.
-            if conn.parked.load(Ordering::Acquire) {
-                self.inner.forget(&conn);
-            }
+            closed += usize::from(self.inner.close(
+                &conn,
+                close_code::REVOKED,
+                "disconnected by the server",
+            ));
         }
         closed
     }
@@ -1370,6 +1367,16 @@ impl HubInner {
                 let _ = tokio::time::timeout(Duration::from_millis(50), parked).await;
             }
         }
+    }
+
+    /// Close `conn` with `code`: an attached transport sends the close and forgets the connection; a parked
+    /// one has no task to do that, so it is forgotten here. True the first time.
+    pub fn close(&self, conn: &Arc<Conn>, code: u16, reason: &'static str) -> bool {
+        let first = conn.kill(code, reason);
+        if conn.parked.load(Ordering::Acquire) {
+            self.forget(conn);
+        }
+        first
     }
 
     /// The connection a resume key names, attached or parked.

@@ -198,16 +198,33 @@ pub(crate) async fn post(
     body: Bytes,
 ) -> Response {
     let inner = &hub.inner;
-    let link = query.key.as_deref().and_then(|key| {
-        inner
-            .sse_links
-            .lock()
-            .expect("links lock is never poisoned")
-            .get(key)
-            .cloned()
-    });
-    let Some(link) = link else {
-        return goodbye_after_the_stream(inner, headers, uri, query, &body).await;
+    let key = query.key.as_deref().unwrap_or_default();
+    let link = inner
+        .sse_links
+        .lock()
+        .expect("links lock is never poisoned")
+        .get(key)
+        .cloned();
+    // Without an open stream only `bye` means something: a page that leaves sends it while its stream is
+    // being torn down, so it may find the connection parked for a resume, to be forgotten at once instead.
+    let bye = || {
+        matches!(
+            std::str::from_utf8(&body).map(crate::protocol::parse_client_frame),
+            Ok(Ok(crate::protocol::ClientFrame::Bye))
+        )
+    };
+    let conn = match &link {
+        Some(link) => link.conn.clone(),
+        None => match inner.by_resume_key(key).filter(|_| bye()) {
+            Some(conn) => conn,
+            None => {
+                return (
+                    StatusCode::NOT_FOUND,
+                    "no open event stream for this key: reconnect the stream",
+                )
+                    .into_response();
+            }
+        },
     };
     let binary = headers
         .get(header::CONTENT_TYPE)
@@ -217,78 +234,36 @@ pub(crate) async fn post(
         Ok((user, _, _)) => user,
         Err(refusal) => return refusal,
     };
-    if user != link.conn.user {
+    if user != conn.user {
         return (
             StatusCode::FORBIDDEN,
             "this connection belongs to another user",
         )
             .into_response();
     }
+    let Some(link) = link else {
+        inner.close(&conn, 1000, "closed");
+        return StatusCode::ACCEPTED.into_response();
+    };
     let mut limit = link.limit.lock().await;
     match std::str::from_utf8(&body) {
         _ if binary => reject(
             inner,
-            &link.conn,
+            &conn,
             None,
             ErrorCode::BinaryUnsupported,
             "binary messages are not part of the protocol",
         ),
-        Ok(text) => receive(inner, &link.conn, &mut limit, text).await,
+        Ok(text) => receive(inner, &conn, &mut limit, text).await,
         Err(_) => reject(
             inner,
-            &link.conn,
+            &conn,
             None,
             ErrorCode::Malformed,
             "the message is not UTF-8",
         ),
     }
     StatusCode::ACCEPTED.into_response()
-}
-
-/// A `POST` for a connection with no open stream. Only `bye` has a meaning then: a page that leaves sends it
-/// while its stream is already being torn down, so it may find the connection parked for a resume; it is
-/// forgotten at once instead of after the grace window.
-async fn goodbye_after_the_stream(
-    inner: &crate::hub::HubInner,
-    headers: HeaderMap,
-    uri: Uri,
-    query: PostQuery,
-    body: &[u8],
-) -> Response {
-    let gone = (
-        StatusCode::NOT_FOUND,
-        "no open event stream for this key: reconnect the stream",
-    )
-        .into_response();
-    let bye = matches!(
-        std::str::from_utf8(body).map(crate::protocol::parse_client_frame),
-        Ok(Ok(crate::protocol::ClientFrame::Bye))
-    );
-    let Some(conn) = query
-        .key
-        .as_deref()
-        .filter(|_| bye)
-        .and_then(|key| inner.by_resume_key(key))
-    else {
-        return gone;
-    };
-    match authenticate(inner, headers, uri, query.token).await {
-        Ok((user, _, _)) if user == conn.user => {
-            // Still attached (the stream has not noticed it is gone yet): the writer closes it and forgets it.
-            // Parked: nobody will, so forget it here.
-            conn.kill(1000, "closed");
-            if conn.parked.load(std::sync::atomic::Ordering::Acquire) {
-                inner.forget(&conn);
-            }
-            StatusCode::ACCEPTED.into_response()
-        }
-        Ok(_) => (
-            StatusCode::FORBIDDEN,
-            "this connection belongs to another user",
-        )
-            .into_response(),
-        Err(refusal) => refusal,
-    }
 }
 
 #[cfg(test)]
