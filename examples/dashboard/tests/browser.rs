@@ -70,19 +70,17 @@ fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
 /// The browser tests take turns: two Chromiums at once on a small machine only make both slower.
 static ONE_BROWSER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-#[test]
-fn two_browsers_stay_in_sync() {
-    browsers_stay_in_sync("websocket");
+/// A browser test's turn, with where its files are.
+struct Turn {
+    workspace: PathBuf,
+    browser_dir: PathBuf,
+    _lock: std::sync::MutexGuard<'static, ()>,
 }
 
-/// The same scenarios over SSE: two users told to use it, two whose WebSockets cannot open.
-#[test]
-fn two_browsers_stay_in_sync_over_sse() {
-    browsers_stay_in_sync("sse");
-}
-
-fn browsers_stay_in_sync(transport: &str) {
-    let _turn = ONE_BROWSER_AT_A_TIME
+/// Wait for this test's turn; `None` (after saying so loudly) when Chromium, node or playwright-core is
+/// missing outside CI. Under CI (`CI` set) a missing prerequisite fails the test.
+fn browser_turn() -> Option<Turn> {
+    let lock = ONE_BROWSER_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -98,8 +96,31 @@ fn browsers_stay_in_sync(transport: &str) {
             "!".repeat(72),
             "!".repeat(72)
         );
-        return;
+        return None;
     }
+    Some(Turn {
+        workspace,
+        browser_dir,
+        _lock: lock,
+    })
+}
+
+#[test]
+fn two_browsers_stay_in_sync() {
+    browsers_stay_in_sync("websocket");
+}
+
+/// The same scenarios over SSE: two users told to use it, two whose WebSockets cannot open.
+#[test]
+fn two_browsers_stay_in_sync_over_sse() {
+    browsers_stay_in_sync("sse");
+}
+
+fn browsers_stay_in_sync(transport: &str) {
+    let Some(turn) = browser_turn() else {
+        return;
+    };
+    let (workspace, browser_dir) = (&turn.workspace, &turn.browser_dir);
     let shots: PathBuf = workspace.join("target/browser-screenshots");
 
     let prefix = if transport == "sse" { "sse-" } else { "" };
@@ -203,20 +224,10 @@ fn the_browser_client_gets_every_reaction_once_across_cut_connections_over_sse()
 }
 
 fn every_reaction_once_across_cuts(transport: &str) {
-    let _turn = ONE_BROWSER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let browser_dir = workspace.join("tests/browser");
-    let missing = missing_prerequisites(&browser_dir);
-    if !missing.is_empty() {
-        let message = format!("the browser tests need: {}", missing.join(", "));
-        if std::env::var_os("CI").is_some() {
-            panic!("{message}");
-        }
-        eprintln!("\nSKIPPED: {message}\n");
+    let Some(turn) = browser_turn() else {
         return;
-    }
+    };
+    let browser_dir = &turn.browser_dir;
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let app = App::seeded();
     let (cuts, cuts_rx) = tokio::sync::watch::channel(0u64);
