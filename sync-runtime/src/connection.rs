@@ -228,44 +228,37 @@ fn interruption(conn: &Conn, side: &ReadSide) -> Option<WriteEnd> {
     }
 }
 
-/// Resolves when the connection is killed, detached or its reader saw the client go. Cheap to create and
-/// poll: it registers the task in the connection's `attention` waker.
-fn interrupted<'a>(conn: &'a Conn, side: &'a ReadSide) -> impl Future<Output = WriteEnd> + 'a {
-    std::future::poll_fn(move |cx| {
-        if let Some(end) = interruption(conn, side) {
-            return std::task::Poll::Ready(end);
-        }
-        conn.attention.register(cx.waker());
-        match interruption(conn, side) {
-            Some(end) => std::task::Poll::Ready(end),
-            None => std::task::Poll::Pending,
-        }
-    })
-}
-
-/// Wait for queued frames (moved into `batch`, at most `room`) or for an interruption, which wins.
-fn frames_or_interruption<'a>(
+/// Resolves with `ready`'s value once it has one, or with the interruption (which wins) once the
+/// connection is killed, detached or its reader saw the client go. The task waits in the connection's
+/// `attention` waker: registered, then everything looked at again, so a push or a kill in between is not
+/// missed.
+fn attend<'a, T>(
     conn: &'a Conn,
     side: &'a ReadSide,
-    batch: &'a mut Vec<Outbound>,
-    room: usize,
-) -> impl Future<Output = Result<usize, WriteEnd>> + 'a {
+    mut ready: impl FnMut() -> Option<T> + 'a,
+) -> impl Future<Output = Result<T, WriteEnd>> + 'a {
     std::future::poll_fn(move |cx| {
         for registered in [false, true] {
             if let Some(end) = interruption(conn, side) {
                 return std::task::Poll::Ready(Err(end));
             }
-            let n = conn.take(batch, room);
-            if n > 0 {
-                return std::task::Poll::Ready(Ok(n));
+            if let Some(value) = ready() {
+                return std::task::Poll::Ready(Ok(value));
             }
             if !registered {
-                // Register, then look again: a push or a kill in between is not missed.
                 conn.attention.register(cx.waker());
             }
         }
         std::task::Poll::Pending
     })
+}
+
+/// Resolves when the connection is killed, detached or its reader saw the client go.
+async fn interrupted(conn: &Conn, side: &ReadSide) -> WriteEnd {
+    match attend(conn, side, || None::<std::convert::Infallible>).await {
+        Err(end) => end,
+        Ok(never) => match never {},
+    }
 }
 
 /// Serve `conn` over one transport until it ends: `hello` and the replay (or `resync`) first, then the
@@ -426,7 +419,12 @@ async fn write(
                 Ok(room) => room,
                 Err(end) => break end,
             };
-            if let Err(end) = frames_or_interruption(conn, side, &mut batch, room).await {
+            // Queued frames, moved into `batch` (at most `room`), or an interruption.
+            let taken = attend(conn, side, || {
+                let n = conn.take(&mut batch, room);
+                (n > 0).then_some(())
+            });
+            if let Err(end) = taken.await {
                 break end;
             }
             // Room for the whole batch at once: one allocation at most, none once the buffer is reused.
