@@ -1,6 +1,7 @@
 //! What handler files receive and return, and the type-erased form the hub runs.
 
 use std::any::{Any, TypeId};
+use std::marker::PhantomData;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -296,10 +297,6 @@ impl NoServerData for () {
 }
 
 type ReactFn<D, O> = Arc<dyn Fn(ClientCx<D, O>) -> Reaction + Send + Sync>;
-type FilterFn<D, S, F, O> =
-    Arc<dyn Fn(ServerCx<D, S, F>) -> BoxFuture<Result<Filter<O>, String>> + Send + Sync>;
-type InlineFilterFn<D, S, F, O> =
-    Arc<dyn Fn(ServerCx<D, S, F>) -> Result<Filter<O>, String> + Send + Sync>;
 type GateFn<D, S, F> = Arc<dyn Fn(GateCx<D, S, F>) -> BoxFuture<Result<(), Refusal>> + Send + Sync>;
 
 /// Builds one sync from its handler functions. Used by generated code only.
@@ -324,34 +321,48 @@ where
         filter: impl Fn(ServerCx<D, S, F>) -> Fut + Send + Sync + 'static,
     ) -> FilteredSyncDef<D, O, S, F>
     where
+        S: Send + Sync + 'static,
+        F: Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: IntoFilter<O>,
     {
+        let react = self.react;
+        let filter: ErasedAsyncFilter = Arc::new(move |data, recipient, sender, functions| {
+            let Some((data, cx)) = server_cx::<D, S, F>(data, recipient, sender, functions) else {
+                return Box::pin(std::future::ready(Err(FilterFailure::Internal(
+                    "type mismatch",
+                ))));
+            };
+            let decision = filter(cx);
+            let react = react.clone();
+            Box::pin(async move { decide(decision.await.into_filter(), &react, data) })
+        });
         FilteredSyncDef {
-            react: self.react,
-            filter: Arc::new(move |cx| {
-                let fut = filter(cx);
-                Box::pin(async move { fut.await.into_filter() })
-            }),
-            inline: None,
+            filter: Handling::Async(filter),
             gate: None,
+            _types: PhantomData,
         }
     }
 
-    pub fn filter_sync<S: 'static, F: 'static, R>(
+    pub fn filter_sync<S, F, R>(
         self,
         filter: impl Fn(ServerCx<D, S, F>) -> R + Send + Sync + 'static,
     ) -> FilteredSyncDef<D, O, S, F>
     where
+        S: Send + Sync + 'static,
+        F: Send + Sync + 'static,
         R: IntoFilter<O>,
     {
-        let filter: InlineFilterFn<D, S, F, O> = Arc::new(move |cx| filter(cx).into_filter());
-        let boxed = filter.clone();
+        let react = self.react;
+        let filter: ErasedInlineFilter = Arc::new(move |data, recipient, sender, functions| {
+            let (data, cx) = server_cx::<D, S, F>(data, recipient, sender, functions)
+                .ok_or(FilterFailure::Internal("type mismatch"))?;
+            decide(filter(cx).into_filter(), &react, data)
+        });
         FilteredSyncDef {
-            react: self.react,
-            filter: Arc::new(move |cx| Box::pin(std::future::ready(boxed(cx)))),
-            inline: Some(filter),
+            filter: Handling::Inline(filter),
             gate: None,
+            _types: PhantomData,
         }
     }
 
@@ -359,16 +370,62 @@ where
     where
         O: NoServerData,
     {
-        ErasedSync(Arc::new(Unfiltered { react: self.react }))
+        let react = self.react;
+        ErasedSync(Arc::new(SyncHandlers {
+            parse: parse_json::<D>,
+            server_types: None,
+            gate: None,
+            handling: Handling::Shared(Arc::new(move |data| {
+                let data = data.clone().downcast::<D>().ok()?;
+                Some(react(ClientCx {
+                    data,
+                    server: O::none(),
+                }))
+            })),
+        }))
+    }
+}
+
+/// The typed context of one filter call, or `None` when a type does not match (which `build` rules out).
+fn server_cx<D, S, F>(
+    data: &AnyArc,
+    recipient: &ErasedPeer,
+    sender: Option<&ErasedPeer>,
+    functions: &AnyArc,
+) -> Option<(Arc<D>, ServerCx<D, S, F>)>
+where
+    D: Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    F: Send + Sync + 'static,
+{
+    let data = data.clone().downcast::<D>().ok()?;
+    let cx = ServerCx {
+        data: data.clone(),
+        recipient: recipient.typed::<S>()?,
+        sender: sender.and_then(ErasedPeer::typed::<S>),
+        functions: functions.clone().downcast::<F>().ok()?,
+    };
+    Some((data, cx))
+}
+
+/// A filter's decision turned into the recipient's reaction.
+fn decide<D, O>(
+    decision: Result<Filter<O>, String>,
+    react: &ReactFn<D, O>,
+    data: Arc<D>,
+) -> Result<Option<Reaction>, FilterFailure> {
+    match decision {
+        Ok(Filter::Skip) => Ok(None),
+        Ok(Filter::Deliver(server)) => Ok(Some(react(ClientCx { data, server }))),
+        Err(e) => Err(FilterFailure::Error(e)),
     }
 }
 
 #[doc(hidden)]
 pub struct FilteredSyncDef<D, O, S, F> {
-    react: ReactFn<D, O>,
-    filter: FilterFn<D, S, F, O>,
-    inline: Option<InlineFilterFn<D, S, F, O>>,
-    gate: Option<GateFn<D, S, F>>,
+    filter: Handling,
+    gate: Option<ErasedGate>,
+    _types: PhantomData<fn() -> (D, O, S, F)>,
 }
 
 impl<D, O, S, F> FilteredSyncDef<D, O, S, F>
@@ -379,30 +436,48 @@ where
     F: Send + Sync + 'static,
 {
     pub fn gate_async<Fut>(
-        mut self,
+        self,
         gate: impl Fn(GateCx<D, S, F>) -> Fut + Send + Sync + 'static,
     ) -> Self
     where
         Fut: Future<Output = Result<(), Refusal>> + Send + 'static,
     {
-        self.gate = Some(Arc::new(move |cx| Box::pin(gate(cx))));
-        self
+        self.with_gate(Arc::new(move |cx| Box::pin(gate(cx))))
     }
 
     pub fn gate_sync(
-        mut self,
+        self,
         gate: impl Fn(GateCx<D, S, F>) -> Result<(), Refusal> + Send + Sync + 'static,
     ) -> Self {
-        self.gate = Some(Arc::new(move |cx| Box::pin(std::future::ready(gate(cx)))));
+        self.with_gate(Arc::new(move |cx| Box::pin(std::future::ready(gate(cx)))))
+    }
+
+    fn with_gate(mut self, gate: GateFn<D, S, F>) -> Self {
+        self.gate = Some(Arc::new(move |data, sender, functions| {
+            let (Ok(data), Some(sender), Ok(functions)) = (
+                data.clone().downcast::<D>(),
+                sender.typed::<S>(),
+                functions.clone().downcast::<F>(),
+            ) else {
+                return Box::pin(std::future::ready(Err(Refusal::new(
+                    "internal type mismatch",
+                ))));
+            };
+            gate(GateCx {
+                data,
+                sender,
+                functions,
+            })
+        }));
         self
     }
 
     pub fn finish(self) -> ErasedSync {
-        ErasedSync(Arc::new(Filtered {
-            react: self.react,
-            filter: self.filter,
-            inline: self.inline,
+        ErasedSync(Arc::new(SyncHandlers {
+            parse: parse_json::<D>,
+            server_types: Some((TypeTag::of::<S>(), TypeTag::of::<F>())),
             gate: self.gate,
+            handling: self.filter,
         }))
     }
 }
@@ -410,7 +485,7 @@ where
 /// A sync with its types erased, as the hub stores it.
 #[doc(hidden)]
 #[derive(Clone)]
-pub struct ErasedSync(pub(crate) Arc<dyn DynSync>);
+pub struct ErasedSync(pub(crate) Arc<SyncHandlers>);
 
 /// The name and id of a type a handler expects.
 #[derive(Clone, Copy)]
@@ -434,217 +509,55 @@ pub(crate) enum FilterFailure {
     Internal(&'static str),
 }
 
-pub(crate) trait DynSync: Send + Sync {
-    /// Check browser JSON against the declared data type.
-    fn parse(&self, json: &str) -> Result<AnyArc, String>;
+type ErasedShared = Arc<dyn Fn(&AnyArc) -> Option<Reaction> + Send + Sync>;
+type ErasedInlineFilter = Arc<
+    dyn Fn(
+            &AnyArc,
+            &ErasedPeer,
+            Option<&ErasedPeer>,
+            &AnyArc,
+        ) -> Result<Option<Reaction>, FilterFailure>
+        + Send
+        + Sync,
+>;
+type ErasedAsyncFilter = Arc<
+    dyn Fn(
+            &AnyArc,
+            &ErasedPeer,
+            Option<&ErasedPeer>,
+            &AnyArc,
+        ) -> BoxFuture<Result<Option<Reaction>, FilterFailure>>
+        + Send
+        + Sync,
+>;
+type ErasedGate =
+    Arc<dyn Fn(&AnyArc, &ErasedPeer, &AnyArc) -> BoxFuture<Result<(), Refusal>> + Send + Sync>;
+
+/// How a sync decides what each recipient gets: exactly one of the three, so the fan-out has no arm
+/// that can never run.
+pub(crate) enum Handling {
+    /// No server file: one reaction for every recipient, computed once (`None`: the data had another
+    /// type, which `build` rules out).
+    Shared(ErasedShared),
+    /// A synchronous filter, called in place for each recipient: no future, box or task per recipient.
+    Inline(ErasedInlineFilter),
+    /// An asynchronous filter: one future per recipient, run concurrently under a deadline.
+    Async(ErasedAsyncFilter),
+}
+
+/// One sync's handlers with their types erased.
+pub(crate) struct SyncHandlers {
+    /// Check JSON against the declared data type.
+    pub parse: fn(&str) -> Result<AnyArc, String>,
     /// `(session, functions)` types, for syncs with a server file.
-    fn server_types(&self) -> Option<(TypeTag, TypeTag)>;
-    fn has_gate(&self) -> bool;
-    /// For syncs without a server file: the one reaction every recipient gets.
-    fn react_shared(&self, data: &AnyArc) -> Option<Reaction>;
-    fn gate(
-        &self,
-        data: &AnyArc,
-        sender: &ErasedPeer,
-        functions: &AnyArc,
-    ) -> BoxFuture<Result<(), Refusal>>;
-    /// For syncs with a server file: filter and react for one recipient.
-    fn filter_react(
-        &self,
-        data: &AnyArc,
-        recipient: &ErasedPeer,
-        sender: Option<&ErasedPeer>,
-        functions: &AnyArc,
-    ) -> BoxFuture<Result<Option<Reaction>, FilterFailure>>;
-    /// Whether the filter is synchronous, so that [`filter_react_inline`](Self::filter_react_inline)
-    /// answers.
-    fn filters_inline(&self) -> bool;
-    /// For synchronous filters: filter and react for one recipient here and now, with no future, box or
-    /// task per recipient. `None` for asynchronous filters.
-    fn filter_react_inline(
-        &self,
-        data: &AnyArc,
-        recipient: &ErasedPeer,
-        sender: Option<&ErasedPeer>,
-        functions: &AnyArc,
-    ) -> Option<Result<Option<Reaction>, FilterFailure>>;
+    pub server_types: Option<(TypeTag, TypeTag)>,
+    /// The origin gate, run once per request a client sent.
+    pub gate: Option<ErasedGate>,
+    pub handling: Handling,
 }
 
 fn parse_json<D: DeserializeOwned + Send + Sync + 'static>(json: &str) -> Result<AnyArc, String> {
     serde_json::from_str::<D>(json)
         .map(|d| Arc::new(d) as AnyArc)
         .map_err(|e| e.to_string())
-}
-
-struct Unfiltered<D, O> {
-    react: ReactFn<D, O>,
-}
-
-impl<D, O> DynSync for Unfiltered<D, O>
-where
-    D: DeserializeOwned + Send + Sync + 'static,
-    O: NoServerData + Send + 'static,
-{
-    fn parse(&self, json: &str) -> Result<AnyArc, String> {
-        parse_json::<D>(json)
-    }
-    fn server_types(&self) -> Option<(TypeTag, TypeTag)> {
-        None
-    }
-    fn has_gate(&self) -> bool {
-        false
-    }
-    fn react_shared(&self, data: &AnyArc) -> Option<Reaction> {
-        let data = data.clone().downcast::<D>().ok()?;
-        Some((self.react)(ClientCx {
-            data,
-            server: O::none(),
-        }))
-    }
-    fn gate(&self, _: &AnyArc, _: &ErasedPeer, _: &AnyArc) -> BoxFuture<Result<(), Refusal>> {
-        Box::pin(std::future::ready(Ok(())))
-    }
-    fn filter_react(
-        &self,
-        data: &AnyArc,
-        _: &ErasedPeer,
-        _: Option<&ErasedPeer>,
-        _: &AnyArc,
-    ) -> BoxFuture<Result<Option<Reaction>, FilterFailure>> {
-        let out = self
-            .react_shared(data)
-            .map(Some)
-            .ok_or(FilterFailure::Internal("data type mismatch"));
-        Box::pin(std::future::ready(out))
-    }
-    fn filters_inline(&self) -> bool {
-        false
-    }
-    fn filter_react_inline(
-        &self,
-        _: &AnyArc,
-        _: &ErasedPeer,
-        _: Option<&ErasedPeer>,
-        _: &AnyArc,
-    ) -> Option<Result<Option<Reaction>, FilterFailure>> {
-        None
-    }
-}
-
-struct Filtered<D, O, S, F> {
-    react: ReactFn<D, O>,
-    filter: FilterFn<D, S, F, O>,
-    /// The same filter unboxed, when it is synchronous: the fan-out calls it in place.
-    inline: Option<InlineFilterFn<D, S, F, O>>,
-    gate: Option<GateFn<D, S, F>>,
-}
-
-impl<D, O, S, F> DynSync for Filtered<D, O, S, F>
-where
-    D: DeserializeOwned + Send + Sync + 'static,
-    O: Send + 'static,
-    S: Send + Sync + 'static,
-    F: Send + Sync + 'static,
-{
-    fn parse(&self, json: &str) -> Result<AnyArc, String> {
-        parse_json::<D>(json)
-    }
-    fn server_types(&self) -> Option<(TypeTag, TypeTag)> {
-        Some((TypeTag::of::<S>(), TypeTag::of::<F>()))
-    }
-    fn has_gate(&self) -> bool {
-        self.gate.is_some()
-    }
-    fn react_shared(&self, _: &AnyArc) -> Option<Reaction> {
-        None
-    }
-    fn gate(
-        &self,
-        data: &AnyArc,
-        sender: &ErasedPeer,
-        functions: &AnyArc,
-    ) -> BoxFuture<Result<(), Refusal>> {
-        let Some(gate) = &self.gate else {
-            return Box::pin(std::future::ready(Ok(())));
-        };
-        let (Ok(data), Some(sender), Ok(functions)) = (
-            data.clone().downcast::<D>(),
-            sender.typed::<S>(),
-            functions.clone().downcast::<F>(),
-        ) else {
-            return Box::pin(std::future::ready(Err(Refusal::new(
-                "internal type mismatch",
-            ))));
-        };
-        gate(GateCx {
-            data,
-            sender,
-            functions,
-        })
-    }
-    fn filter_react(
-        &self,
-        data: &AnyArc,
-        recipient: &ErasedPeer,
-        sender: Option<&ErasedPeer>,
-        functions: &AnyArc,
-    ) -> BoxFuture<Result<Option<Reaction>, FilterFailure>> {
-        let typed = (
-            data.clone().downcast::<D>(),
-            recipient.typed::<S>(),
-            functions.clone().downcast::<F>(),
-        );
-        let (Ok(data), Some(recipient), Ok(functions)) = typed else {
-            return Box::pin(std::future::ready(Err(FilterFailure::Internal(
-                "type mismatch",
-            ))));
-        };
-        let sender = sender.and_then(ErasedPeer::typed::<S>);
-        let decision = (self.filter)(ServerCx {
-            data: data.clone(),
-            recipient,
-            sender,
-            functions,
-        });
-        let react = self.react.clone();
-        Box::pin(async move {
-            match decision.await {
-                Ok(Filter::Skip) => Ok(None),
-                Ok(Filter::Deliver(server)) => Ok(Some(react(ClientCx { data, server }))),
-                Err(e) => Err(FilterFailure::Error(e)),
-            }
-        })
-    }
-    fn filters_inline(&self) -> bool {
-        self.inline.is_some()
-    }
-    fn filter_react_inline(
-        &self,
-        data: &AnyArc,
-        recipient: &ErasedPeer,
-        sender: Option<&ErasedPeer>,
-        functions: &AnyArc,
-    ) -> Option<Result<Option<Reaction>, FilterFailure>> {
-        let filter = self.inline.as_ref()?;
-        let typed = (
-            data.clone().downcast::<D>(),
-            recipient.typed::<S>(),
-            functions.clone().downcast::<F>(),
-        );
-        let (Ok(data), Some(recipient), Ok(functions)) = typed else {
-            return Some(Err(FilterFailure::Internal("type mismatch")));
-        };
-        let sender = sender.and_then(ErasedPeer::typed::<S>);
-        let decision = filter(ServerCx {
-            data: data.clone(),
-            recipient,
-            sender,
-            functions,
-        });
-        Some(match decision {
-            Ok(Filter::Skip) => Ok(None),
-            Ok(Filter::Deliver(server)) => Ok(Some((self.react)(ClientCx { data, server }))),
-            Err(e) => Err(FilterFailure::Error(e)),
-        })
-    }
 }

@@ -28,29 +28,49 @@
 //!
 //! See the README for the whole flow and `docs/PROTOCOL.md` for the wire protocol.
 
-mod backplane;
-mod connection;
+// The layers, bottom up (each imports only from those above it in this list):
+// protocol, routes, handler, reaction, error, random, stats, auth  what everything speaks
+// conn        one connection: lifecycle, outbox, writer
+// registry, presence, conns  the sync table; who is where; admission, resume and parking
+// fanout      lanes and the broadcast
+// broker      the engine between nodes (knows only its own traits)
+// hub         the handle and builder that put the pieces together
+// trigger     every way a trigger comes in
+// transport   WebSocket and SSE endpoints, inbound messages
+mod auth;
+mod broker;
+mod conn;
+mod conns;
+mod error;
+mod fanout;
 mod handler;
 mod hub;
+mod presence;
 mod protocol;
+mod random;
 mod reaction;
+mod registry;
 mod routes;
-mod sse;
-mod ws;
+mod stats;
+mod transport;
+mod trigger;
 
 #[cfg(feature = "client")]
 pub mod client;
 
-pub use backplane::{Backplane, BackplaneStatus};
+pub use auth::{AuthRequest, Identity};
+pub use broker::{Backplane, BackplaneStatus};
+pub use error::SyncError;
 pub use handler::{
     ClientCx, ConnectionId, Filter, GateCx, IntoFilter, Location, NoServerData, Peer, Refusal,
     ServerCx,
 };
-pub use hub::{
-    AuthRequest, BuildError, Identity, Pending, Stats, SyncError, SyncHub, SyncHubBuilder,
-};
+pub use hub::{BuildError, BuildProblem, SyncHub, SyncHubBuilder};
 pub use protocol::{ErrorCode, Outcome, PROTOCOL_VERSION, close_code};
 pub use reaction::{Reaction, Swap};
+pub use stats::Stats;
+pub use transport::CLIENT_JS;
+pub use trigger::Pending;
 
 /// Request sync `name` on the caller's route: every user currently on it gets the reaction.
 ///
@@ -103,7 +123,7 @@ macro_rules! include_routes {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::handler::{ErasedSync, FilteredSyncDef, SyncDef};
-    pub use crate::hub::{DataToJson, Registration};
+    pub use crate::registry::{DataToJson, Registration};
 
     /// Picks, for a concrete `Data` type, how it serializes to cross nodes: generated code calls
     /// `(&&DataCodec::<Data>::new()).data_json()`, which finds [`SerializeData`] when `Data: Serialize`
@@ -150,7 +170,7 @@ pub mod __private {
     /// Decode one inbound frame as the server does; for the fuzz target.
     pub fn fuzz_decode(bytes: &[u8]) {
         if let Ok(text) = std::str::from_utf8(bytes) {
-            let _ = crate::protocol::parse_client_frame(text);
+            let _ = crate::protocol::client::parse_client_frame(text);
         }
     }
 
@@ -161,6 +181,6 @@ pub mod __private {
         params: &[(&str, &dyn core::fmt::Display)],
         data: D,
     ) -> crate::Pending {
-        crate::hub::request_typed(route, name, params, data)
+        crate::trigger::request_typed(route, name, params, data)
     }
 }

@@ -79,19 +79,35 @@ fn split(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
 
-/// Normalize a reported location: strip query and fragment, collapse a trailing slash.
-/// `None` when it is not an absolute path or is too long.
+/// Normalize a reported location exactly as the page router sees it: strip query and fragment, collapse
+/// empty segments and a trailing slash, and percent-decode each segment (`/boards/%31` is `/boards/1`, as
+/// axum's `Path` extractor gives `1`). An encoded `/` stays `%2F`, so a segment never splits in two.
+/// `None` when it is not an absolute path, is too long, or decodes to something that is not UTF-8 or
+/// holds a control character.
 pub(crate) fn normalize(path: &str) -> Option<Arc<str>> {
-    if path.len() > MAX_PATH_LEN || !path.starts_with('/') || path.chars().any(char::is_control) {
+    if path.len() > MAX_PATH_LEN || !path.starts_with('/') {
         return None;
     }
     let path = path.split(['?', '#']).next().unwrap_or("/");
-    let joined: Vec<&str> = split(path).collect();
-    Some(if joined.is_empty() {
-        Arc::from("/")
-    } else {
-        Arc::from(format!("/{}", joined.join("/")))
-    })
+    let mut out = String::with_capacity(path.len());
+    for segment in split(path) {
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .ok()?;
+        if decoded.chars().any(char::is_control) {
+            return None;
+        }
+        out.push('/');
+        if decoded.contains('/') {
+            out.push_str(&decoded.replace('/', "%2F"));
+        } else {
+            out.push_str(&decoded);
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Some(Arc::from(out))
 }
 
 /// All patterns of a hub, matched most-specific first.
@@ -149,6 +165,17 @@ mod tests {
         assert_eq!(&*normalize("//a//b/").unwrap(), "/a/b");
         assert!(normalize("dashboard").is_none());
         assert!(normalize(&"/a".repeat(2000)).is_none());
+    }
+
+    #[test]
+    fn a_percent_encoded_path_is_the_page_it_shows() {
+        assert_eq!(&*normalize("/boards/%31").unwrap(), "/boards/1");
+        assert_eq!(&*normalize("/caf%C3%A9/%7Eme").unwrap(), "/café/~me");
+        assert_eq!(&*normalize("/a%2Fb/c").unwrap(), "/a%2Fb/c", "an encoded slash stays in its segment");
+        assert_eq!(&*normalize("/a%2fb").unwrap(), "/a%2Fb");
+        assert!(normalize("/%FF").is_none(), "not UTF-8");
+        assert!(normalize("/a%00b").is_none(), "a control character");
+        assert!(normalize("/a\nb").is_none());
     }
 
     #[test]

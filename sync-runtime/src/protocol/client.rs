@@ -1,94 +1,11 @@
-//! The wire protocol: JSON text frames, version [`PROTOCOL_VERSION`]. See `docs/PROTOCOL.md`.
+//! What clients send: one JSON text frame per message, parsed without copying `data`.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// The protocol version the server speaks, sent in its `hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
-
-/// A stable error code, sent to a client in an `error` frame and returned by [`Pending`](crate::Pending).
-///
-/// The string forms (`unknown_name`, …) are the stable part; see `docs/PROTOCOL.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// The frame is not JSON, or a field has the wrong shape.
-    Malformed,
-    /// The `t` field names no message type this server knows.
-    UnknownType,
-    /// No route defines a sync of this name.
-    UnknownName,
-    /// A sync of this name exists, but not on the sender's current route.
-    NotOnRoute,
-    /// The request came before the connection reported a location.
-    NoLocation,
-    /// The data does not parse into the sync's declared `Data` type.
-    BadData,
-    /// The sync's origin gate refused the sender.
-    GateRefused,
-    /// The frame is larger than the configured limit.
-    TooLarge,
-    /// Binary frames are not part of the protocol.
-    BinaryUnsupported,
-    /// The connection sent more messages than its rate limit allows; the message was dropped.
-    RateLimited,
-    /// The server's queue for this route is full; the request was not run.
-    Overloaded,
-    /// A reported location is not an absolute path of at most 2048 bytes.
-    BadPath,
-    /// No hub was in scope for `sync_request!`.
-    NoHub,
-    /// The params given do not fill the route pattern.
-    BadParams,
-}
-
-impl ErrorCode {
-    /// The stable string form, e.g. `"unknown_name"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Malformed => "malformed",
-            ErrorCode::UnknownType => "unknown_type",
-            ErrorCode::UnknownName => "unknown_name",
-            ErrorCode::NotOnRoute => "not_on_route",
-            ErrorCode::NoLocation => "no_location",
-            ErrorCode::BadData => "bad_data",
-            ErrorCode::GateRefused => "gate_refused",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::BinaryUnsupported => "binary_unsupported",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Overloaded => "overloaded",
-            ErrorCode::BadPath => "bad_path",
-            ErrorCode::NoHub => "no_hub",
-            ErrorCode::BadParams => "bad_params",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Close codes the server uses besides the standard ones.
-pub mod close_code {
-    /// The app disconnected every connection of the user ([`SyncHub::disconnect_user`](crate::SyncHub::disconnect_user)).
-    pub const REVOKED: u16 = 4003;
-    /// The connection's outbound queue overflowed: the client reads too slowly.
-    pub const SLOW_CONSUMER: u16 = 4008;
-    /// The server is shutting down ("going away").
-    pub const GOING_AWAY: u16 = 1001;
-    /// A frame exceeded the hard size cap.
-    pub const TOO_BIG: u16 = 1009;
-    /// A text frame that is not UTF-8.
-    pub const INVALID_DATA: u16 = 1007;
-    /// A frame that breaks the WebSocket protocol.
-    pub const PROTOCOL_ERROR: u16 = 1002;
-}
+use super::ErrorCode;
 
 /// A frame from a client, as parsed by the server.
 #[derive(Debug)]
@@ -172,67 +89,6 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-/// The outcome of a fan-out, reported to the sender.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// Connections on the path when the fan-out ran (the sender included unless it opted out).
-    pub matched: u32,
-    /// Recipients whose filter delivered (all matched ones without a server file).
-    pub passed: u32,
-    /// Reactions handed to a connection's queue.
-    pub delivered: u32,
-    /// Recipients whose filter failed: panicked, errored or overran its deadline.
-    pub failed: u32,
-}
-
-#[derive(Serialize)]
-pub(crate) struct ServerHello<'a> {
-    pub t: &'static str,
-    pub v: u32,
-    pub conn: &'a str,
-    /// The secret to present (`?resume=`) when reconnecting, to get what was missed.
-    pub resume: &'a str,
-    /// Whether this socket resumed an earlier connection.
-    pub resumed: bool,
-    /// With acknowledged delivery (`ack=1`): how many reactions may be unacknowledged at once.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub window: Option<usize>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct Located<'a> {
-    pub t: &'static str,
-    pub path: &'a str,
-    pub route: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct ResultFrame {
-    pub t: &'static str,
-    pub id: u64,
-    #[serde(flatten)]
-    pub outcome: Outcome,
-}
-
-#[derive(Serialize)]
-pub(crate) struct ErrorFrame<'a> {
-    pub t: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<u64>,
-    pub code: ErrorCode,
-    pub message: &'a str,
-}
-
-pub(crate) fn error_frame(id: Option<u64>, code: ErrorCode, message: &str) -> String {
-    serde_json::to_string(&ErrorFrame {
-        t: "error",
-        id,
-        code,
-        message,
-    })
-    .expect("an error frame has only strings and integers")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,16 +166,5 @@ mod tests {
             panic!("the envelope is well-formed");
         };
         assert!(serde_json::from_str::<serde_json::Value>(data.get()).is_err());
-    }
-
-    #[test]
-    fn error_codes_serialize_to_their_stable_strings() {
-        for code in [
-            ErrorCode::UnknownName,
-            ErrorCode::NotOnRoute,
-            ErrorCode::BadData,
-        ] {
-            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
-        }
     }
 }

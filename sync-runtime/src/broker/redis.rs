@@ -21,13 +21,11 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::handler::AnyArc;
-use crate::hub::HubInner;
+use super::{Broker, Inbox, WireTrigger};
 
 /// Where the backplane connects, and what it calls its channel.
 ///
@@ -127,54 +125,6 @@ fn parse_url(url: &str) -> Option<(String, Option<String>)> {
     Some((host, password))
 }
 
-/// What the session type needs to cross nodes, captured where its type is known.
-#[derive(Clone, Copy)]
-pub(crate) struct SessionCodec {
-    pub session: std::any::TypeId,
-    pub encode: fn(&AnyArc) -> Option<Box<RawValue>>,
-    pub decode: fn(&str) -> Option<AnyArc>,
-}
-
-impl SessionCodec {
-    pub fn of<S>() -> Self
-    where
-        S: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
-    {
-        SessionCodec {
-            session: std::any::TypeId::of::<S>(),
-            encode: |session| {
-                let session = session.downcast_ref::<S>()?;
-                serde_json::value::to_raw_value(session).ok()
-            },
-            decode: |json| {
-                serde_json::from_str::<S>(json)
-                    .ok()
-                    .map(|s| Arc::new(s) as AnyArc)
-            },
-        }
-    }
-}
-
-/// One trigger as it travels between nodes.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct WireTrigger {
-    pub path: String,
-    pub name: String,
-    pub data: Box<RawValue>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sender: Option<WireSender>,
-}
-
-/// Who sent a trigger, for the filters on other nodes. The token stays on the sender's node.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct WireSender {
-    pub user: String,
-    pub session: Box<RawValue>,
-    #[serde(default)]
-    pub path: Option<String>,
-    pub conn: u64,
-}
-
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     /// The publishing node (random per process).
@@ -205,6 +155,7 @@ pub struct BackplaneStatus {
 
 /// A running backplane: the publisher's queue, and what both tasks share.
 pub(crate) struct BackplaneHandle {
+    config: Backplane,
     tx: mpsc::Sender<WireTrigger>,
     shared: Arc<Shared>,
 }
@@ -246,22 +197,27 @@ impl BackplaneHandle {
             gaps: AtomicU64::new(0),
         });
         tokio::spawn(publish_loop(config.clone(), shared.clone(), rx));
-        BackplaneHandle { tx, shared }
+        BackplaneHandle {
+            config: config.clone(),
+            tx,
+            shared,
+        }
     }
 
-    /// Start the subscriber, which delivers other nodes' triggers to `hub` until the hub is dropped.
-    pub fn subscribe(&self, config: &Backplane, hub: Weak<HubInner>) {
-        tokio::spawn(subscribe_loop(config.clone(), self.shared.clone(), hub));
+}
+
+impl Broker for BackplaneHandle {
+    fn start(&self, inbox: Weak<dyn Inbox>) {
+        tokio::spawn(subscribe_loop(self.config.clone(), self.shared.clone(), inbox));
     }
 
-    /// Hand a trigger to the publisher without waiting.
-    pub fn publish(&self, trigger: WireTrigger) {
+    fn publish(&self, trigger: WireTrigger) {
         if self.tx.try_send(trigger).is_err() {
             self.shared.lost(1);
         }
     }
 
-    pub fn status(&self) -> BackplaneStatus {
+    fn status(&self) -> BackplaneStatus {
         let s = &self.shared;
         BackplaneStatus {
             publishing: s.publishing.load(Ordering::Acquire),
@@ -436,7 +392,7 @@ async fn wait_dropping(
     }
 }
 
-async fn subscribe_loop(config: Backplane, own: Arc<Shared>, hub: Weak<HubInner>) {
+async fn subscribe_loop(config: Backplane, own: Arc<Shared>, hub: Weak<dyn Inbox>) {
     let channel = config.channel();
     let mut health = Health {
         what: "subscriber",
@@ -506,7 +462,7 @@ async fn subscribe_loop(config: Backplane, own: Arc<Shared>, hub: Weak<HubInner>
                     own.gaps.fetch_add(1, Ordering::Relaxed);
                     let missed = envelope.seq - seen - u64::from(envelope.trigger.is_some());
                     tracing::warn!(target: "sync_runtime::backplane", node = envelope.node, missed, "triggers from another node were lost; connections here resync");
-                    hub.resync_all();
+                    hub.lost();
                     true
                 }
                 _ => true,
@@ -517,7 +473,7 @@ async fn subscribe_loop(config: Backplane, own: Arc<Shared>, hub: Weak<HubInner>
             );
             if let (true, Some(trigger)) = (fresh, envelope.trigger) {
                 own.received.fetch_add(1, Ordering::Relaxed);
-                hub.receive_remote(trigger).await;
+                hub.trigger(trigger);
             }
         };
         own.subscribed.store(false, Ordering::Release);
@@ -698,5 +654,17 @@ mod tests {
             out,
             b"*3\r\n$7\r\nPUBLISH\r\n$9\r\na:sync:v1\r\n$2\r\n{}\r\n"
         );
+    }
+}
+
+impl Backplane {
+    /// Start this backplane's broker (on the current Tokio runtime).
+    pub(crate) fn start(&self) -> Arc<dyn Broker> {
+        Arc::new(BackplaneHandle::start(self))
+    }
+
+    /// Why this configuration cannot work, if it cannot.
+    pub(crate) fn problem(&self) -> Option<String> {
+        self.url_error.clone()
     }
 }

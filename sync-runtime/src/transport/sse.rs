@@ -3,39 +3,34 @@
 //!
 //! Each frame is one event (`data: <json>`); reactions (and `hello`) carry `id: <resume key>.<seq>`, so a
 //! reconnecting `EventSource` resumes through `Last-Event-ID` with no code. Admission, limits, windows,
-//! replay and parking are the WebSocket's (`connection`); only the framing differs.
+//! replay and parking are the WebSocket's (`transport`, `conn`); only the framing differs.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::ws::Utf8Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
-use crate::connection::{ReadEnd, Sink, admit, attach, authenticate, receive, reject, run};
-use crate::hub::{Conn, RateLimit, SyncHub};
-use crate::protocol::ErrorCode;
-use crate::ws::ConnectQuery;
-
-/// Connections with a stream attached now, by resume key.
-pub(crate) type Links = Mutex<HashMap<Arc<str>, Arc<Link>>>;
-
-/// What a `POST` needs of its connection: the connection and its message budget (held while a message is
-/// handled, so one connection's messages are handled one at a time, in order, as over a WebSocket).
-pub(crate) struct Link {
-    conn: Arc<Conn>,
-    limit: tokio::sync::Mutex<RateLimit>,
-}
+use super::inbound::{Inbound, receive};
+use super::{ConnectQuery, ReadEnd, admit, attach, authenticate, serve};
+use crate::SyncHub;
+use crate::conn::Phase;
+use crate::conn::writer::Sink;
+use crate::conns::may_act_for;
+use crate::protocol::client::{ClientFrame, parse_client_frame};
+use crate::protocol::close_code;
+use crate::protocol::server::CloseEvent;
 
 /// Frames waiting for the HTTP response body: a couple of writes, so a client that stops reading
 /// backs up into the connection's bounded queue, exactly like a stalled socket.
 const BODY_QUEUE: usize = 2;
 
 /// The writing end of one event stream.
-pub(crate) struct SseSink {
+struct SseSink {
     tx: mpsc::Sender<Bytes>,
     buf: bytes::BytesMut,
     key: Arc<str>,
@@ -43,7 +38,7 @@ pub(crate) struct SseSink {
 
 impl SseSink {
     /// Add one frame as an event. Frames are compact JSON: they hold no line break.
-    pub(crate) fn feed(&mut self, seq: Option<u64>, text: &str) {
+    fn event(&mut self, seq: Option<u64>, text: &str) {
         use std::fmt::Write;
         if let Some(seq) = seq {
             let _ = writeln!(self.buf, "id: {}.{seq}", self.key);
@@ -52,9 +47,15 @@ impl SseSink {
         self.buf.extend_from_slice(text.as_bytes());
         self.buf.extend_from_slice(b"\n\n");
     }
+}
 
-    /// Hand what was fed to the response body; an error when the client is gone.
-    pub(crate) async fn flush(&mut self) -> Result<(), ()> {
+impl Sink for SseSink {
+    async fn feed(&mut self, seq: Option<u64>, text: Utf8Bytes) -> Result<(), ()> {
+        self.event(seq, &text);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -62,20 +63,14 @@ impl SseSink {
     }
 
     /// The stream's last event: a `close` frame with the code a WebSocket would have closed with.
-    pub(crate) async fn close(&mut self, code: u16, reason: &'static str) {
-        #[derive(serde::Serialize)]
-        struct Close {
-            t: &'static str,
-            code: u16,
-            reason: &'static str,
-        }
-        let frame = serde_json::to_string(&Close {
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = serde_json::to_string(&CloseEvent {
             t: "close",
             code,
             reason,
         })
         .expect("close has only strings and integers");
-        self.feed(None, &frame);
+        self.event(None, &frame);
         let _ = self.flush().await;
     }
 }
@@ -88,7 +83,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<(String, u64)> {
 }
 
 /// `GET <prefix>/sse`: the same checks as a WebSocket upgrade, then an endless `text/event-stream`.
-pub(crate) async fn stream(
+pub(super) async fn stream(
     State(hub): State<SyncHub>,
     headers: HeaderMap,
     uri: Uri,
@@ -102,26 +97,17 @@ pub(crate) async fn stream(
             .clone()
             .map(|key| (key, query.last_seq.unwrap_or(0)))
     });
-    let admitted = match admit(&inner, headers, uri, query.token, query.path.as_deref()).await {
+    let mut admitted = match admit(&inner, headers, uri, &query, resume).await {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
-    let resume = resume.as_ref().map(|(key, seq)| (key.as_str(), *seq));
-    let (conn, start) = attach(&inner, &admitted, resume).await;
-    let link = Arc::new(Link {
-        conn: conn.clone(),
-        limit: tokio::sync::Mutex::new(RateLimit::new(
-            inner.config.rate_per_sec,
-            inner.config.rate_burst,
-        )),
-    });
-    let key = conn.resume_key.clone();
-    inner
-        .sse_links
-        .lock()
-        .expect("links lock is never poisoned")
-        .insert(key.clone(), link.clone());
-
+    let Some((conn, start)) = attach(&inner, &mut admitted).await else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections for this user",
+        )
+            .into_response();
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(BODY_QUEUE);
     // The body is dropped when the client goes away: that is the stream's only way to end from the client
     // side, so it counts as a drop and the connection waits out its grace window for a resume.
@@ -130,33 +116,13 @@ pub(crate) async fn stream(
         gone.closed().await;
         ReadEnd::Dropped
     };
-    let sink = Sink::Sse(SseSink {
+    let sink = SseSink {
         tx,
         buf: bytes::BytesMut::new(),
-        key: key.clone(),
-    });
+        key: conn.resume_key.clone(),
+    };
     let acks = query.ack == Some(1);
-    let task_hub = inner.clone();
-    tokio::spawn(async move {
-        run(
-            task_hub.clone(),
-            conn,
-            sink,
-            reader,
-            admitted.initial,
-            start,
-            acks,
-        )
-        .await;
-        let mut links = task_hub
-            .sse_links
-            .lock()
-            .expect("links lock is never poisoned");
-        // A resume may already have put a new stream's link under the same key.
-        if links.get(&key).is_some_and(|l| Arc::ptr_eq(l, &link)) {
-            links.remove(&key);
-        }
-    });
+    tokio::spawn(serve(inner.clone(), conn, sink, reader, admitted.initial, start, acks));
 
     let keepalive = inner.config.sse_keepalive;
     let body = futures_util::stream::unfold(rx, move |mut rx| async move {
@@ -179,7 +145,7 @@ pub(crate) async fn stream(
 }
 
 #[derive(serde::Deserialize)]
-pub(crate) struct PostQuery {
+pub(super) struct PostQuery {
     /// The connection's resume key, from its `hello`.
     key: Option<String>,
     token: Option<String>,
@@ -188,9 +154,10 @@ pub(crate) struct PostQuery {
 /// `POST <prefix>/sse?key=<resume key>`: one client message for the connection whose stream is open.
 ///
 /// The sender is checked like a new connection (`Origin`, then the authenticator) and must be the
-/// connection's user. `202` means the message reached the connection; what it leads to (`located`,
-/// `result`, `error`, …) arrives on the stream, as over a WebSocket.
-pub(crate) async fn post(
+/// connection's own user (a guest's connection: any guest, as its key is all it has). `202` means the
+/// message reached the connection; what it leads to (`located`, `result`, `error`, …) arrives on the
+/// stream, as over a WebSocket.
+pub(super) async fn post(
     State(hub): State<SyncHub>,
     headers: HeaderMap,
     uri: Uri,
@@ -199,71 +166,52 @@ pub(crate) async fn post(
 ) -> Response {
     let inner = &hub.inner;
     let key = query.key.as_deref().unwrap_or_default();
-    let link = inner
-        .sse_links
-        .lock()
-        .expect("links lock is never poisoned")
-        .get(key)
-        .cloned();
-    // Without an open stream only `bye` means something: a page that leaves sends it while its stream is
-    // being torn down, so it may find the connection parked for a resume, to be forgotten at once instead.
-    let bye = || {
-        matches!(
-            std::str::from_utf8(&body).map(crate::protocol::parse_client_frame),
-            Ok(Ok(crate::protocol::ClientFrame::Bye))
-        )
-    };
-    let conn = match &link {
-        Some(link) => link.conn.clone(),
-        None => match inner.by_resume_key(key).filter(|_| bye()) {
-            Some(conn) => conn,
-            None => {
-                return (
-                    StatusCode::NOT_FOUND,
-                    "no open event stream for this key: reconnect the stream",
-                )
-                    .into_response();
-            }
-        },
+    let Some(conn) = inner.conns.by_key(key).filter(|c| !c.is_closed()) else {
+        return not_found();
     };
     let binary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/octet-stream"));
-    let user = match authenticate(inner, headers, uri, query.token).await {
-        Ok((user, _, _)) => user,
-        Err(refusal) => return refusal,
+    let who = match authenticate(inner, headers, uri, query.token).await {
+        Ok((who, _)) => who,
+        Err(refusal) => return refusal.into_response(),
     };
-    if user != conn.user {
+    if !may_act_for(&who, &conn.who) {
         return (
             StatusCode::FORBIDDEN,
             "this connection belongs to another user",
         )
             .into_response();
     }
-    let Some(link) = link else {
-        inner.close(&conn, 1000, "closed");
+    if conn.phase() != Phase::Live {
+        // Without an open stream only `bye` means something: a page that leaves sends it while its stream
+        // is being torn down, so it may find the connection parked for a resume, to be forgotten at once.
+        let bye = matches!(
+            std::str::from_utf8(&body).map(parse_client_frame),
+            Ok(Ok(ClientFrame::Bye))
+        );
+        if !bye {
+            return not_found();
+        }
+        inner.conns.close(&conn, close_code::NORMAL, "closed");
         return StatusCode::ACCEPTED.into_response();
-    };
-    let mut limit = link.limit.lock().await;
-    match std::str::from_utf8(&body) {
-        _ if binary => reject(
-            inner,
-            &conn,
-            None,
-            ErrorCode::BinaryUnsupported,
-            "binary messages are not part of the protocol",
-        ),
-        Ok(text) => receive(inner, &conn, &mut limit, text).await,
-        Err(_) => reject(
-            inner,
-            &conn,
-            None,
-            ErrorCode::Malformed,
-            "the message is not UTF-8",
-        ),
     }
+    let message = match std::str::from_utf8(&body) {
+        _ if binary => Inbound::Binary,
+        Ok(text) => Inbound::Text(text),
+        Err(_) => Inbound::NotUtf8,
+    };
+    receive(inner, &conn, message).await;
     StatusCode::ACCEPTED.into_response()
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "no open event stream for this key: reconnect the stream",
+    )
+        .into_response()
 }
 
 #[cfg(test)]

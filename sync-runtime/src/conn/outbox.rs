@@ -1,0 +1,234 @@
+//! A connection's outgoing side as plain data: the queue of frames waiting for a transport, the numbered
+//! reactions kept for replay, and the acknowledgement window. No locks and no I/O here; `Conn` holds it
+//! under one mutex.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::protocol::server::REACTION_HEAD;
+
+/// A frame waiting in a connection's queue.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outbound {
+    /// A reaction: the writer prefixes `{"t":"reaction","seq":N` to this shared tail.
+    Reaction(Arc<str>),
+    /// A complete control frame.
+    Control(Arc<str>),
+}
+
+impl Outbound {
+    pub fn control(text: impl Into<Arc<str>>) -> Self {
+        Outbound::Control(text.into())
+    }
+
+    /// What this frame is charged against a queue's byte bound: its slot and its text (a tail shared with
+    /// other recipients is charged to each, so that the bound holds whoever lets go of it last).
+    pub fn cost(&self) -> usize {
+        SLOT
+            + match self {
+                Outbound::Reaction(tail) => REACTION_HEAD + tail.len(),
+                Outbound::Control(text) => text.len(),
+            }
+    }
+}
+
+/// What one queued frame costs besides its text.
+const SLOT: usize = std::mem::size_of::<Outbound>() + std::mem::size_of::<usize>();
+
+/// A queue bound, in frames and in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bound {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
+/// The outgoing side of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    queue: VecDeque<Outbound>,
+    queued_bytes: usize,
+    /// Reactions handed to a transport and not yet acknowledged, for replay after a resume.
+    sent: VecDeque<(u64, Arc<str>)>,
+    sent_bytes: usize,
+    last_seq: u64,
+    acked: u64,
+    /// Frames were dropped while nobody was reading: the client must resync when it comes back.
+    pub overflowed: bool,
+}
+
+impl Outbox {
+    /// Queue `out` if it fits in `bound`; false when it does not (nothing is queued then).
+    pub fn push(&mut self, out: Outbound, bound: Bound) -> Result<bool, Outbound> {
+        let cost = out.cost();
+        if self.queue.len() >= bound.frames || self.queued_bytes + cost > bound.bytes {
+            return Err(out);
+        }
+        let was_empty = self.queue.is_empty();
+        self.queued_bytes += cost;
+        self.queue.push_back(out);
+        Ok(was_empty)
+    }
+
+    /// Move up to `max` queued frames into `batch`; how many.
+    pub fn take(&mut self, batch: &mut Vec<Outbound>, max: usize) -> usize {
+        let n = self.queue.len().min(max);
+        for out in self.queue.drain(..n) {
+            self.queued_bytes -= out.cost();
+            batch.push(out);
+        }
+        // A burst's worth of room goes back once the connection is idle again.
+        if self.queue.is_empty() && self.queue.capacity() > 64 {
+            self.queue = VecDeque::new();
+        }
+        n
+    }
+
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Number the next reaction and keep it for replay (at most `keep`).
+    pub fn record(&mut self, tail: Arc<str>, keep: usize) -> u64 {
+        self.last_seq += 1;
+        if keep > 0 {
+            if self.sent.len() >= keep
+                && let Some((_, old)) = self.sent.pop_front()
+            {
+                self.sent_bytes -= REACTION_HEAD + old.len();
+            }
+            self.sent_bytes += REACTION_HEAD + tail.len();
+            self.sent.push_back((self.last_seq, tail));
+        }
+        self.last_seq
+    }
+
+    /// What a client that last saw `seen` missed, or `None` when some of it is no longer kept.
+    pub fn since(&self, seen: u64) -> Option<Vec<(u64, Arc<str>)>> {
+        if seen >= self.last_seq {
+            return Some(Vec::new());
+        }
+        let first_kept = self.sent.front().map_or(self.last_seq + 1, |(seq, _)| *seq);
+        if seen + 1 < first_kept {
+            return None;
+        }
+        Some(
+            self.sent
+                .iter()
+                .filter(|(seq, _)| *seq > seen)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// The client has processed every reaction up to `seq`: they need no replay any more. False when
+    /// `seq` acknowledges nothing new or reactions that were never sent.
+    pub fn ack(&mut self, seq: u64) -> bool {
+        if seq > self.last_seq || seq <= self.acked {
+            return false;
+        }
+        self.acked = seq;
+        while let Some((s, tail)) = self.sent.front()
+            && *s <= seq
+        {
+            self.sent_bytes -= REACTION_HEAD + tail.len();
+            self.sent.pop_front();
+        }
+        true
+    }
+
+    /// The `seq` of the last reaction handed to a transport.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Reactions sent and not yet acknowledged.
+    pub fn in_flight(&self) -> u64 {
+        self.last_seq.saturating_sub(self.acked)
+    }
+
+    /// Bytes held: queued frames and reactions kept for replay.
+    pub fn bytes(&self) -> usize {
+        self.queued_bytes + self.sent_bytes
+    }
+
+    /// Let go of everything queued (the connection is gone).
+    pub fn clear(&mut self) {
+        self.queue = VecDeque::new();
+        self.sent = VecDeque::new();
+        self.queued_bytes = 0;
+        self.sent_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(n: u64) -> Arc<str> {
+        Arc::from(n.to_string())
+    }
+
+    const ROOMY: Bound = Bound {
+        frames: 1000,
+        bytes: 1 << 20,
+    };
+
+    #[test]
+    fn replay_returns_what_was_missed_or_none_when_evicted() {
+        let mut outbox = Outbox::default();
+        for n in 1..=10 {
+            assert_eq!(outbox.record(tail(n), 4), n);
+        }
+        assert_eq!(outbox.since(10), Some(vec![]));
+        let missed: Vec<u64> = outbox.since(7).expect("kept").iter().map(|(s, _)| *s).collect();
+        assert_eq!(missed, vec![8, 9, 10]);
+        assert_eq!(outbox.since(6).expect("kept").len(), 4);
+        assert_eq!(outbox.since(5), None, "seq 6 was evicted");
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_frames_and_in_bytes() {
+        let mut outbox = Outbox::default();
+        let frames = Bound {
+            frames: 2,
+            bytes: 1 << 20,
+        };
+        assert_eq!(outbox.push(Outbound::control("a"), frames), Ok(true));
+        assert_eq!(outbox.push(Outbound::control("b"), frames), Ok(false));
+        assert!(outbox.push(Outbound::control("c"), frames).is_err());
+
+        let mut outbox = Outbox::default();
+        let big = Outbound::Reaction(Arc::from("x".repeat(100)));
+        let bytes = Bound {
+            frames: 1000,
+            bytes: big.cost() * 3,
+        };
+        for _ in 0..3 {
+            assert!(outbox.push(big.clone(), bytes).is_ok());
+        }
+        assert!(outbox.push(big.clone(), bytes).is_err(), "a fourth does not fit");
+        assert_eq!(outbox.bytes(), big.cost() * 3);
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(&mut batch, 10), 3);
+        assert_eq!(outbox.bytes(), 0, "taking frees the bytes");
+    }
+
+    #[test]
+    fn acknowledged_reactions_leave_the_replay_and_its_bytes() {
+        let mut outbox = Outbox::default();
+        for n in 1..=5 {
+            outbox.record(tail(n), 64);
+        }
+        assert_eq!(outbox.in_flight(), 5);
+        let held = outbox.bytes();
+        assert!(outbox.ack(3));
+        assert!(!outbox.ack(3), "nothing new");
+        assert!(!outbox.ack(9), "never sent");
+        assert_eq!(outbox.in_flight(), 2);
+        assert!(outbox.bytes() < held);
+        assert_eq!(outbox.since(3).expect("kept").len(), 2);
+        let _ = outbox.push(Outbound::control("x"), ROOMY);
+        outbox.clear();
+        assert_eq!(outbox.bytes(), 0);
+    }
+}

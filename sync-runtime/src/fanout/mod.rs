@@ -1,0 +1,69 @@
+//! The broadcast: one trigger at a time per concrete path (`lane`), each run over everyone on the path
+//! (`run`): filters, verdicts, frames.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::conn::{Conn, Outbound};
+use crate::conns::ConnTable;
+use crate::error::SyncError;
+use crate::handler::{AnyArc, ErasedPeer, Location};
+use crate::protocol::Outcome;
+use crate::protocol::server::{ResultFrame, error_frame};
+use crate::registry::SyncEntry;
+
+mod lane;
+mod run;
+
+pub(crate) use run::FanOut;
+
+/// One accepted trigger, waiting for its lane.
+pub(crate) struct Job {
+    pub entry: Arc<SyncEntry>,
+    pub location: Location,
+    pub data: AnyArc,
+    pub sender: Option<Sender>,
+    pub reply: Reply,
+}
+
+/// Who sent a trigger.
+pub(crate) struct Sender {
+    /// The sending connection when it is on this node; `None` for a sender on another node.
+    pub conn: Option<Arc<Conn>>,
+    pub peer: ErasedPeer,
+    /// `false`: the sending connection is left out of the recipients.
+    pub echo: bool,
+}
+
+/// Where a fan-out's outcome goes.
+pub(crate) enum Reply {
+    None,
+    /// The Rust caller's [`Pending`](crate::Pending).
+    Caller(oneshot::Sender<Result<Outcome, SyncError>>),
+    /// A `result` (or `error`) frame to the sending connection, answering its request `id`.
+    Frame { conn: Arc<Conn>, id: u64 },
+}
+
+impl Reply {
+    pub fn send(self, conns: &ConnTable, result: Result<Outcome, SyncError>) {
+        match self {
+            Reply::None => {}
+            Reply::Caller(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Frame { conn, id } => {
+                let frame = match result {
+                    Ok(outcome) => serde_json::to_string(&ResultFrame {
+                        t: "result",
+                        id,
+                        outcome,
+                    })
+                    .expect("a result frame has only integers"),
+                    Err(e) => error_frame(Some(id), e.code, &e.message),
+                };
+                conns.push(&conn, Outbound::control(frame));
+            }
+        }
+    }
+}

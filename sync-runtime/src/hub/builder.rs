@@ -1,0 +1,544 @@
+//! Configuring a hub: every limit with its default, the app's authenticator and functions, and
+//! `build`, which checks that every registered handler fits them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{AuthFn, AuthRequest, Identity, Origin, OriginPolicy};
+use crate::broker::Backplane;
+use crate::handler::AnyArc;
+use crate::registry::{Registration, SyncTable};
+use crate::{Refusal, SyncHub};
+
+/// Limits and timings of a hub. Every field has a safe default; set them through [`SyncHubBuilder`].
+#[derive(Debug, Clone)]
+pub(crate) struct HubConfig {
+    pub prefix: String,
+    pub filter_deadline: Duration,
+    pub outbound_queue: usize,
+    pub outbound_queue_bytes: usize,
+    pub lane_queue: usize,
+    pub lane_idle: Duration,
+    pub max_message_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    pub allowed_origins: Vec<String>,
+    pub resume_grace: Duration,
+    pub replay_frames: usize,
+    pub max_connections_per_user: usize,
+    pub parked_frames: usize,
+    pub parked_bytes: usize,
+    pub max_parked: usize,
+    pub max_parked_per_user: usize,
+    pub max_parked_bytes: usize,
+    pub socket_read_buffer: usize,
+    pub socket_write_buffer: usize,
+    pub user_rate_per_sec: u32,
+    pub user_rate_burst: u32,
+    pub sse_keepalive: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            prefix: "/_sync".to_owned(),
+            filter_deadline: Duration::from_secs(2),
+            outbound_queue: 4096,
+            outbound_queue_bytes: 4 << 20,
+            lane_queue: 4096,
+            lane_idle: Duration::from_secs(10),
+            max_message_bytes: 64 * 1024,
+            max_frame_bytes: 1024 * 1024,
+            rate_per_sec: 200,
+            rate_burst: 2000,
+            allowed_origins: Vec::new(),
+            resume_grace: Duration::from_secs(120),
+            replay_frames: 64,
+            max_connections_per_user: 64,
+            parked_frames: 256,
+            parked_bytes: 64 * 1024,
+            max_parked: 10_000,
+            max_parked_per_user: 16,
+            max_parked_bytes: 64 << 20,
+            socket_read_buffer: 1024,
+            socket_write_buffer: 16 * 1024,
+            user_rate_per_sec: 500,
+            user_rate_burst: 5000,
+            sse_keepalive: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the session type needs to cross nodes, captured where its type is known.
+#[derive(Clone, Copy)]
+pub(crate) struct SessionCodec {
+    pub session: std::any::TypeId,
+    pub encode: fn(&AnyArc) -> Option<Box<serde_json::value::RawValue>>,
+    pub decode: fn(&str) -> Option<AnyArc>,
+}
+
+impl SessionCodec {
+    pub fn of<S>() -> Self
+    where
+        S: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        SessionCodec {
+            session: std::any::TypeId::of::<S>(),
+            encode: |session| {
+                let session = session.downcast_ref::<S>()?;
+                serde_json::value::to_raw_value(session).ok()
+            },
+            decode: |json| {
+                serde_json::from_str::<S>(json)
+                    .ok()
+                    .map(|s| Arc::new(s) as AnyArc)
+            },
+        }
+    }
+}
+
+/// Why [`SyncHubBuilder::build`] failed: every problem found, each matchable.
+///
+/// ```
+/// use sync_runtime::{BuildProblem, SyncHub};
+///
+/// let error = SyncHub::builder().build().expect_err("no authenticator");
+/// assert!(matches!(error.problems(), [BuildProblem::NoAuthenticator]));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("the sync hub cannot be built:{}", .problems.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
+pub struct BuildError {
+    problems: Vec<BuildProblem>,
+}
+
+impl BuildError {
+    /// What is wrong, in the order found.
+    pub fn problems(&self) -> &[BuildProblem] {
+        &self.problems
+    }
+}
+
+/// One reason a hub cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildProblem {
+    /// Neither `authenticate` nor `guests` was called.
+    #[error("no authenticator: call `.authenticate(..)` to map requests to sessions, or `.guests()` to admit everyone")]
+    NoAuthenticator,
+    /// A filter or gate expects another session type than the authenticator produces.
+    #[error("{file}: `filter` takes session type `{expected}`, but the hub's authenticator produces `{actual}`")]
+    SessionType {
+        /// The handler file.
+        file: &'static str,
+        /// What the handler takes.
+        expected: &'static str,
+        /// What the hub has.
+        actual: &'static str,
+    },
+    /// A filter or gate expects another functions type than the hub was given.
+    #[error("{file}: `filter` takes functions type `{expected}`, but the hub was given `{actual}`")]
+    FunctionsType {
+        /// The handler file.
+        file: &'static str,
+        /// What the handler takes.
+        expected: &'static str,
+        /// What the hub has.
+        actual: &'static str,
+    },
+    /// Two registrations of one sync (the route tree included by two crates).
+    #[error("`{name}` on `{route}` is registered twice ({file}); is the route tree included by two crates?")]
+    Duplicate {
+        /// The route pattern.
+        route: &'static str,
+        /// The sync name.
+        name: &'static str,
+        /// Its client file.
+        file: &'static str,
+    },
+    /// An entry of `allowed_origins` is not an origin.
+    #[error("`{0}` in `allowed_origins` is not an origin: expected scheme://host[:port]")]
+    BadOrigin(String),
+    /// `.backplane(..)` came before `.authenticate(..)`.
+    #[error("`.backplane(..)` was called before `.authenticate(..)`: call it after, so that the session type it carries between nodes is the one the authenticator produces")]
+    BackplaneBeforeAuthenticate,
+    /// A sync's data cannot cross nodes.
+    #[error("{file}: `Data` must implement `Serialize` to cross nodes on the backplane: add `#[derive(serde::Serialize)]`")]
+    DataNotSerialize {
+        /// The client file declaring `Data`.
+        file: &'static str,
+    },
+    /// The backplane's configuration cannot work (e.g. its URL).
+    #[error("{0}")]
+    Backplane(String),
+    /// `build` ran outside a Tokio runtime while a backplane needs one.
+    #[error("the backplane starts its connections when the hub is built: call `build()` inside a Tokio runtime")]
+    NoRuntime,
+}
+
+/// Configures a [`SyncHub`]. `S` is the app's session type, `F` its backend helpers ("functions").
+///
+/// ```
+/// use sync_runtime::{Identity, Refusal, SyncHub};
+///
+/// #[derive(Clone)]
+/// struct User { name: String }
+/// struct Functions { greeting: &'static str }
+///
+/// let hub = SyncHub::builder()
+///     .authenticate(|req| async move {
+///         match req.token() {
+///             Some(name) => Ok(Identity::new(name, User { name: name.to_owned() })),
+///             None => Err(Refusal::new("log in first")),
+///         }
+///     })
+///     .functions(Functions { greeting: "hi" })
+///     .build()
+///     .expect("handler types match");
+/// ```
+pub struct SyncHubBuilder<S = (), F = ()> {
+    auth: Option<AuthFn>,
+    functions: AnyArc,
+    config: HubConfig,
+    backplane: Option<(Backplane, SessionCodec)>,
+    _session: std::marker::PhantomData<fn() -> (S, F)>,
+}
+
+impl SyncHub {
+    /// Start configuring a hub.
+    pub fn builder() -> SyncHubBuilder<(), ()> {
+        SyncHubBuilder {
+            auth: None,
+            functions: Arc::new(()),
+            config: HubConfig::default(),
+            backplane: None,
+            _session: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<S, F> SyncHubBuilder<S, F>
+where
+    S: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    F: Send + Sync + 'static,
+{
+    /// Share triggers with the other server processes on one Redis (SPEC 8): a trigger on any node reaches
+    /// every user on the route on every node, and each node runs filters only for its own connections.
+    /// Without it (the default) the hub is in-memory and needs nothing else.
+    ///
+    /// Call it after [`authenticate`](Self::authenticate): the session type crosses nodes (as JSON) so that
+    /// filters elsewhere see the sender's session, which is why it must be `Serialize + Deserialize`. Every
+    /// sync's `Data` must be `Serialize` too, which [`build`](Self::build) checks. `build` must run inside a
+    /// Tokio runtime, where the backplane starts its two connections.
+    ///
+    /// ```no_run
+    /// use sync_runtime::{Backplane, SyncHub};
+    ///
+    /// # async fn f() {
+    /// let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    /// let hub = SyncHub::builder()
+    ///     .guests()
+    ///     .backplane(Backplane::redis(url).key_prefix("prod"))
+    ///     .build()
+    ///     .expect("handlers match");
+    /// # }
+    /// ```
+    pub fn backplane(mut self, backplane: Backplane) -> Self {
+        self.backplane = Some((backplane, SessionCodec::of::<S>()));
+        self
+    }
+}
+
+impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
+    /// How a WebSocket upgrade becomes a session. Returning `Err` refuses the upgrade with `401` before it
+    /// happens. Required, unless [`guests`](Self::guests) is used.
+    pub fn authenticate<S2, Fut>(
+        self,
+        auth: impl Fn(AuthRequest) -> Fut + Send + Sync + 'static,
+    ) -> SyncHubBuilder<S2, F>
+    where
+        S2: Send + Sync + 'static,
+        Fut: Future<Output = Result<Identity<S2>, Refusal>> + Send + 'static,
+    {
+        SyncHubBuilder {
+            auth: Some(crate::auth::erase(auth)),
+            functions: self.functions,
+            config: self.config,
+            backplane: self.backplane,
+            _session: std::marker::PhantomData,
+        }
+    }
+
+    /// Admit everyone, each connection as its own anonymous user ([`Identity::guest`]) with session
+    /// `()`. A guest resumes with its resume key and sends over SSE like any other connection.
+    pub fn guests(self) -> SyncHubBuilder<(), F> {
+        self.authenticate(|_| std::future::ready(Ok(Identity::guest(()))))
+    }
+
+    /// The app's backend helpers handed to every filter and gate (database pool and the like).
+    /// Default: `()`.
+    pub fn functions<F2: Send + Sync + 'static>(self, functions: F2) -> SyncHubBuilder<S, F2> {
+        SyncHubBuilder {
+            auth: self.auth,
+            functions: Arc::new(functions),
+            config: self.config,
+            backplane: self.backplane,
+            _session: std::marker::PhantomData,
+        }
+    }
+
+    /// Where the endpoints are mounted. Default: `/_sync` (WebSocket at `/_sync/ws`).
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.prefix = prefix.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// How long one filter may take before its recipient is skipped. Default: 2 s.
+    pub fn filter_deadline(mut self, deadline: Duration) -> Self {
+        self.config.filter_deadline = deadline;
+        self
+    }
+
+    /// Frames queued per connection before it is closed as a slow consumer (code 4008). Default: 4096.
+    pub fn outbound_queue(mut self, frames: usize) -> Self {
+        self.config.outbound_queue = frames.max(1);
+        self
+    }
+
+    /// Bytes queued per connection (frames and their text) before it is closed as a slow consumer.
+    /// Default: 4 MiB.
+    pub fn outbound_queue_bytes(mut self, bytes: usize) -> Self {
+        self.config.outbound_queue_bytes = bytes.max(1024);
+        self
+    }
+
+    /// What one parked connection (its transport dropped, waiting for a resume) may hold, its queue and
+    /// the reactions kept for replay together. Past either bound it is forgotten at once, and its client
+    /// gets `resync` when it comes back. Default: 256 frames, 64 KiB.
+    pub fn parked_queue(mut self, frames: usize, bytes: usize) -> Self {
+        self.config.parked_frames = frames.max(1);
+        self.config.parked_bytes = bytes.max(1024);
+        self
+    }
+
+    /// Bounds on parked connections: how many in total, how many per user, and the bytes all of them may
+    /// hold together. Past the counts the oldest parked connection is forgotten; a connection whose queue
+    /// would pass the byte budget is forgotten. Either way its client gets `resync` when it comes back.
+    /// Default: 10,000 in total, 16 per user, 64 MiB.
+    ///
+    /// ```
+    /// let hub = sync_runtime::SyncHub::builder()
+    ///     .guests()
+    ///     .max_parked(1_000, 4, 16 << 20)
+    ///     .build()
+    ///     .expect("a hub");
+    /// # drop(hub);
+    /// ```
+    pub fn max_parked(mut self, total: usize, per_user: usize, bytes: usize) -> Self {
+        self.config.max_parked = total;
+        self.config.max_parked_per_user = per_user;
+        self.config.max_parked_bytes = bytes;
+        self
+    }
+
+    /// Triggers queued per path before `sync_request!` gets `overloaded`. Default: 4096.
+    pub fn lane_queue(mut self, triggers: usize) -> Self {
+        self.config.lane_queue = triggers.max(1);
+        self
+    }
+
+    /// How long a path's lane waits for another trigger before its task ends (a new one starts with the
+    /// next trigger). Order holds whatever the value; shorter saves idle tasks, longer saves spawns.
+    /// Default: 10 s.
+    pub fn lane_idle(mut self, idle: Duration) -> Self {
+        self.config.lane_idle = idle;
+        self
+    }
+
+    /// Largest client message answered normally; larger ones get `too_large`. Default: 64 KiB.
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_message_bytes = bytes;
+        self
+    }
+
+    /// Hard cap on a WebSocket frame; larger ones close the connection (code 1009). Default: 1 MiB.
+    pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_frame_bytes = bytes;
+        self
+    }
+
+    /// Messages per second per connection (token bucket) and the burst allowed. Default: 200/s, burst 2000.
+    pub fn rate_limit(mut self, per_sec: u32, burst: u32) -> Self {
+        self.config.rate_per_sec = per_sec.max(1);
+        self.config.rate_burst = burst.max(1);
+        self
+    }
+
+    /// Connections one user may hold at once (tabs, devices, parked ones included); more get `429`
+    /// before the upgrade. Default: 64.
+    pub fn max_connections_per_user(mut self, connections: usize) -> Self {
+        self.config.max_connections_per_user = connections.max(1);
+        self
+    }
+
+    /// The socket buffers of each connection: the read buffer is allocated for every connection, so it is
+    /// the main per-connection memory cost; writes are batched up to the write size before a flush forces
+    /// them out. Default: 1 KiB read (larger messages arrive in several reads), 16 KiB write.
+    pub fn socket_buffers(mut self, read: usize, write: usize) -> Self {
+        self.config.socket_read_buffer = read.max(256);
+        self.config.socket_write_buffer = write;
+        self
+    }
+
+    /// How often an idle SSE stream gets a keepalive comment, so that proxies keep it open and a dead
+    /// client is noticed. Default: 30 seconds.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let hub = sync_runtime::SyncHub::builder()
+    ///     .guests()
+    ///     .sse_keepalive(Duration::from_secs(15))
+    ///     .build()
+    ///     .expect("a hub");
+    /// # drop(hub);
+    /// ```
+    pub fn sse_keepalive(mut self, every: Duration) -> Self {
+        self.config.sse_keepalive = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Messages per second shared by all connections of one user, and the burst. Default: 500/s, burst 5000.
+    pub fn user_rate_limit(mut self, per_sec: u32, burst: u32) -> Self {
+        self.config.user_rate_per_sec = per_sec.max(1);
+        self.config.user_rate_burst = burst.max(1);
+        self
+    }
+
+    /// Browser origins allowed besides the server's own (`https://app.example.com`): scheme, host and
+    /// port must all match. The server's own origin is its `Host` with the scheme the request came in on
+    /// (`X-Forwarded-Proto` from a proxy that terminates TLS, else `http`); a server that terminates TLS
+    /// itself lists its `https://` origin here. Default: none; requests without an `Origin` header
+    /// (non-browser clients) are always allowed. An entry that is not an origin fails [`build`](Self::build).
+    pub fn allowed_origins(mut self, origins: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.config.allowed_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long a connection whose socket dropped stays on its routes, buffering, so that a client
+    /// reconnecting within it gets every reaction it missed. `Duration::ZERO` turns resume off.
+    /// Default: 2 minutes.
+    pub fn resume_grace(mut self, grace: Duration) -> Self {
+        self.config.resume_grace = grace;
+        self
+    }
+
+    /// Reactions kept per connection after sending, to replay those lost in flight when a socket drops;
+    /// with acknowledged delivery, also how many may be unacknowledged at once. A client that missed more
+    /// than this (or more than a parked connection may hold while away) gets `resync`.
+    /// Default: 64.
+    pub fn replay_frames(mut self, frames: usize) -> Self {
+        self.config.replay_frames = frames;
+        self
+    }
+
+    /// Collect every registered sync and check that its handlers use this hub's session and functions types.
+    pub fn build(self) -> Result<SyncHub, BuildError> {
+        let mut table = SyncTable::default();
+        let mut problems = Vec::new();
+        for reg in inventory::iter::<Registration> {
+            self.check(reg, &mut table, &mut problems);
+        }
+        self.finish(table, problems)
+    }
+
+    /// Build with exactly these registrations (for the crate's own tests, which have no generated tree).
+    #[cfg(test)]
+    pub(crate) fn build_with(self, regs: &[&'static Registration]) -> Result<SyncHub, BuildError> {
+        let mut table = SyncTable::default();
+        let mut problems = Vec::new();
+        for reg in regs {
+            self.check(reg, &mut table, &mut problems);
+        }
+        self.finish(table, problems)
+    }
+
+    fn check(
+        &self,
+        reg: &'static Registration,
+        table: &mut SyncTable,
+        problems: &mut Vec<BuildProblem>,
+    ) {
+        let erased = (reg.build)();
+        if let Some((s, f)) = erased.0.server_types {
+            let file = reg.server_file.unwrap_or(reg.client_file);
+            if s.id != std::any::TypeId::of::<S>() {
+                problems.push(BuildProblem::SessionType {
+                    file,
+                    expected: s.name,
+                    actual: std::any::type_name::<S>(),
+                });
+            }
+            if f.id != std::any::TypeId::of::<F>() {
+                problems.push(BuildProblem::FunctionsType {
+                    file,
+                    expected: f.name,
+                    actual: std::any::type_name::<F>(),
+                });
+            }
+        }
+        if !table.insert(reg, erased) {
+            problems.push(BuildProblem::Duplicate {
+                route: reg.route,
+                name: reg.name,
+                file: reg.client_file,
+            });
+        }
+    }
+
+    fn finish(
+        self,
+        table: SyncTable,
+        mut problems: Vec<BuildProblem>,
+    ) -> Result<SyncHub, BuildError> {
+        if self.auth.is_none() {
+            problems.insert(0, BuildProblem::NoAuthenticator);
+        }
+        let mut origins = OriginPolicy::default();
+        for entry in &self.config.allowed_origins {
+            match Origin::parse(entry) {
+                Some(origin) => origins.allowed.push(origin),
+                None => problems.push(BuildProblem::BadOrigin(entry.clone())),
+            }
+        }
+        if let Some((backplane, codec)) = &self.backplane {
+            if let Some(problem) = backplane.problem() {
+                problems.push(BuildProblem::Backplane(problem));
+            }
+            if codec.session != std::any::TypeId::of::<S>() {
+                problems.push(BuildProblem::BackplaneBeforeAuthenticate);
+            }
+            for entry in table.entries() {
+                if entry.data_json.is_none() {
+                    problems.push(BuildProblem::DataNotSerialize {
+                        file: entry.client_file,
+                    });
+                }
+            }
+            if tokio::runtime::Handle::try_current().is_err() {
+                problems.push(BuildProblem::NoRuntime);
+            }
+        }
+        let Some(auth) = self.auth.filter(|_| problems.is_empty()) else {
+            return Err(BuildError { problems });
+        };
+        Ok(super::assemble(
+            self.config,
+            table,
+            auth,
+            origins,
+            self.functions,
+            self.backplane,
+        ))
+    }
+}

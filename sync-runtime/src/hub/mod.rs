@@ -1,0 +1,234 @@
+//! The hub: one cloneable handle ([`SyncHub`]) over the index of who is where and the broadcast, put
+//! together from the pieces below it (registry, presence, connection table, fan-out, broker).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::auth::{AuthFn, OriginPolicy};
+use crate::broker::{Backplane, BackplaneStatus, Broker};
+use crate::conn::{Bound, Budget, ConnLimits};
+use crate::conns::{ConnTable, TableConfig};
+use crate::fanout::FanOut;
+use crate::handler::AnyArc;
+use crate::presence::Presence;
+use crate::protocol::close_code;
+use crate::registry::SyncTable;
+use crate::routes::normalize;
+use crate::stats::{Counters, Stats};
+
+mod builder;
+
+pub use builder::{BuildError, BuildProblem, SyncHubBuilder};
+pub(crate) use builder::{HubConfig, SessionCodec};
+
+/// Everything a hub is made of.
+pub(crate) struct HubInner {
+    pub config: HubConfig,
+    pub table: SyncTable,
+    pub auth: AuthFn,
+    pub origins: OriginPolicy,
+    pub functions: AnyArc,
+    pub presence: Arc<Presence>,
+    pub conns: Arc<ConnTable>,
+    pub fanout: Arc<FanOut>,
+    pub counters: Arc<Counters>,
+    /// Set by [`SyncHub::shutdown`]: new connections are refused.
+    pub shutting_down: AtomicBool,
+    /// Notified whenever a transport lets go of a connection, for `shutdown` to wait on.
+    pub transport_closed: Notify,
+    /// Set when the hub shares triggers with other nodes.
+    pub broker: Option<Arc<dyn Broker>>,
+    pub session_codec: Option<SessionCodec>,
+}
+
+/// Put a hub together from a checked configuration.
+fn assemble(
+    config: HubConfig,
+    table: SyncTable,
+    auth: AuthFn,
+    origins: OriginPolicy,
+    functions: AnyArc,
+    backplane: Option<(Backplane, SessionCodec)>,
+) -> SyncHub {
+    let counters = Arc::new(Counters::default());
+    let presence = Arc::new(Presence::default());
+    let limits = Arc::new(ConnLimits {
+        live: Bound {
+            frames: config.outbound_queue,
+            bytes: config.outbound_queue_bytes,
+        },
+        parked: Bound {
+            frames: config.parked_frames,
+            bytes: config.parked_bytes,
+        },
+        keep: config.replay_frames,
+        parked_budget: Budget::new(config.max_parked_bytes),
+        rate: (config.rate_per_sec, config.rate_burst),
+    });
+    let conns = Arc::new(ConnTable::new(
+        TableConfig {
+            max_per_user: config.max_connections_per_user,
+            max_parked: config.max_parked,
+            max_parked_per_user: config.max_parked_per_user,
+            grace: config.resume_grace,
+            user_rate: (config.user_rate_per_sec, config.user_rate_burst),
+        },
+        limits,
+        presence.clone(),
+        counters.clone(),
+    ));
+    let fanout = Arc::new(FanOut::new(
+        presence.clone(),
+        conns.clone(),
+        counters.clone(),
+        functions.clone(),
+        config.filter_deadline,
+        config.lane_queue,
+        config.lane_idle,
+    ));
+    let (broker, session_codec) = match &backplane {
+        Some((backplane, codec)) => (Some(backplane.start()), Some(*codec)),
+        None => (None, None),
+    };
+    let inner = Arc::new(HubInner {
+        config,
+        table,
+        auth,
+        origins,
+        functions,
+        presence,
+        conns,
+        fanout,
+        counters,
+        shutting_down: AtomicBool::new(false),
+        transport_closed: Notify::new(),
+        broker,
+        session_codec,
+    });
+    // Only now that the hub exists: a subscriber started earlier could find no hub and stop for good.
+    if let Some(broker) = &inner.broker {
+        let inbox: std::sync::Weak<dyn crate::broker::Inbox> = Arc::downgrade(&inner) as _;
+        broker.start(inbox);
+    }
+    SyncHub { inner }
+}
+
+/// The sync runtime: one cloneable handle to mount, trigger and observe.
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+/// use sync_runtime::SyncHub;
+///
+/// # async fn run() {
+/// let hub = SyncHub::builder().guests().build().expect("handlers match the hub");
+/// let app = hub.attach(Router::new().route("/", get(|| async { "home" })));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+/// axum::serve(listener, app).await.unwrap();
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SyncHub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+impl fmt::Debug for SyncHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncHub")
+            .field("prefix", &self.inner.config.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: SyncHub;
+}
+
+static GLOBAL: RwLock<Option<SyncHub>> = RwLock::new(None);
+
+impl SyncHub {
+    /// Run `fut` with this hub as the one `sync_request!` uses.
+    pub fn scope<Fut: Future>(&self, fut: Fut) -> impl Future<Output = Fut::Output> {
+        CURRENT.scope(self.clone(), fut)
+    }
+
+    /// Make this hub the one `sync_request!` uses outside any [`scope`](Self::scope) (background tasks,
+    /// `main`). Replaces a previously installed hub.
+    pub fn install_global(&self) {
+        *GLOBAL.write().unwrap_or_else(|e| e.into_inner()) = Some(self.clone());
+    }
+
+    /// The hub `sync_request!` would use here: the scoped one, else the global one.
+    pub fn current() -> Option<SyncHub> {
+        CURRENT
+            .try_with(SyncHub::clone)
+            .ok()
+            .or_else(|| GLOBAL.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Counters since the hub was built.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
+    }
+
+    /// The number of connections currently on `path` (parked ones included: they still get what is sent
+    /// there, for their resume).
+    pub fn present(&self, path: &str) -> usize {
+        normalize(path).map_or(0, |path| self.inner.presence.count(&path))
+    }
+
+    /// The backplane's connections and counters, or `None` when the hub has no backplane.
+    pub fn backplane_status(&self) -> Option<BackplaneStatus> {
+        self.inner.broker.as_ref().map(|b| b.status())
+    }
+
+    /// Close every connection with "going away" (1001) so that clients reconnect elsewhere or later,
+    /// refuse new ones (503), and wait until the transports have let go, at most `deadline`. Fan-outs
+    /// already queued still run; their reactions go to whoever is still connected. Returns the
+    /// connections still open at the deadline (0 when all closed in time).
+    ///
+    /// ```no_run
+    /// # async fn f(hub: sync_runtime::SyncHub) {
+    /// let open = hub.shutdown(std::time::Duration::from_secs(5)).await;
+    /// assert_eq!(open, 0);
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, deadline: Duration) -> u64 {
+        let inner = &self.inner;
+        inner.shutting_down.store(true, Ordering::Release);
+        for conn in inner.conns.all() {
+            inner
+                .conns
+                .close(&conn, close_code::GOING_AWAY, "server shutting down");
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let closed = inner.transport_closed.notified();
+            let open = inner.counters.connections.load(Ordering::Acquire);
+            if open == 0 || tokio::time::timeout_at(until, closed).await.is_err() {
+                return inner.counters.connections.load(Ordering::Acquire);
+            }
+        }
+    }
+
+    /// Close every connection of `user`, live or parked (e.g. after revoking their token), with code
+    /// [`REVOKED`](close_code::REVOKED). Returns how many were closed.
+    pub fn disconnect_user(&self, user: &str) -> usize {
+        let inner = &self.inner;
+        inner
+            .conns
+            .all()
+            .into_iter()
+            .filter(|c| &**c.user() == user)
+            .filter(|c| {
+                inner
+                    .conns
+                    .close(c, close_code::REVOKED, "disconnected by the server")
+            })
+            .count()
+    }
+}

@@ -1,0 +1,219 @@
+//! What the server sends. The server writes these types (and, on the hot path, the reaction frame's head
+//! by hand, checked against the type by a test); the Rust client reads them as [`ServerFrame`].
+
+use serde::{Deserialize, Serialize};
+
+use super::{ErrorCode, Outcome};
+
+/// The first frame on every transport.
+#[derive(Serialize)]
+pub(crate) struct Hello<'a> {
+    pub t: &'static str,
+    pub v: u32,
+    pub conn: &'a str,
+    /// The secret to present (`?resume=`) when reconnecting, to get what was missed.
+    pub resume: &'a str,
+    /// Whether this socket resumed an earlier connection.
+    pub resumed: bool,
+    /// With acknowledged delivery (`ack=1`): how many reactions may be unacknowledged at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
+}
+
+/// Where the server placed the connection, after a `nav` (or the `path` of the connect request).
+#[derive(Serialize)]
+pub(crate) struct Located<'a> {
+    pub t: &'static str,
+    pub path: &'a str,
+    pub route: Option<&'a str>,
+}
+
+/// The outcome of a request that carried an `id`.
+#[derive(Serialize)]
+pub(crate) struct ResultFrame {
+    pub t: &'static str,
+    pub id: u64,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    t: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    code: ErrorCode,
+    message: &'a str,
+}
+
+/// An `error` frame, answering request `id` if given.
+pub(crate) fn error_frame(id: Option<u64>, code: ErrorCode, message: &str) -> String {
+    serde_json::to_string(&ErrorFrame {
+        t: "error",
+        id,
+        code,
+        message,
+    })
+    .expect("an error frame has only strings and integers")
+}
+
+/// The client missed reactions that cannot be replayed: it must reload its data.
+pub(crate) const RESYNC: &str = r#"{"t":"resync"}"#;
+
+/// The answer to a `ping`.
+pub(crate) const PONG: &str = r#"{"t":"pong"}"#;
+
+/// The last event of an SSE stream: the close a WebSocket would have sent.
+#[derive(Serialize)]
+pub(crate) struct CloseEvent {
+    pub t: &'static str,
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// The longest `{"t":"reaction","seq":N` can be.
+pub(crate) const REACTION_HEAD: usize = 40;
+
+/// Everything of a reaction frame after its per-connection sequence number: computed once per distinct
+/// reaction and shared by every recipient's queue.
+pub(crate) fn reaction_tail(
+    path: &str,
+    route: Option<&str>,
+    name: &str,
+    reaction: &crate::Reaction,
+) -> std::sync::Arc<str> {
+    #[derive(Serialize)]
+    struct Tail<'a> {
+        path: &'a str,
+        route: Option<&'a str>,
+        name: &'a str,
+        reaction: &'a crate::Reaction,
+    }
+    let mut tail = serde_json::to_string(&Tail {
+        path,
+        route,
+        name,
+        reaction,
+    })
+    .unwrap_or_else(|e| {
+        tracing::error!(target: "sync_runtime::fanout", error = %e, "reaction failed to serialize");
+        r#"{"reaction":{"kind":"batch","items":[]}}"#.to_owned()
+    });
+    // `{"path":..}` becomes `,"path":..}` so that the writer can put `{"t":"reaction","seq":N` before it.
+    tail.replace_range(..1, ",");
+    std::sync::Arc::from(tail)
+}
+
+/// Write reaction frame `seq` (head and shared tail) into `out`.
+pub(crate) fn write_reaction(out: &mut impl std::fmt::Write, seq: u64, tail: &str) {
+    let _ = write!(out, r#"{{"t":"reaction","seq":{seq}"#);
+    let _ = out.write_str(tail);
+}
+
+/// A reaction frame as a `String` (replays; the writer's hot path writes into a reused buffer).
+pub(crate) fn reaction_frame(seq: u64, tail: &str) -> String {
+    let mut text = String::with_capacity(REACTION_HEAD + tail.len());
+    write_reaction(&mut text, seq, tail);
+    text
+}
+
+/// Any server frame, as a client reads it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) enum ServerFrame {
+    Hello {
+        conn: String,
+        #[serde(default)]
+        resume: Option<String>,
+        #[serde(default)]
+        resumed: bool,
+        #[serde(default)]
+        window: Option<u64>,
+    },
+    Resync,
+    Located {
+        path: String,
+        route: Option<String>,
+    },
+    Reaction {
+        seq: u64,
+        path: String,
+        route: Option<String>,
+        name: String,
+        reaction: serde_json::Value,
+    },
+    Result {
+        id: u64,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    Error {
+        #[serde(default)]
+        id: Option<u64>,
+        code: ErrorCode,
+        message: String,
+    },
+    Pong,
+    Close {
+        code: u16,
+        #[serde(default)]
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ServerFrame {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn the_hand_built_reaction_frame_round_trips_through_the_types() {
+        let reaction = crate::Reaction::event("saved", serde_json::json!({ "id": "a\"b" }));
+        let tail = reaction_tail("/posts/7", Some("/posts/[id]"), "newComment", &reaction);
+        let ServerFrame::Reaction {
+            seq,
+            path,
+            route,
+            name,
+            reaction: json,
+        } = parse(&reaction_frame(u64::MAX, &tail))
+        else {
+            panic!("not a reaction");
+        };
+        assert_eq!(seq, u64::MAX);
+        assert_eq!(
+            (path.as_str(), route.as_deref(), name.as_str()),
+            ("/posts/7", Some("/posts/[id]"), "newComment")
+        );
+        assert_eq!(json, serde_json::to_value(&reaction).expect("json"));
+        assert!(format!(r#"{{"t":"reaction","seq":{}"#, u64::MAX).len() <= REACTION_HEAD);
+    }
+
+    #[test]
+    fn constant_frames_are_the_types() {
+        assert!(matches!(parse(RESYNC), ServerFrame::Resync));
+        assert!(matches!(parse(PONG), ServerFrame::Pong));
+        let error = error_frame(Some(3), ErrorCode::BadData, "no");
+        assert!(matches!(
+            parse(&error),
+            ServerFrame::Error { id: Some(3), code: ErrorCode::BadData, .. }
+        ));
+        let hello = serde_json::to_string(&Hello {
+            t: "hello",
+            v: 1,
+            conn: "c1",
+            resume: "k",
+            resumed: true,
+            window: Some(64),
+        })
+        .expect("json");
+        assert!(matches!(
+            parse(&hello),
+            ServerFrame::Hello { resumed: true, window: Some(64), .. }
+        ));
+    }
+}

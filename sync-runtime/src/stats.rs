@@ -1,0 +1,71 @@
+//! Counters a hub keeps, shared by the pieces that count.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters a hub keeps; read them with [`SyncHub::stats`](crate::SyncHub::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections with a transport attached now.
+    pub connections: u64,
+    /// Connections waiting for a resume now (no transport attached).
+    pub parked: u64,
+    /// Fan-outs run.
+    pub fanouts: u64,
+    /// Reactions handed to connection queues.
+    pub delivered: u64,
+    /// Filters that returned an error.
+    pub filter_errors: u64,
+    /// Filters (or reactions) that panicked.
+    pub filter_panics: u64,
+    /// Filters that overran the deadline.
+    pub filter_timeouts: u64,
+    /// Connections closed because their queue overflowed.
+    pub slow_consumers: u64,
+    /// Parked connections forgotten before their grace window ended (a queue or a bound overflowed); their
+    /// clients get `resync` when they come back.
+    pub parked_evicted: u64,
+    /// Client messages answered with an error code.
+    pub rejected_messages: u64,
+    /// Triggers from other nodes that could not be queued (the path's queue was full); that path's
+    /// connections were told to resync.
+    pub remote_dropped: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub connections: AtomicU64,
+    pub parked: AtomicU64,
+    pub fanouts: AtomicU64,
+    pub delivered: AtomicU64,
+    pub filter_errors: AtomicU64,
+    pub filter_panics: AtomicU64,
+    pub filter_timeouts: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub parked_evicted: AtomicU64,
+    pub rejected_messages: AtomicU64,
+    pub remote_dropped: AtomicU64,
+}
+
+impl Counters {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Stats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            connections: get(&self.connections),
+            parked: get(&self.parked),
+            fanouts: get(&self.fanouts),
+            delivered: get(&self.delivered),
+            filter_errors: get(&self.filter_errors),
+            filter_panics: get(&self.filter_panics),
+            filter_timeouts: get(&self.filter_timeouts),
+            slow_consumers: get(&self.slow_consumers),
+            parked_evicted: get(&self.parked_evicted),
+            rejected_messages: get(&self.rejected_messages),
+            remote_dropped: get(&self.remote_dropped),
+        }
+    }
+}

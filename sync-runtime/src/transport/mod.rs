@@ -1,0 +1,359 @@
+//! The transports (WebSocket in `ws`, SSE in `sse`) and what they share: the router, the connect query,
+//! admission before a connection exists, attaching to a new or resumed connection, and serving it
+//! (`hello`, the replay or `resync`, the writer, the reader) until it parks or is forgotten.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::SyncHub;
+use crate::auth::{AuthRequest, Who, bearer};
+use crate::conn::writer::{ReadSide, Sink, WriteEnd, write};
+use crate::conn::{Conn, Event, Outbound};
+use crate::conns::{AdmitError, Reservation};
+use crate::hub::HubInner;
+use crate::protocol::PROTOCOL_VERSION;
+use crate::protocol::server::{Hello, Located, RESYNC, reaction_frame};
+use crate::routes::normalize;
+
+pub(crate) mod inbound;
+mod sse;
+mod ws;
+
+/// The browser client, embedded in the binary: a plain ES module, no build step.
+pub const CLIENT_JS: &str = include_str!("../../client/sync-client.js");
+
+impl SyncHub {
+    /// The sync endpoints (`<prefix>/ws`, `<prefix>/sse`, `<prefix>/client.js`), to merge into the app's
+    /// router.
+    pub fn router(&self) -> Router {
+        let prefix = &self.inner.config.prefix;
+        Router::new()
+            .route(&format!("{prefix}/ws"), get(ws::upgrade))
+            .route(
+                &format!("{prefix}/sse"),
+                get(sse::stream)
+                    .post(sse::post)
+                    // A larger message is refused with 413, like a WebSocket frame over the cap.
+                    .layer(axum::extract::DefaultBodyLimit::max(
+                        self.inner.config.max_frame_bytes,
+                    )),
+            )
+            .route(&format!("{prefix}/client.js"), get(client_js))
+            .with_state(self.clone())
+    }
+
+    /// The app's router with the sync endpoints merged in and this hub in scope for every handler, so
+    /// `sync_request!` in page handlers finds it.
+    ///
+    /// ```no_run
+    /// # use axum::{Router, routing::get};
+    /// # fn f(hub: sync_runtime::SyncHub) -> Router {
+    /// hub.attach(Router::new().route("/dashboard", get(|| async { "dashboard" })))
+    /// # }
+    /// ```
+    pub fn attach(&self, app: Router) -> Router {
+        let hub = self.clone();
+        app.merge(self.router()).layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let hub = hub.clone();
+                async move { hub.scope(next.run(req)).await }
+            },
+        ))
+    }
+}
+
+async fn client_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CLIENT_JS,
+    )
+        .into_response()
+}
+
+/// The query of a connect request (both transports).
+#[derive(serde::Deserialize)]
+pub(crate) struct ConnectQuery {
+    pub path: Option<String>,
+    pub token: Option<String>,
+    /// The resume key from an earlier `hello`.
+    pub resume: Option<String>,
+    /// The last reaction `seq` the client processed.
+    pub last_seq: Option<u64>,
+    /// `1`: the client acknowledges reactions (`ack`), and the server keeps at most a window of them
+    /// unacknowledged, so that a resume can always replay what a dying transport lost.
+    pub ack: Option<u8>,
+}
+
+/// A request refused before any connection exists: an HTTP status and the reason.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Refused {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.status, self.message).into_response()
+    }
+}
+
+/// Who is asking: the `Origin` check (403), then the app's authenticator (401).
+pub(crate) async fn authenticate(
+    hub: &HubInner,
+    headers: HeaderMap,
+    uri: Uri,
+    query_token: Option<String>,
+) -> Result<(Who, Option<String>), Refused> {
+    if !hub.origins.allows(&headers) {
+        tracing::warn!(target: "sync_runtime::ws", origin = ?headers.get(header::ORIGIN), "refused a foreign Origin");
+        return Err(Refused::new(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    let token = bearer(&headers).or(query_token);
+    let request = AuthRequest {
+        headers,
+        uri,
+        token: token.clone(),
+    };
+    match (hub.auth)(request).await {
+        Ok(who) => Ok((who, token)),
+        Err(refusal) => {
+            tracing::debug!(target: "sync_runtime::ws", reason = %refusal, "refused an unauthenticated connection");
+            Err(Refused::new(StatusCode::UNAUTHORIZED, refusal.message()))
+        }
+    }
+}
+
+/// How an admitted client gets its connection.
+enum Slot {
+    /// A new connection, counted against the user's cap already.
+    Fresh(Reservation),
+    /// It asked to resume a connection that exists (which already counts).
+    Resume { key: String, last_seq: u64 },
+    /// It asked to resume one that is gone: a new connection, and `resync`.
+    Lost(Reservation),
+}
+
+/// A client allowed in, before it has a connection.
+pub(crate) struct Admitted {
+    who: Who,
+    token: Option<String>,
+    /// The location it asked to start at.
+    pub initial: Option<Arc<str>>,
+    slot: Slot,
+}
+
+/// Every check before a connection exists, in the order `docs/PROTOCOL.md` lists them: shutting down
+/// (503), foreign `Origin` (403), authentication (401), connections per user (429), `path` (400).
+/// The per-user count is taken here, atomically with its check.
+pub(crate) async fn admit(
+    hub: &HubInner,
+    headers: HeaderMap,
+    uri: Uri,
+    query: &ConnectQuery,
+    resume: Option<(String, u64)>,
+) -> Result<Admitted, Refused> {
+    if hub.shutting_down.load(Ordering::Acquire) {
+        return Err(Refused::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+    }
+    let (who, token) = authenticate(hub, headers, uri, query.token.clone()).await?;
+    let resumable = resume
+        .as_ref()
+        .is_some_and(|(key, _)| hub.conns.resumable(key, &who).is_some());
+    let slot = match resume {
+        Some((key, last_seq)) if resumable => Slot::Resume { key, last_seq },
+        resume => {
+            let reservation = hub.conns.reserve(&who.user).map_err(|AdmitError::TooMany| {
+                tracing::warn!(target: "sync_runtime::ws", user = %who.user, "connection limit per user reached");
+                Refused::new(StatusCode::TOO_MANY_REQUESTS, "too many connections for this user")
+            })?;
+            match resume {
+                Some(_) => Slot::Lost(reservation),
+                None => Slot::Fresh(reservation),
+            }
+        }
+    };
+    let initial = match query.path.as_deref().map(normalize) {
+        Some(None) => {
+            return Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                "`path` must be an absolute path",
+            ));
+        }
+        Some(Some(path)) => Some(path),
+        None => None,
+    };
+    Ok(Admitted {
+        who,
+        token,
+        initial,
+        slot,
+    })
+}
+
+/// How a transport begins its life with a connection.
+pub(crate) enum Start {
+    Fresh,
+    /// Asked to resume, but the connection is gone: tell the client to resync.
+    Resync,
+    Resumed { last_seq: u64 },
+}
+
+/// The connection for an admitted client: the one it resumes, or a new one. `None` in the rare race where
+/// the connection to resume vanished meanwhile and the user is at the cap: the transport then closes with
+/// 1013 (try again later).
+pub(crate) async fn attach(hub: &HubInner, admitted: &mut Admitted) -> Option<(Arc<Conn>, Start)> {
+    let token = admitted.token.as_deref().map(Arc::from);
+    let fresh = |reservation: Reservation| reservation.into_conn(admitted.who.clone(), token.clone());
+    match std::mem::replace(&mut admitted.slot, Slot::Resume { key: String::new(), last_seq: 0 }) {
+        Slot::Fresh(reservation) => Some((fresh(reservation), Start::Fresh)),
+        Slot::Lost(reservation) => Some((fresh(reservation), Start::Resync)),
+        Slot::Resume { key, last_seq } => match hub.conns.resume(&key, &admitted.who).await {
+            Some(conn) => Some((conn, Start::Resumed { last_seq })),
+            None => {
+                let reservation = hub.conns.reserve(&admitted.who.user).ok()?;
+                Some((fresh(reservation), Start::Resync))
+            }
+        },
+    }
+}
+
+/// Why the reading side of a transport stopped.
+pub(crate) enum ReadEnd {
+    /// The client said goodbye (or broke the protocol and was closed): it left on purpose.
+    Closed,
+    /// The transport died without a goodbye: keep the connection for a resume.
+    Dropped,
+}
+
+/// Serve `conn` over one transport until it ends: `hello` and the replay (or `resync`) first, then the
+/// queue, while `reader` (a task of its own, so that frames going out never poll the way in) feeds the
+/// client's messages in. A transport that drops parks the connection for a resume; one that closes (or
+/// is closed) forgets it.
+pub(crate) fn serve(
+    hub: Arc<HubInner>,
+    conn: Arc<Conn>,
+    sink: impl Sink + 'static,
+    reader: impl Future<Output = ReadEnd> + Send + 'static,
+    initial: Option<Arc<str>>,
+    start: Start,
+    acks: bool,
+) -> impl Future<Output = ()> + Send {
+    // The span wraps the future from outside, so the arguments are stored once (the `instrument`
+    // attribute keeps a second copy in every connection's task).
+    let span = tracing::info_span!(target: "sync_runtime::ws", "sync_connection", conn = %conn.id, user = %conn.user());
+    tracing::Instrument::instrument(run(hub, conn, sink, reader, initial, start, acks), span)
+}
+
+async fn run(
+    hub: Arc<HubInner>,
+    conn: Arc<Conn>,
+    mut sink: impl Sink,
+    reader: impl Future<Output = ReadEnd> + Send + 'static,
+    initial: Option<Arc<str>>,
+    start: Start,
+    acks: bool,
+) {
+    if conn.transition(Event::Serve).is_none() {
+        // Closed (a shutdown, a revocation) between admission and now.
+        return hub.conns.forget(&conn);
+    }
+    conn.clear_detach();
+    hub.counters.connections.fetch_add(1, Ordering::AcqRel);
+    let conn_name = conn.id.to_string();
+    let resumed = matches!(start, Start::Resumed { .. });
+    let window = if acks { conn.keep() } else { 0 };
+    conn.window.store(window as u64, Ordering::Release);
+    let hello = serde_json::to_string(&Hello {
+        t: "hello",
+        v: PROTOCOL_VERSION,
+        conn: &conn_name,
+        resume: &conn.resume_key,
+        resumed,
+        window: (window > 0).then_some(window),
+    })
+    .expect("hello has only strings and integers");
+    // What goes out before anything queued: hello, then a resync or the replay of missed reactions.
+    let (missed, seen) = match start {
+        Start::Fresh => (Some(Vec::new()), 0),
+        Start::Resync => (None, 0),
+        Start::Resumed { last_seq } => {
+            // Resuming after `last_seq` acknowledges it.
+            conn.ack(last_seq);
+            (conn.since(last_seq), last_seq)
+        }
+    };
+    let mut preamble = vec![(Some(seen), hello)];
+    let overflowed = conn.take_overflowed();
+    match missed {
+        Some(missed) if !overflowed => preamble.extend(
+            missed
+                .iter()
+                .map(|(seq, tail)| (Some(*seq), reaction_frame(*seq, tail))),
+        ),
+        _ => preamble.push((None, RESYNC.to_owned())),
+    }
+    tracing::debug!(target: "sync_runtime::ws", resumed, replayed = preamble.len() - 1, "connected");
+    if let Some(path) = initial {
+        report_location(&hub, &conn, path);
+    }
+    let side = Arc::new(ReadSide::default());
+    let reading = tokio::spawn({
+        let (hub, conn, side) = (hub.clone(), conn.clone(), side.clone());
+        async move {
+            match reader.await {
+                // The client said goodbye: close (the writer answers with a close) and forget.
+                ReadEnd::Closed => {
+                    hub.conns.close(&conn, 1000, "closed");
+                }
+                ReadEnd::Dropped => side.dropped(&conn),
+            }
+        }
+    });
+    let end = write(&conn, &mut sink, preamble, &side).await;
+    reading.abort();
+    hub.counters.connections.fetch_sub(1, Ordering::AcqRel);
+    if end != WriteEnd::Closed && !conn.is_closed() {
+        tracing::debug!(target: "sync_runtime::ws", ?end, "transport gone; parked for resume");
+        hub.conns.park(&conn);
+    } else {
+        tracing::debug!(target: "sync_runtime::ws", "disconnected");
+        hub.conns.forget(&conn);
+    }
+    hub.transport_closed.notify_waiters();
+}
+
+/// Move `conn` to `path` and tell it where it landed.
+pub(crate) fn report_location(hub: &HubInner, conn: &Arc<Conn>, path: Arc<str>) {
+    let location = hub
+        .presence
+        .move_conn(conn, Some(path), |path| hub.table.locate(path));
+    if let Some(location) = location {
+        let frame = serde_json::to_string(&Located {
+            t: "located",
+            path: location.path(),
+            route: location.route(),
+        })
+        .expect("located has only strings");
+        hub.conns.push(conn, Outbound::control(frame));
+    }
+}
