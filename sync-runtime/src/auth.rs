@@ -265,13 +265,19 @@ mod tests {
         assert!(!policy.allows(&from("http://app.test:3001")));
         assert!(!policy.allows(&from("http://evil.test:3000")));
         assert!(!policy.allows(&from("null")));
-        assert!(policy.allows(&headers(&[("host", "app.test")])), "no Origin: not a browser");
+        assert!(
+            policy.allows(&headers(&[("host", "app.test")])),
+            "no Origin: not a browser"
+        );
     }
 
     #[test]
     fn default_ports_and_forwarded_scheme_are_understood() {
         let policy = OriginPolicy::default();
-        assert!(policy.allows(&headers(&[("host", "app.test"), ("origin", "http://app.test:80")])));
+        assert!(policy.allows(&headers(&[
+            ("host", "app.test"),
+            ("origin", "http://app.test:80")
+        ])));
         let behind_tls = headers(&[
             ("host", "app.test"),
             ("x-forwarded-proto", "https"),

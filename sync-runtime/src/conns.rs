@@ -260,26 +260,29 @@ impl ConnTable {
         if conn.overflowed() {
             return self.evict(conn, "it held more than a parked connection may");
         }
-        let evict = {
-            let mut parked = self.parked.lock().expect("parked lock is never poisoned");
-            parked.insert(conn);
-            self.counters.parked.fetch_add(1, Ordering::AcqRel);
-            let mut evict = Vec::new();
-            if parked.per_user.get(conn.user()).copied().unwrap_or(0)
-                > self.config.max_parked_per_user
-                && let Some(oldest) = parked.oldest(Some(conn.user()))
-            {
-                evict.push(oldest);
+        self.parked
+            .lock()
+            .expect("parked lock is never poisoned")
+            .insert(conn);
+        self.counters.parked.fetch_add(1, Ordering::AcqRel);
+        // One at a time: each eviction changes what the next bound sees.
+        loop {
+            let victim = {
+                let parked = self.parked.lock().expect("parked lock is never poisoned");
+                if parked.per_user.get(conn.user()).copied().unwrap_or(0)
+                    > self.config.max_parked_per_user
+                {
+                    parked.oldest(Some(conn.user()))
+                } else if parked.order.len() > self.config.max_parked {
+                    parked.oldest(None)
+                } else {
+                    None
+                }
+            };
+            match victim {
+                Some(victim) => self.evict(&victim, "too many parked connections"),
+                None => break,
             }
-            if parked.order.len() > self.config.max_parked
-                && let Some(oldest) = parked.oldest(None)
-            {
-                evict.push(oldest);
-            }
-            evict
-        };
-        for old in evict {
-            self.evict(&old, "too many parked connections");
         }
         let table = self.clone();
         let conn = conn.clone();
@@ -342,7 +345,8 @@ impl ConnTable {
         {
             self.counters.parked.fetch_sub(1, Ordering::AcqRel);
         }
-        self.presence.move_conn(conn, None, |_| unreachable_location());
+        self.presence
+            .move_conn(conn, None, |_| unreachable_location());
     }
 
     /// Every connection that is not gone (live and parked).

@@ -1,9 +1,9 @@
 //! What handler files receive and return, and the type-erased form the hub runs.
 
 use std::any::{Any, TypeId};
-use std::marker::PhantomData;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 

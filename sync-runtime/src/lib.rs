@@ -52,6 +52,8 @@ mod reaction;
 mod registry;
 mod routes;
 mod stats;
+#[cfg(test)]
+mod testing;
 mod transport;
 mod trigger;
 

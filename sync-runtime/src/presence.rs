@@ -57,7 +57,13 @@ impl Presence {
             .get(path)
             // A connection closed by the server (revoked, slow) gets nothing more, even before its
             // transport has taken it off the route.
-            .map(|b| b.conns.values().filter(|c| !c.is_closed()).cloned().collect())
+            .map(|b| {
+                b.conns
+                    .values()
+                    .filter(|c| !c.is_closed())
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

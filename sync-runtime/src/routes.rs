@@ -171,7 +171,11 @@ mod tests {
     fn a_percent_encoded_path_is_the_page_it_shows() {
         assert_eq!(&*normalize("/boards/%31").unwrap(), "/boards/1");
         assert_eq!(&*normalize("/caf%C3%A9/%7Eme").unwrap(), "/café/~me");
-        assert_eq!(&*normalize("/a%2Fb/c").unwrap(), "/a%2Fb/c", "an encoded slash stays in its segment");
+        assert_eq!(
+            &*normalize("/a%2Fb/c").unwrap(),
+            "/a%2Fb/c",
+            "an encoded slash stays in its segment"
+        );
         assert_eq!(&*normalize("/a%2fb").unwrap(), "/a%2Fb");
         assert!(normalize("/%FF").is_none(), "not UTF-8");
         assert!(normalize("/a%00b").is_none(), "a control character");

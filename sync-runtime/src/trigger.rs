@@ -330,4 +330,3 @@ impl Future for Pending {
         }
     }
 }
-

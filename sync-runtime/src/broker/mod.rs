@@ -47,4 +47,3 @@ pub(crate) struct WireSender {
     pub path: Option<String>,
     pub conn: u64,
 }
-

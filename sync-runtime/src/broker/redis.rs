@@ -203,12 +203,15 @@ impl BackplaneHandle {
             shared,
         }
     }
-
 }
 
 impl Broker for BackplaneHandle {
     fn start(&self, inbox: Weak<dyn Inbox>) {
-        tokio::spawn(subscribe_loop(self.config.clone(), self.shared.clone(), inbox));
+        tokio::spawn(subscribe_loop(
+            self.config.clone(),
+            self.shared.clone(),
+            inbox,
+        ));
     }
 
     fn publish(&self, trigger: WireTrigger) {

@@ -17,8 +17,8 @@ pub(crate) mod rate;
 pub(crate) mod state;
 pub(crate) mod writer;
 
-pub(crate) use outbox::{Bound, Outbound};
 use outbox::Outbox;
+pub(crate) use outbox::{Bound, Outbound};
 pub(crate) use rate::RateLimit;
 pub(crate) use state::{Event, Phase};
 
@@ -240,7 +240,10 @@ impl Conn {
 
     /// Which parking this is (see `Life::generation`).
     pub fn generation(&self) -> u64 {
-        self.life.lock().expect("life lock is never poisoned").generation
+        self.life
+            .lock()
+            .expect("life lock is never poisoned")
+            .generation
     }
 
     /// Queue a frame without waiting, within the bounds of the connection's phase.
@@ -253,7 +256,8 @@ impl Conn {
         let mut outbox = self.outbox.lock().expect("outbox lock is never poisoned");
         let fits = !parked || {
             let bound = self.limits.parked;
-            outbox.bytes() + out.cost() <= bound.bytes && self.limits.parked_budget.charge(out.cost())
+            outbox.bytes() + out.cost() <= bound.bytes
+                && self.limits.parked_budget.charge(out.cost())
         };
         let bound = if parked {
             Bound {
@@ -264,7 +268,11 @@ impl Conn {
             self.limits.live
         };
         let cost = out.cost();
-        let pushed = if fits { outbox.push(out, bound) } else { Err(out) };
+        let pushed = if fits {
+            outbox.push(out, bound)
+        } else {
+            Err(out)
+        };
         drop(outbox);
         match pushed {
             Ok(was_empty) => {
@@ -486,7 +494,10 @@ pub(crate) mod tests {
         assert_eq!(conn.push(frame(1)), Pushed::Queued);
         assert_eq!(conn.push(frame(1)), Pushed::SlowConsumer);
         assert_eq!(conn.phase(), Phase::Closing);
-        assert_eq!(conn.close_reason(), Some((close_code::SLOW_CONSUMER, "slow consumer")));
+        assert_eq!(
+            conn.close_reason(),
+            Some((close_code::SLOW_CONSUMER, "slow consumer"))
+        );
         assert_eq!(conn.push(frame(1)), Pushed::Closed);
     }
 
@@ -505,7 +516,11 @@ pub(crate) mod tests {
         assert!(conn.limits.parked_budget.used() > 0);
         assert_eq!(conn.push(frame(10)), Pushed::Overflowed);
         assert!(!conn.has_queued(), "the queue is let go of at once");
-        assert_eq!(conn.limits.parked_budget.used(), 0, "and its bytes returned");
+        assert_eq!(
+            conn.limits.parked_budget.used(),
+            0,
+            "and its bytes returned"
+        );
         assert!(conn.take_overflowed());
     }
 
@@ -521,12 +536,24 @@ pub(crate) mod tests {
         assert_eq!(a.push(frame(100)), Pushed::Queued);
         assert_eq!(a.push(frame(100)), Pushed::Queued);
         assert_eq!(b.push(frame(100)), Pushed::Queued);
-        assert_eq!(b.push(frame(100)), Pushed::Overflowed, "the budget is spent");
+        assert_eq!(
+            b.push(frame(100)),
+            Pushed::Overflowed,
+            "the budget is spent"
+        );
         assert_eq!(limits.parked_budget.used(), frame(100).cost() * 2);
         a.transition(Event::Resume);
-        assert_eq!(limits.parked_budget.used(), 0, "a resumed connection is not parked memory");
+        assert_eq!(
+            limits.parked_budget.used(),
+            0,
+            "a resumed connection is not parked memory"
+        );
         a.transition(Event::Serve);
-        assert_eq!(a.push(frame(100)), Pushed::Queued, "live queues are not charged");
+        assert_eq!(
+            a.push(frame(100)),
+            Pushed::Queued,
+            "live queues are not charged"
+        );
     }
 
     #[test]

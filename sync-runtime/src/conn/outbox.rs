@@ -24,11 +24,10 @@ impl Outbound {
     /// What this frame is charged against a queue's byte bound: its slot and its text (a tail shared with
     /// other recipients is charged to each, so that the bound holds whoever lets go of it last).
     pub fn cost(&self) -> usize {
-        SLOT
-            + match self {
-                Outbound::Reaction(tail) => REACTION_HEAD + tail.len(),
-                Outbound::Control(text) => text.len(),
-            }
+        SLOT + match self {
+            Outbound::Reaction(tail) => REACTION_HEAD + tail.len(),
+            Outbound::Control(text) => text.len(),
+        }
     }
 }
 
@@ -180,7 +179,12 @@ mod tests {
             assert_eq!(outbox.record(tail(n), 4), n);
         }
         assert_eq!(outbox.since(10), Some(vec![]));
-        let missed: Vec<u64> = outbox.since(7).expect("kept").iter().map(|(s, _)| *s).collect();
+        let missed: Vec<u64> = outbox
+            .since(7)
+            .expect("kept")
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
         assert_eq!(missed, vec![8, 9, 10]);
         assert_eq!(outbox.since(6).expect("kept").len(), 4);
         assert_eq!(outbox.since(5), None, "seq 6 was evicted");
@@ -206,7 +210,10 @@ mod tests {
         for _ in 0..3 {
             assert!(outbox.push(big.clone(), bytes).is_ok());
         }
-        assert!(outbox.push(big.clone(), bytes).is_err(), "a fourth does not fit");
+        assert!(
+            outbox.push(big.clone(), bytes).is_err(),
+            "a fourth does not fit"
+        );
         assert_eq!(outbox.bytes(), big.cost() * 3);
         let mut batch = Vec::new();
         assert_eq!(outbox.take(&mut batch, 10), 3);

@@ -88,14 +88,22 @@ mod tests {
     fn only_one_resume_claims_a_parked_connection() {
         let claimed = Parked.on(Resume).expect("the first resume claims it");
         assert_eq!(claimed.on(Resume), None);
-        assert_eq!(Live.on(Resume), None, "a live connection must be let go of first");
+        assert_eq!(
+            Live.on(Resume),
+            None,
+            "a live connection must be let go of first"
+        );
     }
 
     #[test]
     fn closing_a_live_connection_waits_for_its_transport() {
         assert_eq!(Live.on(Close), Some(Closing));
         assert_eq!(Connecting.on(Close), Some(Closing));
-        assert_eq!(Closing.on(Drop), None, "a closing connection is never parked");
+        assert_eq!(
+            Closing.on(Drop),
+            None,
+            "a closing connection is never parked"
+        );
         assert_eq!(Closing.on(Serve), None);
         assert_eq!(Closing.on(Forget), Some(Gone));
     }

@@ -14,7 +14,11 @@ use crate::protocol::server::{REACTION_HEAD, write_reaction};
 pub(crate) trait Sink: Send {
     /// Add one frame. `seq` is the reaction's number (or, for `hello`, the last one the client has),
     /// for transports that label frames (SSE's `id:`). An error means the client is gone.
-    fn feed(&mut self, seq: Option<u64>, text: Utf8Bytes) -> impl Future<Output = Result<(), ()>> + Send;
+    fn feed(
+        &mut self,
+        seq: Option<u64>,
+        text: Utf8Bytes,
+    ) -> impl Future<Output = Result<(), ()>> + Send;
     /// Push what was fed out to the client.
     fn flush(&mut self) -> impl Future<Output = Result<(), ()>> + Send;
     /// The last frame: the close (a WebSocket close frame, an SSE `close` event).
@@ -141,7 +145,9 @@ pub(crate) async fn write(
                 Ok(room) => room,
                 Err(end) => break end,
             };
-            let taken = attend(conn, side, || (conn.take(&mut batch, room) > 0).then_some(()));
+            let taken = attend(conn, side, || {
+                (conn.take(&mut batch, room) > 0).then_some(())
+            });
             if let Err(end) = taken.await {
                 break end;
             }
@@ -184,7 +190,8 @@ pub(crate) async fn write(
         && let Some((code, reason)) = conn.close_reason()
     {
         // Boxed, like anything rare and large here: the future stays small for idle connections.
-        let closing = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close(code, reason));
+        let closing =
+            tokio::time::timeout(std::time::Duration::from_secs(1), sink.close(code, reason));
         let _ = Box::pin(closing).await;
     }
     end

@@ -93,7 +93,9 @@ impl Lanes {
         loop {
             let next = {
                 let mut lanes = self.lanes.lock().expect("lanes lock is never poisoned");
-                let lane = lanes.get_mut(&path).expect("a lane exists while its runner runs");
+                let lane = lanes
+                    .get_mut(&path)
+                    .expect("a lane exists while its runner runs");
                 let was_full = lane.jobs.len() >= self.capacity;
                 match lane.jobs.pop_front() {
                     Some(job) => {
@@ -123,6 +125,9 @@ impl Lanes {
     /// Paths with a lane now (a runner running or lingering).
     #[cfg(test)]
     pub fn active(&self) -> usize {
-        self.lanes.lock().expect("lanes lock is never poisoned").len()
+        self.lanes
+            .lock()
+            .expect("lanes lock is never poisoned")
+            .len()
     }
 }

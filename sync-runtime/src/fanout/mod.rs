@@ -42,7 +42,10 @@ pub(crate) enum Reply {
     /// The Rust caller's [`Pending`](crate::Pending).
     Caller(oneshot::Sender<Result<Outcome, SyncError>>),
     /// A `result` (or `error`) frame to the sending connection, answering its request `id`.
-    Frame { conn: Arc<Conn>, id: u64 },
+    Frame {
+        conn: Arc<Conn>,
+        id: u64,
+    },
 }
 
 impl Reply {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use super::lane::{Full, Lanes};
 use super::Job;
+use super::lane::{Full, Lanes};
 use crate::Reaction;
 use crate::conn::{Conn, Outbound};
 use crate::conns::ConnTable;
@@ -139,7 +139,8 @@ impl FanOut {
                 let mut last = None;
                 for (i, conn) in recipients.iter().enumerate() {
                     let peer = conn.peer(location.clone());
-                    let verdict = match catch(|| filter(&data, &peer, sender_peer, &self.functions)) {
+                    let verdict = match catch(|| filter(&data, &peer, sender_peer, &self.functions))
+                    {
                         Some(result) => Verdict::from(result),
                         None => Verdict::Panicked,
                     };
@@ -158,9 +159,11 @@ impl FanOut {
                         let peer = conn.peer(location.clone());
                         let work = filter(&data, &peer, sender_peer, &self.functions);
                         async move {
-                            let result =
-                                tokio::time::timeout(deadline, AssertUnwindSafe(work).catch_unwind())
-                                    .await;
+                            let result = tokio::time::timeout(
+                                deadline,
+                                AssertUnwindSafe(work).catch_unwind(),
+                            )
+                            .await;
                             (conn, result)
                         }
                     })
@@ -207,7 +210,8 @@ impl FanOut {
                 let tail = match last {
                     Some((previous, tail)) if *previous == reaction => tail.clone(),
                     _ => {
-                        let tail = reaction_tail(location.path(), location.route(), name, &reaction);
+                        let tail =
+                            reaction_tail(location.path(), location.route(), name, &reaction);
                         *last = Some((reaction, tail.clone()));
                         tail
                     }

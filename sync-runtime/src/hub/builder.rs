@@ -57,8 +57,8 @@ impl Default for HubConfig {
             resume_grace: Duration::from_secs(120),
             replay_frames: 64,
             max_connections_per_user: 64,
-            parked_frames: 256,
-            parked_bytes: 64 * 1024,
+            parked_frames: 1024,
+            parked_bytes: 256 * 1024,
             max_parked: 10_000,
             max_parked_per_user: 16,
             max_parked_bytes: 64 << 20,
@@ -125,10 +125,14 @@ impl BuildError {
 #[non_exhaustive]
 pub enum BuildProblem {
     /// Neither `authenticate` nor `guests` was called.
-    #[error("no authenticator: call `.authenticate(..)` to map requests to sessions, or `.guests()` to admit everyone")]
+    #[error(
+        "no authenticator: call `.authenticate(..)` to map requests to sessions, or `.guests()` to admit everyone"
+    )]
     NoAuthenticator,
     /// A filter or gate expects another session type than the authenticator produces.
-    #[error("{file}: `filter` takes session type `{expected}`, but the hub's authenticator produces `{actual}`")]
+    #[error(
+        "{file}: `filter` takes session type `{expected}`, but the hub's authenticator produces `{actual}`"
+    )]
     SessionType {
         /// The handler file.
         file: &'static str,
@@ -148,7 +152,9 @@ pub enum BuildProblem {
         actual: &'static str,
     },
     /// Two registrations of one sync (the route tree included by two crates).
-    #[error("`{name}` on `{route}` is registered twice ({file}); is the route tree included by two crates?")]
+    #[error(
+        "`{name}` on `{route}` is registered twice ({file}); is the route tree included by two crates?"
+    )]
     Duplicate {
         /// The route pattern.
         route: &'static str,
@@ -161,10 +167,14 @@ pub enum BuildProblem {
     #[error("`{0}` in `allowed_origins` is not an origin: expected scheme://host[:port]")]
     BadOrigin(String),
     /// `.backplane(..)` came before `.authenticate(..)`.
-    #[error("`.backplane(..)` was called before `.authenticate(..)`: call it after, so that the session type it carries between nodes is the one the authenticator produces")]
+    #[error(
+        "`.backplane(..)` was called before `.authenticate(..)`: call it after, so that the session type it carries between nodes is the one the authenticator produces"
+    )]
     BackplaneBeforeAuthenticate,
     /// A sync's data cannot cross nodes.
-    #[error("{file}: `Data` must implement `Serialize` to cross nodes on the backplane: add `#[derive(serde::Serialize)]`")]
+    #[error(
+        "{file}: `Data` must implement `Serialize` to cross nodes on the backplane: add `#[derive(serde::Serialize)]`"
+    )]
     DataNotSerialize {
         /// The client file declaring `Data`.
         file: &'static str,
@@ -173,7 +183,9 @@ pub enum BuildProblem {
     #[error("{0}")]
     Backplane(String),
     /// `build` ran outside a Tokio runtime while a backplane needs one.
-    #[error("the backplane starts its connections when the hub is built: call `build()` inside a Tokio runtime")]
+    #[error(
+        "the backplane starts its connections when the hub is built: call `build()` inside a Tokio runtime"
+    )]
     NoRuntime,
 }
 
@@ -315,7 +327,7 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
 
     /// What one parked connection (its transport dropped, waiting for a resume) may hold, its queue and
     /// the reactions kept for replay together. Past either bound it is forgotten at once, and its client
-    /// gets `resync` when it comes back. Default: 256 frames, 64 KiB.
+    /// gets `resync` when it comes back. Default: 1024 frames, 256 KiB.
     pub fn parked_queue(mut self, frames: usize, bytes: usize) -> Self {
         self.config.parked_frames = frames.max(1);
         self.config.parked_bytes = bytes.max(1024);

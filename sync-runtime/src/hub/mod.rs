@@ -22,6 +22,8 @@ use crate::routes::normalize;
 use crate::stats::{Counters, Stats};
 
 mod builder;
+#[cfg(test)]
+mod tests;
 
 pub use builder::{BuildError, BuildProblem, SyncHubBuilder};
 pub(crate) use builder::{HubConfig, SessionCodec};

@@ -72,7 +72,7 @@ pub(crate) struct CloseEvent {
 }
 
 /// The longest `{"t":"reaction","seq":N` can be.
-pub(crate) const REACTION_HEAD: usize = 40;
+pub(crate) const REACTION_HEAD: usize = 42;
 
 /// Everything of a reaction frame after its per-connection sequence number: computed once per distinct
 /// reaction and shared by every recipient's queue.
@@ -200,7 +200,11 @@ mod tests {
         let error = error_frame(Some(3), ErrorCode::BadData, "no");
         assert!(matches!(
             parse(&error),
-            ServerFrame::Error { id: Some(3), code: ErrorCode::BadData, .. }
+            ServerFrame::Error {
+                id: Some(3),
+                code: ErrorCode::BadData,
+                ..
+            }
         ));
         let hello = serde_json::to_string(&Hello {
             t: "hello",
@@ -213,7 +217,11 @@ mod tests {
         .expect("json");
         assert!(matches!(
             parse(&hello),
-            ServerFrame::Hello { resumed: true, window: Some(64), .. }
+            ServerFrame::Hello {
+                resumed: true,
+                window: Some(64),
+                ..
+            }
         ));
     }
 }

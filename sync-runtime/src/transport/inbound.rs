@@ -60,7 +60,13 @@ pub(crate) async fn receive(hub: &Arc<HubInner>, conn: &Arc<Conn>, message: Inbo
             );
         }
         Inbound::NotUtf8 => {
-            return reject(hub, conn, None, ErrorCode::Malformed, "the message is not UTF-8");
+            return reject(
+                hub,
+                conn,
+                None,
+                ErrorCode::Malformed,
+                "the message is not UTF-8",
+            );
         }
     };
     if text.len() > hub.config.max_message_bytes {
@@ -78,7 +84,13 @@ pub(crate) async fn receive(hub: &Arc<HubInner>, conn: &Arc<Conn>, message: Inbo
 }
 
 /// Answer with an error code, and count it.
-pub(crate) fn reject(hub: &HubInner, conn: &Arc<Conn>, id: Option<u64>, code: ErrorCode, message: &str) {
+pub(crate) fn reject(
+    hub: &HubInner,
+    conn: &Arc<Conn>,
+    id: Option<u64>,
+    code: ErrorCode,
+    message: &str,
+) {
     Counters::bump(&hub.counters.rejected_messages);
     hub.conns
         .push(conn, Outbound::control(error_frame(id, code, message)));
@@ -135,7 +147,11 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
                 );
             };
             let json = data.map_or("null", |d| d.get());
-            let accepted = match hub.accept(Target::Location(location.clone()), &name, Payload::Json(json)) {
+            let accepted = match hub.accept(
+                Target::Location(location.clone()),
+                &name,
+                Payload::Json(json),
+            ) {
                 Ok(accepted) => accepted,
                 Err(e) => return reject(hub, conn, id, e.code, &e.message),
             };

@@ -173,7 +173,10 @@ pub(crate) async fn admit(
     resume: Option<(String, u64)>,
 ) -> Result<Admitted, Refused> {
     if hub.shutting_down.load(Ordering::Acquire) {
-        return Err(Refused::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+        return Err(Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down",
+        ));
     }
     let (who, token) = authenticate(hub, headers, uri, query.token.clone()).await?;
     let resumable = resume
@@ -215,7 +218,9 @@ pub(crate) enum Start {
     Fresh,
     /// Asked to resume, but the connection is gone: tell the client to resync.
     Resync,
-    Resumed { last_seq: u64 },
+    Resumed {
+        last_seq: u64,
+    },
 }
 
 /// The connection for an admitted client: the one it resumes, or a new one. `None` in the rare race where
@@ -223,8 +228,15 @@ pub(crate) enum Start {
 /// 1013 (try again later).
 pub(crate) async fn attach(hub: &HubInner, admitted: &mut Admitted) -> Option<(Arc<Conn>, Start)> {
     let token = admitted.token.as_deref().map(Arc::from);
-    let fresh = |reservation: Reservation| reservation.into_conn(admitted.who.clone(), token.clone());
-    match std::mem::replace(&mut admitted.slot, Slot::Resume { key: String::new(), last_seq: 0 }) {
+    let fresh =
+        |reservation: Reservation| reservation.into_conn(admitted.who.clone(), token.clone());
+    match std::mem::replace(
+        &mut admitted.slot,
+        Slot::Resume {
+            key: String::new(),
+            last_seq: 0,
+        },
+    ) {
         Slot::Fresh(reservation) => Some((fresh(reservation), Start::Fresh)),
         Slot::Lost(reservation) => Some((fresh(reservation), Start::Resync)),
         Slot::Resume { key, last_seq } => match hub.conns.resume(&key, &admitted.who).await {

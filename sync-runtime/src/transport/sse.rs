@@ -122,7 +122,15 @@ pub(super) async fn stream(
         key: conn.resume_key.clone(),
     };
     let acks = query.ack == Some(1);
-    tokio::spawn(serve(inner.clone(), conn, sink, reader, admitted.initial, start, acks));
+    tokio::spawn(serve(
+        inner.clone(),
+        conn,
+        sink,
+        reader,
+        admitted.initial,
+        start,
+        acks,
+    ));
 
     let keepalive = inner.config.sse_keepalive;
     let body = futures_util::stream::unfold(rx, move |mut rx| async move {

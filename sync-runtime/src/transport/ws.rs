@@ -72,7 +72,16 @@ pub(super) async fn upgrade(
             let acks = query.ack == Some(1);
             let (sink, stream) = socket.split();
             let reader = read(inner.clone(), conn.clone(), stream);
-            serve(inner, conn, WsSink(sink), reader, admitted.initial, start, acks).await;
+            serve(
+                inner,
+                conn,
+                WsSink(sink),
+                reader,
+                admitted.initial,
+                start,
+                acks,
+            )
+            .await;
         })
 }
 

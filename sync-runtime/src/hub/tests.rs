@@ -1,0 +1,397 @@
+//! The hub, the fan-out and the lifecycle over an in-memory transport (`crate::testing`) and the broker's
+//! `Inbox`, without a socket. The socket-level suites in `tests/fixture` prove the wiring.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::broker::{Inbox, WireTrigger};
+use crate::registry::Registration;
+use crate::testing::TestClient;
+use crate::{ClientCx, Filter, Identity, Reaction, ServerCx, SyncHub, SyncHubBuilder};
+
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Note {
+    n: u64,
+}
+
+fn react_note(cx: ClientCx<Note, ()>) -> Reaction {
+    Reaction::event("note", cx.data.n)
+}
+
+fn build_note() -> crate::handler::ErasedSync {
+    crate::handler::SyncDef::new(react_note).finish()
+}
+
+static NOTE: Registration = Registration {
+    route: "/room/[id]",
+    name: "note",
+    client_file: "src/room/[id]/_sync/note_client.rs",
+    server_file: None,
+    build: build_note,
+    data_json: || None,
+};
+
+/// Released by the test that holds the `slow` sync's filters.
+static RELEASE: Notify = Notify::const_new();
+
+fn react_slow(cx: ClientCx<Note, u64>) -> Reaction {
+    Reaction::event("slow", cx.server)
+}
+
+async fn filter_slow(cx: ServerCx<Note, String, ()>) -> Filter<u64> {
+    RELEASE.notified().await;
+    Filter::Deliver(cx.data.n)
+}
+
+fn build_slow() -> crate::handler::ErasedSync {
+    crate::handler::SyncDef::new(react_slow)
+        .filter_async(filter_slow)
+        .finish()
+}
+
+static SLOW: Registration = Registration {
+    route: "/room/[id]",
+    name: "slow",
+    client_file: "src/room/[id]/_sync/slow_client.rs",
+    server_file: Some("src/room/[id]/_sync/slow_server.rs"),
+    build: build_slow,
+    data_json: || None,
+};
+
+/// A hub whose tokens are user names, with `note` and `slow` on `/room/[id]`.
+fn hub(
+    configure: impl FnOnce(SyncHubBuilder<String, ()>) -> SyncHubBuilder<String, ()>,
+) -> SyncHub {
+    let builder = SyncHub::builder().authenticate(|req| {
+        let name = req.token().unwrap_or("anonymous").to_owned();
+        async move { Ok(Identity::new(name.clone(), name)) }
+    });
+    configure(builder)
+        .build_with(&[&NOTE, &SLOW])
+        .expect("the test syncs fit")
+}
+
+#[tokio::test]
+async fn a_trigger_reaches_everyone_on_the_path_and_nobody_elsewhere() {
+    let hub = hub(|b| b);
+    let mut here = TestClient::connect(&hub, "ann", "/room/1").await;
+    let mut also = TestClient::connect(&hub, "bob", "/room/1").await;
+    let mut elsewhere = TestClient::connect(&hub, "cid", "/room/2").await;
+    for client in [&mut here, &mut also, &mut elsewhere] {
+        client.next_of("located").await;
+    }
+    let outcome = hub
+        .request("/room/1", "note", json!({ "n": 7 }))
+        .await
+        .expect("accepted");
+    assert_eq!((outcome.matched, outcome.delivered), (2, 2));
+    for client in [&mut here, &mut also] {
+        let reaction = client.next_of("reaction").await;
+        assert_eq!(reaction["reaction"]["payload"], 7);
+        assert_eq!(reaction["path"], "/room/1");
+    }
+    hub.request("/room/2", "note", json!({ "n": 8 }))
+        .await
+        .expect("accepted");
+    assert_eq!(
+        elsewhere.next_of("reaction").await["reaction"]["payload"],
+        8
+    );
+    assert!(!here.has_frame(), "room 1 got nothing of room 2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_of_one_path_arrive_in_trigger_order_at_a_tiny_lane_idle_time() {
+    // Lanes that end as soon as they are empty: every trigger races a lane going away.
+    let hub = hub(|b| b.lane_idle(Duration::from_nanos(1)));
+    let mut clients = Vec::new();
+    for room in 0..4 {
+        let mut client = TestClient::connect(&hub, "ann", &format!("/room/{room}")).await;
+        client.next_of("located").await;
+        clients.push(client);
+    }
+    for n in 0..500u64 {
+        for room in 0..4 {
+            // Not awaited: the triggers of all rooms are in flight together.
+            drop(hub.request(&format!("/room/{room}"), "note", json!({ "n": n })));
+        }
+        if n % 7 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for client in &mut clients {
+        for n in 0..500u64 {
+            assert_eq!(client.next_of("reaction").await["reaction"]["payload"], n);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_transport_parks_and_a_resume_replays_what_was_missed() {
+    let hub = hub(|b| b);
+    let mut ann = TestClient::connect(&hub, "ann", "/room/1").await;
+    let key = ann.next_of("hello").await["resume"]
+        .as_str()
+        .expect("a key")
+        .to_owned();
+    ann.next_of("located").await;
+    hub.request("/room/1", "note", json!({ "n": 1 }))
+        .await
+        .expect("accepted");
+    assert_eq!(ann.next_of("reaction").await["seq"], 1);
+    ann.cut();
+    ann.until_parked().await;
+    assert_eq!(hub.stats().parked, 1);
+    assert_eq!(
+        hub.present("/room/1"),
+        1,
+        "a parked connection stays on its route"
+    );
+    for n in 2..=4 {
+        hub.request("/room/1", "note", json!({ "n": n }))
+            .await
+            .expect("accepted");
+    }
+    let mut back = TestClient::resume(&hub, "ann", &key, 1).await;
+    assert_eq!(back.next().await["resumed"], true);
+    for seq in 2..=4 {
+        assert_eq!(back.next().await["seq"], seq);
+    }
+    assert_eq!(hub.stats().parked, 0);
+    assert!(Arc::ptr_eq(&back.conn, &ann.conn), "the same connection");
+}
+
+#[tokio::test]
+async fn someone_else_cannot_resume_a_connection() {
+    let hub = hub(|b| b);
+    let mut ann = TestClient::connect(&hub, "ann", "/room/1").await;
+    let key = ann.next_of("hello").await["resume"]
+        .as_str()
+        .expect("a key")
+        .to_owned();
+    ann.cut();
+    ann.until_parked().await;
+    let mut eve = TestClient::resume(&hub, "eve", &key, 0).await;
+    assert_eq!(eve.next().await["resumed"], false);
+    assert_eq!(eve.next().await["t"], "resync");
+    assert!(!Arc::ptr_eq(&eve.conn, &ann.conn));
+}
+
+#[tokio::test]
+async fn a_guest_resumes_its_own_connection() {
+    let hub = SyncHub::builder()
+        .guests()
+        .build_with(&[&NOTE])
+        .expect("a guest hub");
+    let mut guest = TestClient::connect(&hub, "", "/room/1").await;
+    let key = guest.next_of("hello").await["resume"]
+        .as_str()
+        .expect("a key")
+        .to_owned();
+    guest.next_of("located").await;
+    guest.cut();
+    guest.until_parked().await;
+    hub.request("/room/1", "note", json!({ "n": 5 }))
+        .await
+        .expect("accepted");
+    // Every request of a guest authenticates as a new guest: the key alone brings it back.
+    let mut back = TestClient::resume(&hub, "", &key, 0).await;
+    assert_eq!(back.next().await["resumed"], true);
+    assert_eq!(back.next().await["reaction"]["payload"], 5);
+    assert_eq!(hub.stats().parked, 0);
+}
+
+#[tokio::test]
+async fn parked_connections_are_bounded_in_total_and_per_user_and_the_oldest_goes_first() {
+    let hub = hub(|b| b.max_parked(3, 2, 1 << 20));
+    let mut keys = Vec::new();
+    for user in ["a", "b", "c", "d", "d", "d"] {
+        let mut client = TestClient::connect(&hub, user, "/room/1").await;
+        keys.push((
+            user,
+            client.next_of("hello").await["resume"]
+                .as_str()
+                .expect("key")
+                .to_owned(),
+        ));
+        client.cut();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while client.conn.phase() == crate::conn::Phase::Live {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("let go");
+    }
+    let stats = hub.stats();
+    assert_eq!(stats.parked, 3, "at most 3 in total");
+    assert_eq!(stats.parked_evicted, 3);
+    assert_eq!(hub.present("/room/1"), 3, "the evicted are off the route");
+    // Past three in total, `a` then `b` (the oldest overall) went; `d` parked a third time past its two
+    // per user, and its oldest went.
+    let mut back_again = Vec::new();
+    for (i, (user, key)) in keys.iter().enumerate() {
+        let mut back = TestClient::resume(&hub, user, key, 0).await;
+        let hello = back.next_of("hello").await;
+        if [0, 1, 3].contains(&i) {
+            assert_eq!(
+                hello["resumed"], false,
+                "{user}'s connection #{i} was forgotten"
+            );
+            assert_eq!(back.next().await["t"], "resync");
+        } else {
+            assert_eq!(hello["resumed"], true, "{user}'s connection #{i} was kept");
+        }
+        // Kept open: a client dropped here would park again and evict the next.
+        back_again.push(back);
+    }
+}
+
+#[tokio::test]
+async fn a_parked_connection_past_its_queue_bound_is_forgotten_and_resyncs() {
+    let hub = hub(|b| b.parked_queue(4, 1 << 20));
+    let mut ann = TestClient::connect(&hub, "ann", "/room/1").await;
+    let key = ann.next_of("hello").await["resume"]
+        .as_str()
+        .expect("a key")
+        .to_owned();
+    ann.next_of("located").await;
+    ann.cut();
+    ann.until_parked().await;
+    for n in 0..5 {
+        hub.request("/room/1", "note", json!({ "n": n }))
+            .await
+            .expect("accepted");
+    }
+    assert_eq!(hub.present("/room/1"), 0);
+    assert_eq!(hub.stats().parked, 0);
+    let mut back = TestClient::resume(&hub, "ann", &key, 0).await;
+    back.next_of("hello").await;
+    assert_eq!(back.next().await["t"], "resync");
+}
+
+#[tokio::test]
+async fn a_full_lane_does_not_stall_triggers_from_other_nodes_and_its_path_resyncs() {
+    let hub = hub(|b| b.lane_queue(1));
+    let mut busy = TestClient::connect(&hub, "ann", "/room/1").await;
+    let mut other = TestClient::connect(&hub, "bob", "/room/2").await;
+    busy.next_of("located").await;
+    other.next_of("located").await;
+    // Room 1's lane: one fan-out held in its filter, one waiting; the lane is full.
+    let held = hub.request("/room/1", "slow", json!({ "n": 1 }));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while hub.stats().fanouts == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the first fan-out runs");
+    let waiting = hub.request("/room/1", "note", json!({ "n": 2 }));
+    let remote = |path: &str, n: u64| WireTrigger {
+        path: path.to_owned(),
+        name: "note".to_owned(),
+        data: serde_json::value::to_raw_value(&json!({ "n": n })).expect("json"),
+        sender: None,
+    };
+    let inbox: &dyn Inbox = &*hub.inner;
+    inbox.trigger(remote("/room/1", 3));
+    inbox.trigger(remote("/room/2", 4));
+    // Room 2's trigger ran while room 1 is still held.
+    assert_eq!(other.next_of("reaction").await["reaction"]["payload"], 4);
+    assert_eq!(
+        busy.next().await["t"],
+        "resync",
+        "the dropped trigger is not silent"
+    );
+    assert_eq!(hub.stats().remote_dropped, 1);
+    RELEASE.notify_waiters();
+    held.await.expect("ran");
+    waiting.await.expect("ran");
+    assert_eq!(busy.next_of("reaction").await["reaction"]["payload"], 1);
+    assert_eq!(busy.next_of("reaction").await["reaction"]["payload"], 2);
+}
+
+#[tokio::test]
+async fn a_loss_between_nodes_resyncs_every_connection_here() {
+    let hub = hub(|b| b);
+    let mut ann = TestClient::connect(&hub, "ann", "/room/1").await;
+    let mut bob = TestClient::connect(&hub, "bob", "/room/9").await;
+    let inbox: &dyn Inbox = &*hub.inner;
+    inbox.lost();
+    assert_eq!(ann.next_of("resync").await["t"], "resync");
+    assert_eq!(bob.next_of("resync").await["t"], "resync");
+}
+
+#[tokio::test]
+async fn disconnecting_a_user_closes_live_and_parked_connections() {
+    let hub = hub(|b| b);
+    let mut live = TestClient::connect(&hub, "ann", "/room/1").await;
+    let mut parked = TestClient::connect(&hub, "ann", "/room/1").await;
+    parked.cut();
+    parked.until_parked().await;
+    assert_eq!(hub.disconnect_user("ann"), 2);
+    assert_eq!(live.closed().await, crate::close_code::REVOKED);
+    assert_eq!(hub.present("/room/1"), 0);
+    assert_eq!(hub.stats().parked, 0);
+}
+
+#[tokio::test]
+async fn a_goodbye_forgets_the_connection_at_once() {
+    let hub = hub(|b| b);
+    let mut ann = TestClient::connect(&hub, "ann", "/room/1").await;
+    ann.next_of("located").await;
+    ann.send(r#"{"t":"bye"}"#).await;
+    assert_eq!(ann.closed().await, 1000);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while hub.present("/room/1") > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("off the route");
+    assert_eq!(hub.stats().parked, 0, "not parked");
+}
+
+#[tokio::test]
+async fn a_client_request_runs_the_same_checks_as_rust_code() {
+    let hub = hub(|b| b);
+    let mut ann = TestClient::connect(&hub, "ann", "/room/1").await;
+    ann.next_of("located").await;
+    ann.send(r#"{"t":"req","id":1,"name":"note","data":{"n":"x"}}"#)
+        .await;
+    assert_eq!(ann.next_of("error").await["code"], "bad_data");
+    ann.send(r#"{"t":"req","id":2,"name":"nope","data":{}}"#)
+        .await;
+    assert_eq!(ann.next_of("error").await["code"], "unknown_name");
+    ann.send(r#"{"t":"nav","path":"/elsewhere"}"#).await;
+    ann.next_of("located").await;
+    ann.send(r#"{"t":"req","id":3,"name":"note","data":{"n":1}}"#)
+        .await;
+    assert_eq!(ann.next_of("error").await["code"], "not_on_route");
+    let bad = hub
+        .request("/room/1", "note", json!({ "n": "x" }))
+        .await
+        .expect_err("bad data");
+    assert_eq!(bad.code, crate::ErrorCode::BadData);
+    let nowhere = hub
+        .request("room", "note", json!({ "n": 1 }))
+        .await
+        .expect_err("bad path");
+    assert_eq!(nowhere.code, crate::ErrorCode::BadPath);
+}
+
+#[tokio::test]
+async fn shutdown_closes_live_connections_and_forgets_parked_ones() {
+    let hub = hub(|b| b);
+    let mut live = TestClient::connect(&hub, "ann", "/room/1").await;
+    let mut parked = TestClient::connect(&hub, "bob", "/room/1").await;
+    parked.cut();
+    parked.until_parked().await;
+    assert_eq!(hub.shutdown(Duration::from_secs(5)).await, 0);
+    assert_eq!(live.closed().await, crate::close_code::GOING_AWAY);
+    assert_eq!(hub.present("/room/1"), 0);
+    assert_eq!(hub.stats().parked, 0);
+}
