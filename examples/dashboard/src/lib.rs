@@ -4,7 +4,6 @@
 //! * `User` is the session: found from the `sid` cookie, by the hub's authenticator and by page handlers.
 //! * Each page's syncs are in its `_sync` folder; page handlers request them with `sync_request!`.
 
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -83,13 +82,7 @@ impl App {
     pub fn login(&self, name: &str, team: &str) -> String {
         let db = self.db();
         let _ = db.execute("INSERT OR IGNORE INTO users VALUES (?1, ?2)", (name, team));
-        let n: i64 = db
-            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
-            .unwrap_or(0);
-        // Two independently seeded SipHash outputs: unguessable enough for an example's session ids.
-        let random =
-            |salt: &str| std::collections::hash_map::RandomState::new().hash_one((salt, n));
-        let sid = format!("{:016x}{:016x}", random(name), random(team));
+        let sid = login::session_id();
         let _ = db.execute("INSERT INTO sessions VALUES (?1, ?2)", (&sid, name));
         sid
     }
