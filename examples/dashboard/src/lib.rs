@@ -3,6 +3,7 @@
 //! * `App` is the app's `functions`: an SQLite database (rusqlite, bundled) every filter can query.
 //! * `User` is the session: found from the `sid` cookie, by the hub's authenticator and by page handlers.
 //! * Each page's syncs are in its `_sync` folder; page handlers request them with `sync_request!`.
+//! * [`serve`] serves the router with a header-read and an idle timeout (which `axum::serve` lacks).
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +19,9 @@ pub mod boards;
 pub mod dashboard;
 pub mod home;
 pub mod login;
+mod serving;
+
+pub use serving::{Timeouts, serve};
 
 /// The session: who is logged in on a connection or request. Serializable, so that it can travel with a
 /// trigger to the other processes when several share a Redis.
