@@ -3,8 +3,8 @@
 //! * `App` is the app's `functions`: an SQLite database (rusqlite, bundled) every filter can query.
 //! * `User` is the session: found from the `sid` cookie, by the hub's authenticator and by page handlers.
 //! * Each page's syncs are in its `_sync` folder; page handlers request them with `sync_request!`.
+//! * [`serve`] serves the router with a header-read and an idle timeout (which `axum::serve` lacks).
 
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -19,6 +19,9 @@ pub mod boards;
 pub mod dashboard;
 pub mod home;
 pub mod login;
+mod serving;
+
+pub use serving::{Timeouts, serve};
 
 /// The session: who is logged in on a connection or request. Serializable, so that it can travel with a
 /// trigger to the other processes when several share a Redis.
@@ -83,13 +86,7 @@ impl App {
     pub fn login(&self, name: &str, team: &str) -> String {
         let db = self.db();
         let _ = db.execute("INSERT OR IGNORE INTO users VALUES (?1, ?2)", (name, team));
-        let n: i64 = db
-            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
-            .unwrap_or(0);
-        // Two independently seeded SipHash outputs: unguessable enough for an example's session ids.
-        let random =
-            |salt: &str| std::collections::hash_map::RandomState::new().hash_one((salt, n));
-        let sid = format!("{:016x}{:016x}", random(name), random(team));
+        let sid = login::session_id();
         let _ = db.execute("INSERT INTO sessions VALUES (?1, ?2)", (&sid, name));
         sid
     }

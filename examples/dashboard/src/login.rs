@@ -55,7 +55,42 @@ pub async fn logout() -> Response {
         .into_response()
 }
 
+/// A new session id: 128 bits from the OS's random source, as 32 lowercase hex digits. Whoever guesses
+/// one is logged in as its user, so it must not be derivable from anything an attacker sees or can time
+/// (a hasher's seed, a counter, the clock).
+pub fn session_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS's random source is readable");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Used by pages for the user's name in headings.
 pub fn greeting(name: &str) -> String {
     format!("Hello, {}", escape(name))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_ids_are_random_32_hex_digits() {
+        let (a, b) = (super::session_id(), super::session_id());
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_login_gets_its_own_session() {
+        let app = crate::App::seeded();
+        let (first, second) = (app.login("alice", "red"), app.login("alice", "red"));
+        assert_ne!(first, second);
+        for sid in [&first, &second] {
+            assert_eq!(app.session(sid).expect("a session").name, "alice");
+        }
+    }
 }

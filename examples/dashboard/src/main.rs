@@ -2,6 +2,7 @@
 //!
 //! Serves the example on http://127.0.0.1:3000 (`PORT` or `ADDR=host:port` override it), with a seeded
 //! in-memory SQLite database: log in as alice or bob (team red) and carol (team blue) in separate windows.
+//! `example_dashboard::serve` serves it, with a header-read and an idle timeout (see `Timeouts`).
 //!
 //! Several processes: give each the same `DATABASE` (an SQLite file they share) and `REDIS_URL`, and its
 //! own `PORT`; a change made through any of them reaches the pages served by all of them.
@@ -35,18 +36,19 @@ async fn main() {
     let hub = example_dashboard::hub_with(app.clone(), backplane);
     println!("example-dashboard: open http://{addr} and log in as alice, bob or carol");
     let router = example_dashboard::router(app, &hub);
-    // Ctrl-C: close the live connections first ("going away"; pages reconnect to the next server), since
-    // axum's graceful shutdown waits for every open connection and a WebSocket never ends by itself.
+    // Ctrl-C: close the live connections first ("going away"; pages reconnect to the next server). `serve`
+    // then lets the requests in flight finish, but an SSE stream only ends when the hub closes it, and an
+    // upgraded WebSocket is no longer the HTTP server's to close.
     let shutdown = async move {
         let _ = tokio::signal::ctrl_c().await;
         hub.shutdown(Duration::from_secs(5)).await;
     };
-    // Nagle off: a reaction is a small write that must leave at once, not wait for the last one's ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .expect("the server runs");
+    // A request head within 10 s, the next request within 60 s, 10 s to drain: see `Timeouts`.
+    example_dashboard::serve(
+        listener,
+        router,
+        example_dashboard::Timeouts::default(),
+        shutdown,
+    )
+    .await;
 }

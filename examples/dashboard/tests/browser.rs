@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use example_dashboard::{App, hub, router};
+use example_dashboard::{App, Timeouts, hub, router};
 
 struct Server {
     hub: sync_runtime::SyncHub,
@@ -22,14 +22,14 @@ async fn serve(app: &App, listener: tokio::net::TcpListener) -> Server {
     let hub = hub(app.clone());
     let router = router(app.clone(), &hub);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("the server runs");
-    });
+    let task = tokio::spawn(example_dashboard::serve(
+        listener,
+        router,
+        Timeouts::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Server { hub, task, stop }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use example_dashboard::{App, hub, router};
+use example_dashboard::{App, Timeouts, hub, router, serve};
 use sync_runtime::client::{ConnectOptions, SyncClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -46,7 +46,12 @@ async fn a_new_task_reaches_the_teams_members_only() {
         .await
         .expect("port");
     let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(axum::serve(listener, router(app, &hub)).into_future());
+    let server = tokio::spawn(serve(
+        listener,
+        router(app, &hub),
+        Timeouts::default(),
+        std::future::pending(),
+    ));
 
     let url = format!("ws://{addr}/_sync/ws");
     let connect = |cookie: String| {
