@@ -37,17 +37,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite;
 
 use crate::{ErrorCode, Outcome};
 
 mod sse;
+mod ws;
 
 /// How to connect: credentials, initial location, extra headers.
 #[derive(Debug, Clone, Default)]
@@ -135,22 +134,27 @@ pub struct Located {
 }
 
 /// Why a client call failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The upgrade failed (refused with a status, or the socket could not be opened).
-    Connect(Box<tungstenite::Error>),
+    #[error("connect failed: {0}")]
+    Connect(#[source] Box<tungstenite::Error>),
     /// An SSE request was answered with this status (`401`, `403`, `404` for a connection that is gone…).
+    #[error("HTTP {status}: {message}")]
     Http {
         /// The HTTP status.
         status: u16,
         /// The response body: the server's reason.
         message: String,
     },
-    /// The SSE transport could not reach the server.
-    Io(std::io::Error),
+    /// The SSE transport could not reach the server (or was given a URL or header it cannot send).
+    #[error("connection failed: {0}")]
+    Io(#[source] std::io::Error),
     /// The server answered the request with an error code.
+    #[error("refused: {}: {}", .0.code, .0.message)]
     Refused(ErrorReply),
     /// The connection is closed.
+    #[error("connection closed")]
     Closed,
 }
 
@@ -175,20 +179,6 @@ impl ClientError {
         }
     }
 }
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Connect(e) => write!(f, "connect failed: {e}"),
-            ClientError::Http { status, message } => write!(f, "HTTP {status}: {message}"),
-            ClientError::Io(e) => write!(f, "connection failed: {e}"),
-            ClientError::Refused(e) => write!(f, "refused: {}: {}", e.code, e.message),
-            ClientError::Closed => f.write_str("connection closed"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 enum Command {
     Raw(Outgoing),
@@ -231,7 +221,7 @@ pub struct Status {
 }
 
 /// How long reactions may wait for an acknowledgement once they stop coming.
-const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+const ACK_DELAY: Duration = Duration::from_millis(20);
 
 /// Frames a client buffers before it stops reading the socket (TCP backpressure then reaches the server).
 const INBOX: usize = 65_536;
@@ -429,21 +419,39 @@ impl SyncClient {
     }
 }
 
-fn encode(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(b))
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
+/// The query of a connect request: `existing` (the URL's own) plus `path`, `ack=1` and, when resuming,
+/// `resume` and `last_seq`, form-encoded.
+fn connect_query(existing: &str, path: Option<&str>, resume: Option<(&str, u64)>) -> String {
+    let mut query = form_urlencoded::Serializer::new(existing.to_owned());
+    if let Some(path) = path {
+        query.append_pair("path", path);
     }
-    out
+    // Acknowledged delivery: the server keeps what is in flight until we say we have it.
+    query.append_pair("ack", "1");
+    if let Some((key, last_seq)) = resume {
+        query.append_pair("resume", key);
+        query.append_pair("last_seq", &last_seq.to_string());
+    }
+    query.finish()
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// The `Authorization` value for `token`.
+fn bearer(token: &str) -> String {
+    let mut value = String::with_capacity(7 + token.len());
+    value.push_str("Bearer ");
+    value.push_str(token);
+    value
+}
+
+/// The frames this client builds itself (requests and navigations carry the caller's data as JSON).
+#[derive(Serialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum ClientFrame {
+    /// Every reaction up to `seq` was processed.
+    Ack { seq: u64 },
+    /// Leaving on purpose: forget the connection now (what an SSE client has instead of a close frame).
+    Bye,
+}
 
 /// A message for the server.
 enum Outgoing {
@@ -462,57 +470,32 @@ enum Incoming {
 
 /// One transport's connection: a WebSocket, or an SSE stream with its `POST`s.
 enum Link {
-    Ws(Box<Socket>),
+    Ws(Box<ws::WsLink>),
     Sse(Box<sse::SseLink>),
 }
 
 impl Link {
     async fn send(&mut self, message: Outgoing) -> Result<(), ClientError> {
         match self {
-            Link::Ws(socket) => {
-                let message = match message {
-                    Outgoing::Text(text) => Message::text(text),
-                    Outgoing::Binary(bytes) => Message::binary(bytes),
-                };
-                socket
-                    .send(message)
-                    .await
-                    .map_err(|e| ClientError::Connect(Box::new(e)))
-            }
-            Link::Sse(link) => match message {
-                Outgoing::Text(text) => link.send(text.as_bytes(), false).await,
-                Outgoing::Binary(bytes) => link.send(&bytes, true).await,
-            },
+            Link::Ws(link) => link.send(message).await,
+            Link::Sse(link) => link.send(message).await,
         }
     }
 
     /// The next message. Cancel-safe, for `select!`.
     async fn next(&mut self) -> Incoming {
         match self {
-            Link::Ws(socket) => loop {
-                return match socket.next().await {
-                    Some(Ok(Message::Text(text))) => Incoming::Text(text.as_str().to_owned()),
-                    Some(Ok(Message::Close(frame))) => {
-                        Incoming::Close(frame.map(|f| (u16::from(f.code), f.reason.to_string())))
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => Incoming::Dropped,
-                };
-            },
+            Link::Ws(link) => link.next().await,
             Link::Sse(link) => link.next().await,
         }
     }
 
     async fn close(&mut self) {
         match self {
-            Link::Ws(socket) => {
-                let _ = socket.close(None).await;
-            }
+            Link::Ws(link) => link.close().await,
             // Say goodbye, so the server forgets the connection now instead of keeping it for a resume;
             // then drop the stream.
-            Link::Sse(link) => {
-                let _ = link.send(br#"{"t":"bye"}"#, false).await;
-            }
+            Link::Sse(link) => link.close().await,
         }
     }
 }
@@ -528,57 +511,8 @@ async fn open(
         let link = sse::SseLink::open(url, options, path, resume).await?;
         return Ok(Link::Sse(Box::new(link)));
     }
-    Ok(Link::Ws(Box::new(
-        open_ws(url, options, path, resume).await?,
-    )))
-}
-
-async fn open_ws(
-    url: &str,
-    options: &ConnectOptions,
-    path: Option<&str>,
-    resume: Option<(&str, u64)>,
-) -> Result<Socket, ClientError> {
-    let connect_error = |e: tungstenite::Error| ClientError::Connect(Box::new(e));
-    let mut url = url.to_owned();
-    let mut param = |key: &str, value: &str| {
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(key);
-        url.push('=');
-        url.push_str(&encode(value));
-    };
-    if let Some(path) = path {
-        param("path", path);
-    }
-    // Acknowledged delivery: the server keeps what is in flight until we say we have it.
-    param("ack", "1");
-    if let Some((key, last_seq)) = resume {
-        param("resume", key);
-        param("last_seq", &last_seq.to_string());
-    }
-    let mut request = url.into_client_request().map_err(connect_error)?;
-    let headers = request.headers_mut();
-    if let Some(token) = &options.token {
-        let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|e| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
-        headers.insert("authorization", value);
-    }
-    for (name, value) in &options.headers {
-        let name: tungstenite::http::HeaderName =
-            name.parse()
-                .map_err(|e: tungstenite::http::header::InvalidHeaderName| {
-                    connect_error(tungstenite::Error::HttpFormat(e.into()))
-                })?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|e| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
-        headers.append(name, value);
-    }
-    // A 16 KiB read buffer instead of tungstenite's 128 KiB: load generators open thousands of these.
-    let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-        .await
-        .map_err(connect_error)?;
-    Ok(socket)
+    let link = ws::WsLink::open(url, options, path, resume).await?;
+    Ok(Link::Ws(Box::new(link)))
 }
 
 /// The task that owns the socket (and its successors, when reconnecting).
@@ -638,7 +572,7 @@ impl Pump {
 
     /// Reconnect with exponential backoff (50 ms doubling to 2 s, at most 60 tries), resuming.
     async fn reopen(&mut self) -> Option<Link> {
-        let mut delay = std::time::Duration::from_millis(50);
+        let mut delay = Duration::from_millis(50);
         for _ in 0..60 {
             tokio::time::sleep(delay).await;
             let resume = self.resume.as_deref().map(|key| (key, self.last_seq));
@@ -649,7 +583,7 @@ impl Pump {
                     tracing::debug!(target: "sync_runtime::client", error = %e, "reconnect failed; retrying")
                 }
             }
-            delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
         None
     }
@@ -664,23 +598,8 @@ impl Pump {
         loop {
             tokio::select! {
                 command = self.commands.recv() => {
-                    let message = match command {
-                        Some(Command::Raw(message)) => message,
-                        Some(Command::Nav(path, tx)) => {
-                            self.navs.push_back(tx);
-                            Outgoing::Text(serde_json::json!({ "t": "nav", "path": path }).to_string())
-                        }
-                        Some(Command::Req(id, frame, tx)) => {
-                            requests.insert(id, tx);
-                            Outgoing::Text(frame)
-                        }
-                        Some(Command::Close) | None => {
-                            socket.close().await;
-                            return SocketEnd::User;
-                        }
-                    };
-                    if socket.send(message).await.is_err() {
-                        return SocketEnd::Dropped;
+                    if let Some(end) = self.obey(socket, command, &mut requests).await {
+                        return end;
                     }
                 }
                 message = socket.next() => {
@@ -714,9 +633,38 @@ impl Pump {
         }
     }
 
+    /// Carry out one of the user's commands (`None`: the client was dropped); `Some` when the socket ended.
+    async fn obey(
+        &mut self,
+        socket: &mut Link,
+        command: Option<Command>,
+        requests: &mut HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>>,
+    ) -> Option<SocketEnd> {
+        let message = match command {
+            Some(Command::Raw(message)) => message,
+            Some(Command::Nav(path, tx)) => {
+                self.navs.push_back(tx);
+                Outgoing::Text(serde_json::json!({ "t": "nav", "path": path }).to_string())
+            }
+            Some(Command::Req(id, frame, tx)) => {
+                requests.insert(id, tx);
+                Outgoing::Text(frame)
+            }
+            Some(Command::Close) | None => {
+                socket.close().await;
+                return Some(SocketEnd::User);
+            }
+        };
+        if socket.send(message).await.is_err() {
+            return Some(SocketEnd::Dropped);
+        }
+        None
+    }
+
     async fn send_ack(&mut self, socket: &mut Link) -> bool {
         self.acked = self.last_seq;
-        let frame = format!(r#"{{"t":"ack","seq":{}}}"#, self.acked);
+        let frame = serde_json::to_string(&ClientFrame::Ack { seq: self.acked })
+            .expect("an ack is a tag and an integer");
         socket.send(Outgoing::Text(frame)).await.is_ok()
     }
 
@@ -785,5 +733,31 @@ impl Pump {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ClientFrame as Parsed, parse_client_frame};
+
+    #[test]
+    fn the_frames_the_client_builds_are_the_ones_the_server_parses() {
+        let ack = serde_json::to_string(&ClientFrame::Ack { seq: 42 }).expect("serializes");
+        assert!(matches!(
+            parse_client_frame(&ack),
+            Ok(Parsed::Ack { seq: 42 })
+        ));
+        let bye = serde_json::to_string(&ClientFrame::Bye).expect("serializes");
+        assert!(matches!(parse_client_frame(&bye), Ok(Parsed::Bye)));
+    }
+
+    #[test]
+    fn connect_queries_are_form_encoded_after_the_urls_own() {
+        assert_eq!(connect_query("", None, None), "ack=1");
+        assert_eq!(
+            connect_query("x=1", Some("/posts/a b&c"), Some(("k+y", 7))),
+            "x=1&path=%2Fposts%2Fa+b%26c&ack=1&resume=k%2By&last_seq=7"
+        );
     }
 }
