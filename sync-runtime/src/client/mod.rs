@@ -184,7 +184,8 @@ enum Command {
     Raw(Outgoing),
     Nav(String, oneshot::Sender<Located>),
     Req(u64, String, oneshot::Sender<Result<Outcome, ErrorReply>>),
-    Close,
+    /// Close the connection; answered (or dropped) once the server has let go of it.
+    Close(oneshot::Sender<()>),
 }
 
 /// One connection to a sync hub.
@@ -222,6 +223,10 @@ pub struct Status {
 
 /// How long reactions may wait for an acknowledgement once they stop coming.
 const ACK_DELAY: Duration = Duration::from_millis(20);
+
+/// How long [`SyncClient::close`] waits for the server to let go of the connection. Over loopback it
+/// takes a round trip; a server that does not answer in time keeps the connection for its grace window.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Frames a client buffers before it stops reading the socket (TCP backpressure then reaches the server).
 const INBOX: usize = 65_536;
@@ -283,6 +288,7 @@ impl SyncClient {
             window: 0,
             acked: 0,
             location: None,
+            held: None,
         };
         tokio::spawn(state.run(socket, hello_tx));
         let connection = hello_rx.await.map_err(|_| ClientError::Closed)?;
@@ -406,9 +412,15 @@ impl SyncClient {
             .clone()
     }
 
-    /// Close the connection.
+    /// Close the connection, after what was already sent: returns once the server has let go of it (a
+    /// WebSocket close frame answered, or over SSE a `bye` answered and the stream ended), so it is off
+    /// every route at once instead of being kept for a resume. Waits for the server at most 2 seconds.
     pub async fn close(self) {
-        let _ = self.commands.send(Command::Close).await;
+        let (done, closed) = oneshot::channel();
+        if self.commands.send(Command::Close(done)).await.is_ok() {
+            // Answered, or dropped by a pump that ended: either way there is nothing left to wait for.
+            let _ = closed.await;
+        }
     }
 
     async fn command(&self, command: Command) -> Result<(), ClientError> {
@@ -490,12 +502,17 @@ impl Link {
         }
     }
 
+    /// Close, and wait (at most [`CLOSE_WAIT`]) for the server to let go of the connection: a dropped
+    /// transport would be kept for a resume for the server's grace window.
     async fn close(&mut self) {
-        match self {
-            Link::Ws(link) => link.close().await,
-            // Say goodbye, so the server forgets the connection now instead of keeping it for a resume;
-            // then drop the stream.
-            Link::Sse(link) => link.close().await,
+        let close = async {
+            match self {
+                Link::Ws(link) => link.close().await,
+                Link::Sse(link) => link.close().await,
+            }
+        };
+        if tokio::time::timeout(CLOSE_WAIT, close).await.is_err() {
+            tracing::debug!(target: "sync_runtime::client", "the server did not answer the close in time");
         }
     }
 }
@@ -533,6 +550,8 @@ struct Pump {
     /// The last `seq` acknowledged.
     acked: u64,
     location: Option<String>,
+    /// A command taken while reconnecting (to notice a close), sent first on the next socket.
+    held: Option<Command>,
 }
 
 /// How one socket ended.
@@ -570,11 +589,24 @@ impl Pump {
         }
     }
 
-    /// Reconnect with exponential backoff (50 ms doubling to 2 s, at most 60 tries), resuming.
+    /// Reconnect with exponential backoff (50 ms doubling to 2 s, at most 60 tries), resuming; `None`
+    /// when giving up, or when the user closes the client meanwhile.
     async fn reopen(&mut self) -> Option<Link> {
         let mut delay = Duration::from_millis(50);
         for _ in 0..60 {
-            tokio::time::sleep(delay).await;
+            let backoff = tokio::time::sleep(delay);
+            tokio::pin!(backoff);
+            loop {
+                tokio::select! {
+                    () = &mut backoff => break,
+                    // Commands wait for the next socket, except a close, which ends the wait now (the one
+                    // taken out of the queue to see it goes first on the next socket).
+                    command = self.commands.recv(), if self.held.is_none() => match command {
+                        Some(Command::Close(_)) | None => return None,
+                        Some(command) => self.held = Some(command),
+                    },
+                }
+            }
             let resume = self.resume.as_deref().map(|key| (key, self.last_seq));
             let path = self.location.as_deref().or(self.options.path.as_deref());
             match open(&self.url, &self.options, path, resume).await {
@@ -595,6 +627,11 @@ impl Pump {
     ) -> SocketEnd {
         let mut requests: HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>> =
             HashMap::new();
+        if let Some(command) = self.held.take()
+            && let Some(end) = self.obey(socket, Some(command), &mut requests).await
+        {
+            return end;
+        }
         loop {
             tokio::select! {
                 command = self.commands.recv() => {
@@ -650,7 +687,12 @@ impl Pump {
                 requests.insert(id, tx);
                 Outgoing::Text(frame)
             }
-            Some(Command::Close) | None => {
+            Some(Command::Close(done)) => {
+                socket.close().await;
+                let _ = done.send(());
+                return Some(SocketEnd::User);
+            }
+            None => {
                 socket.close().await;
                 return Some(SocketEnd::User);
             }

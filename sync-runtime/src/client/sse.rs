@@ -302,10 +302,16 @@ impl SseLink {
         Err(ClientError::Closed)
     }
 
-    /// Say goodbye, so the server forgets the connection now instead of keeping it for a resume.
+    /// Say goodbye (the server then forgets the connection at once instead of keeping it for a resume)
+    /// and read the stream to its end: the server ends it only after forgetting the connection, so the
+    /// connection is off every route when this returns. The caller bounds the wait.
     pub(super) async fn close(&mut self) {
         let bye = serde_json::to_string(&super::ClientFrame::Bye).expect("bye is a tag only");
-        let _ = self.send(Outgoing::Text(bye)).await;
+        if self.send(Outgoing::Text(bye)).await.is_err() {
+            return;
+        }
+        // What is still on its way (reactions, the `close` event) is dropped: the user is gone.
+        while self.events.next().await.is_some_and(|event| event.is_ok()) {}
     }
 }
 

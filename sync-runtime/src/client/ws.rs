@@ -79,8 +79,14 @@ impl WsLink {
         }
     }
 
-    /// Send a close frame.
+    /// Send a close frame, then read until the server has answered it and closed the socket: it lets go
+    /// of the socket only after forgetting the connection, so the connection is off every route when
+    /// this returns. The caller bounds the wait.
     pub(super) async fn close(&mut self) {
-        let _ = self.socket.close(None).await;
+        if self.socket.close(None).await.is_err() {
+            return;
+        }
+        // Frames still on their way (reactions, the server's close frame) are dropped: the user is gone.
+        while let Some(Ok(_)) = self.socket.next().await {}
     }
 }
