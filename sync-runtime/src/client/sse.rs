@@ -1,368 +1,310 @@
-//! The client's SSE transport: the event stream is one long `GET` (chunked), each message one `POST` on a
-//! second, kept-alive connection. Plain HTTP/1.1 over `TcpStream`, enough for `http://` URLs.
+//! The client's SSE transport: the event stream is one long `GET`, each message one `POST` on a second,
+//! kept-alive connection. HTTP/1.1 is hyper's client (the same hyper axum serves with), the event stream is
+//! decoded by `sse-stream`; enough for `http://` URLs.
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming as ResponseBody;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::http::request::Builder;
+use hyper::{Method, Request, Response, Uri};
+use hyper_util::rt::TokioIo;
+use sse_stream::SseStream;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
-use super::{ClientError, ConnectOptions, Incoming, encode};
+use crate::protocol::server::ServerFrame;
 
-/// The largest response head or chunk-size line accepted.
-const MAX_HEAD: usize = 16 * 1024;
+use super::{ClientError, ConnectOptions, Incoming, Outgoing, connect_query};
 
-/// An `http://host[:port]/path` URL, split.
+/// The longest refusal message kept from a response body (the rest is read and dropped).
+const MAX_MESSAGE: usize = 16 * 1024;
+
+/// An `http://host[:port]/path[?query]` URL, split.
+#[derive(Debug)]
 struct Target {
-    host: String,
+    /// `host:port`, what the sockets connect to (port 80 when the URL has none).
+    addr: String,
+    /// The `Host` header: the URL's authority as written.
+    host: HeaderValue,
     path: String,
     query: String,
 }
 
-fn target(url: &str) -> Result<Target, ClientError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| ClientError::Http {
-            status: 0,
-            message: format!("not an http:// URL: {url}"),
-        })?;
-    let (authority, path_query) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (path, query) = path_query
-        .split_once('?')
-        .map_or((path_query, ""), |(p, q)| (p, q));
-    let host = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok(Target {
-        host,
-        path: if path.is_empty() { "/" } else { path }.to_owned(),
-        query: query.to_owned(),
-    })
-}
-
-/// The request head lines every request carries: `Host`, credentials and the caller's headers.
-fn common_headers(target: &Target, options: &ConnectOptions) -> String {
-    let mut head = format!("Host: {}\r\n", target.host);
-    if let Some(token) = &options.token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+impl Target {
+    fn parse(url: &str) -> Result<Target, ClientError> {
+        let uri: Uri = url.parse().map_err(invalid_input)?;
+        if uri.scheme_str() != Some("http") {
+            return Err(invalid_input(format!("not an http:// URL: {url}")));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| invalid_input(format!("no host in {url}")))?;
+        let mut addr = authority.host().to_owned();
+        addr.push(':');
+        addr.push_str(&authority.port_u16().unwrap_or(80).to_string());
+        Ok(Target {
+            addr,
+            host: HeaderValue::try_from(authority.as_str()).map_err(invalid_input)?,
+            path: uri.path().to_owned(),
+            query: uri.query().unwrap_or_default().to_owned(),
+        })
     }
-    for (name, value) in &options.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+
+    /// `path?query`, the request target for this URL with `query` in place of its own.
+    fn request_target(&self, query: &str) -> String {
+        let mut target = String::with_capacity(self.path.len() + 1 + query.len());
+        target.push_str(&self.path);
+        target.push('?');
+        target.push_str(query);
+        target
     }
-    head
+
+    /// A request to this URL's server: `Host`, credentials and the caller's headers.
+    fn request(&self, method: Method, target: String, options: &ConnectOptions) -> Builder {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(target)
+            .header(header::HOST, self.host.clone());
+        if let Some(token) = &options.token {
+            request = request.header(header::AUTHORIZATION, super::bearer(token));
+        }
+        for (name, value) in &options.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        request
+    }
 }
 
-/// A response head: the status and whether the body is chunked.
-struct Head {
-    status: u16,
-    chunked: bool,
-    length: Option<usize>,
+/// A bad URL or header: nothing was sent.
+fn invalid_input(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ClientError {
+    ClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, error))
 }
 
-async fn read_head(stream: &mut BufReader<TcpStream>) -> std::io::Result<Head> {
-    let mut line = String::new();
-    let mut head = Head {
-        status: 0,
-        chunked: false,
-        length: None,
-    };
-    let mut total = 0;
-    loop {
-        line.clear();
-        let n = stream.read_line(&mut line).await?;
-        total += n;
-        if n == 0 || total > MAX_HEAD {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let text = line.trim_end();
-        if head.status == 0 {
-            head.status = text
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| std::io::Error::other(format!("not an HTTP status line: {text}")))?;
-            continue;
-        }
-        if text.is_empty() {
-            return Ok(head);
-        }
-        if let Some((name, value)) = text.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("transfer-encoding") {
-                head.chunked = value.eq_ignore_ascii_case("chunked");
-            } else if name.eq_ignore_ascii_case("content-length") {
-                head.length = value.parse().ok();
+/// The connection failed (or hyper refused what it read).
+fn transport(error: hyper::Error) -> ClientError {
+    ClientError::Io(std::io::Error::other(error))
+}
+
+/// The task that drives one HTTP/1.1 connection; aborted (closing the socket) when dropped.
+struct Driver(JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One HTTP/1.1 connection to send requests on.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    _driver: Driver,
+}
+
+impl Connection {
+    async fn open(target: &Target) -> Result<Connection, ClientError> {
+        let stream = TcpStream::connect(&target.addr)
+            .await
+            .map_err(ClientError::Io)?;
+        stream.set_nodelay(true).map_err(ClientError::Io)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(transport)?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(target: "sync_runtime::client", error = %e, "SSE connection failed");
             }
-        }
+        });
+        Ok(Connection {
+            sender,
+            _driver: Driver(driver),
+        })
+    }
+
+    async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<ResponseBody>, hyper::Error> {
+        self.sender.ready().await?;
+        self.sender.send_request(request).await
     }
 }
 
-/// A whole (short) response body: the refusal message of a non-200 answer, or a `POST`'s empty one.
-async fn read_body(stream: &mut BufReader<TcpStream>, head: &Head) -> std::io::Result<String> {
-    let mut body = Vec::new();
-    if let Some(length) = head.length {
-        body.resize(length.min(MAX_HEAD), 0);
-        stream.read_exact(&mut body).await?;
-    } else if head.chunked {
-        let mut decoder = Chunks::default();
-        while !decoder.done && body.len() < MAX_HEAD {
-            let mut raw = [0u8; 1024];
-            let n = stream.read(&mut raw).await?;
-            if n == 0 {
-                break;
-            }
-            decoder.raw.extend_from_slice(&raw[..n]);
-            decoder.decode(&mut body)?;
+/// The whole response body, as text, keeping at most [`MAX_MESSAGE`] bytes of it: a refusal's reason, or
+/// a `POST`'s empty answer (read to its end so the connection can take the next request).
+async fn read_message(mut body: ResponseBody) -> Result<String, hyper::Error> {
+    let mut message = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            let room = MAX_MESSAGE.saturating_sub(message.len());
+            message.extend_from_slice(&data[..room.min(data.len())]);
         }
     }
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-/// Chunked transfer decoding, incremental: raw bytes in, body bytes out.
-#[derive(Default)]
-struct Chunks {
-    raw: Vec<u8>,
-    /// Body bytes left in the current chunk (and then its CRLF).
-    left: usize,
-    in_chunk: bool,
-    done: bool,
-}
-
-impl Chunks {
-    fn decode(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
-        let mut at = 0;
-        // After the last chunk only trailers follow: nothing of the body.
-        while !self.done {
-            if self.in_chunk {
-                let take = self.left.min(self.raw.len() - at);
-                out.extend_from_slice(&self.raw[at..at + take]);
-                at += take;
-                self.left -= take;
-                if self.left > 0 {
-                    break;
-                }
-                // The chunk's trailing CRLF.
-                if self.raw.len() - at < 2 {
-                    break;
-                }
-                at += 2;
-                self.in_chunk = false;
-            } else {
-                let Some(end) = self.raw[at..].windows(2).position(|w| w == b"\r\n") else {
-                    if self.raw.len() - at > MAX_HEAD {
-                        return Err(std::io::Error::other("chunk size line too long"));
-                    }
-                    break;
-                };
-                let line = std::str::from_utf8(&self.raw[at..at + end]).unwrap_or("");
-                let size = line.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size, 16)
-                    .map_err(|_| std::io::Error::other(format!("bad chunk size {size:?}")))?;
-                at += end + 2;
-                if size == 0 {
-                    self.done = true;
-                    break;
-                }
-                self.left = size;
-                self.in_chunk = true;
-            }
-        }
-        self.raw.drain(..at);
-        Ok(())
-    }
+    Ok(String::from_utf8_lossy(&message).into_owned())
 }
 
 /// One SSE connection: the stream being read and the connection that posts.
 pub(super) struct SseLink {
     target: Target,
     options: ConnectOptions,
-    stream: BufReader<TcpStream>,
-    chunks: Option<Chunks>,
-    /// Decoded body bytes not yet parsed into events.
-    body: Vec<u8>,
+    events: SseStream<ResponseBody>,
+    /// The stream's connection: dropping the link closes it.
+    _stream: Connection,
     /// The connection's resume key, from `hello`: what a `POST` names.
     key: Option<String>,
-    post: Option<BufReader<TcpStream>>,
+    /// The stream's first event (`hello`), read by `open` so that the link can post as soon as it is open.
+    first: Option<Incoming>,
+    post: Option<Connection>,
 }
 
 impl SseLink {
-    /// Open the event stream. `resume` goes out as `Last-Event-ID: <key>.<seq>`.
+    /// Open the event stream: `GET url?path=…&ack=1`; `resume` goes out as `Last-Event-ID: <key>.<seq>`,
+    /// as an `EventSource` sends it.
     pub(super) async fn open(
         url: &str,
         options: &ConnectOptions,
         path: Option<&str>,
         resume: Option<(&str, u64)>,
     ) -> Result<SseLink, ClientError> {
-        let target = target(url)?;
-        let io = ClientError::Io;
-        let stream = TcpStream::connect(&target.host).await.map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
-        let mut stream = BufReader::new(stream);
-        let mut query = target.query.clone();
-        let mut param = |key: &str, value: &str| {
-            if !query.is_empty() {
-                query.push('&');
-            }
-            query.push_str(key);
-            query.push('=');
-            query.push_str(&encode(value));
-        };
-        if let Some(path) = path {
-            param("path", path);
-        }
-        param("ack", "1");
-        let mut request = format!(
-            "GET {}?{query} HTTP/1.1\r\n{}Accept: text/event-stream\r\n",
-            target.path,
-            common_headers(&target, options)
-        );
+        let target = Target::parse(url)?;
+        let query = connect_query(&target.query, path, None);
+        let mut request = target
+            .request(Method::GET, target.request_target(&query), options)
+            .header(header::ACCEPT, "text/event-stream");
         if let Some((key, seq)) = resume {
-            request.push_str(&format!("Last-Event-ID: {key}.{seq}\r\n"));
+            let mut id = String::with_capacity(key.len() + 21);
+            id.push_str(key);
+            id.push('.');
+            id.push_str(&seq.to_string());
+            request = request.header(HeaderName::from_static("last-event-id"), id);
         }
-        request.push_str("\r\n");
-        stream
-            .get_mut()
-            .write_all(request.as_bytes())
-            .await
-            .map_err(io)?;
-        let head = read_head(&mut stream).await.map_err(io)?;
-        if head.status != 200 {
-            let message = read_body(&mut stream, &head).await.unwrap_or_default();
+        let request = request.body(Full::default()).map_err(invalid_input)?;
+        let mut stream = Connection::open(&target).await?;
+        let response = stream.send(request).await.map_err(transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            let message = read_message(response.into_body()).await.unwrap_or_default();
             return Err(ClientError::Http {
-                status: head.status,
+                status: status.as_u16(),
                 message,
             });
         }
-        Ok(SseLink {
+        let mut link = SseLink {
             target,
             options: options.clone(),
-            stream,
-            chunks: head.chunked.then(Chunks::default),
-            body: Vec::new(),
+            events: SseStream::new(response.into_body()),
+            _stream: stream,
             key: None,
+            first: None,
             post: None,
-        })
-    }
-
-    /// The next event's data. Cancel-safe: all state lives in `self` between reads.
-    pub(super) async fn next(&mut self) -> Incoming {
-        loop {
-            if let Some(data) = self.event() {
-                if data.starts_with(r#"{"t":"hello""#) {
-                    #[derive(serde::Deserialize)]
-                    struct Hello {
-                        resume: String,
-                    }
-                    if let Ok(hello) = serde_json::from_str::<Hello>(&data) {
-                        self.key = Some(hello.resume);
-                    }
-                }
-                if data.contains(r#""t":"close""#) {
-                    #[derive(serde::Deserialize)]
-                    struct Close {
-                        t: String,
-                        code: u16,
-                        reason: String,
-                    }
-                    match serde_json::from_str::<Close>(&data) {
-                        Ok(close) if close.t == "close" => {
-                            return Incoming::Close(Some((close.code, close.reason)));
-                        }
-                        _ => {}
-                    }
-                }
-                return Incoming::Text(data);
-            }
-            let mut raw = [0u8; 4096];
-            let n = match self.stream.read(&mut raw).await {
-                Ok(0) | Err(_) => return Incoming::Dropped,
-                Ok(n) => n,
-            };
-            match &mut self.chunks {
-                Some(chunks) => {
-                    chunks.raw.extend_from_slice(&raw[..n]);
-                    if chunks.decode(&mut self.body).is_err() || chunks.done {
-                        // A stream that ends without a `close` event was cut.
-                        if self.event_pending() {
-                            continue;
-                        }
-                        return Incoming::Dropped;
-                    }
-                }
-                None => self.body.extend_from_slice(&raw[..n]),
-            }
-        }
-    }
-
-    fn event_pending(&self) -> bool {
-        self.body.windows(2).any(|w| w == b"\n\n")
-    }
-
-    /// One complete event's `data`, if the body holds one (comments and `id:` lines skipped).
-    fn event(&mut self) -> Option<String> {
-        loop {
-            let end = self.body.windows(2).position(|w| w == b"\n\n")?;
-            let block: Vec<u8> = self.body.drain(..end + 2).collect();
-            let block = String::from_utf8_lossy(&block);
-            let data: Vec<&str> = block
-                .lines()
-                .filter_map(|line| line.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
-            if !data.is_empty() {
-                return Some(data.join("\n"));
-            }
-        }
-    }
-
-    /// `POST` one message; `Err` when the connection cannot take it (the stream must be reopened).
-    pub(super) async fn send(&mut self, body: &[u8], binary: bool) -> Result<(), ClientError> {
-        let key = self.key.clone().ok_or(ClientError::Closed)?;
-        let content_type = if binary {
-            "application/octet-stream"
-        } else {
-            "text/plain; charset=utf-8"
         };
-        let mut request = format!(
-            "POST {}?key={} HTTP/1.1\r\n{}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            self.target.path,
-            encode(&key),
-            common_headers(&self.target, &self.options),
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(body);
+        // Messages sent before the `hello` would have no key to name: a reconnecting client may have some
+        // waiting.
+        link.first = Some(link.read().await);
+        Ok(link)
+    }
+
+    /// The next event's data. Cancel-safe: all state lives in the link between reads.
+    pub(super) async fn next(&mut self) -> Incoming {
+        match self.first.take() {
+            Some(first) => first,
+            None => self.read().await,
+        }
+    }
+
+    /// The next event's data off the stream, noting the resume key from `hello`.
+    async fn read(&mut self) -> Incoming {
+        loop {
+            let data = match self.events.next().await {
+                Some(Ok(event)) => match event.data {
+                    Some(data) => data,
+                    // Comments (keepalives) are skipped by the decoder; a block without data says nothing.
+                    None => continue,
+                },
+                Some(Err(e)) => {
+                    tracing::debug!(target: "sync_runtime::client", error = %e, "event stream failed");
+                    return Incoming::Dropped;
+                }
+                // A stream that ends without a `close` event was cut.
+                None => return Incoming::Dropped,
+            };
+            // Frames are compact JSON with the tag first: only `hello` and `close` are looked into here.
+            if data.starts_with(r#"{"t":"hello""#) || data.starts_with(r#"{"t":"close""#) {
+                match serde_json::from_str::<ServerFrame>(&data) {
+                    Ok(ServerFrame::Hello { resume, .. }) => self.key = resume,
+                    Ok(ServerFrame::Close { code, reason }) => {
+                        return Incoming::Close(Some((code, reason)));
+                    }
+                    _ => {}
+                }
+            }
+            return Incoming::Text(data);
+        }
+    }
+
+    /// `POST url?key=<resume key>` one message; `Err` when the connection cannot take it (the stream must
+    /// be reopened).
+    pub(super) async fn send(&mut self, message: Outgoing) -> Result<(), ClientError> {
+        let key = self.key.as_deref().ok_or(ClientError::Closed)?;
+        let (body, content_type) = match message {
+            Outgoing::Text(text) => (Bytes::from(text), "text/plain; charset=utf-8"),
+            Outgoing::Binary(bytes) => (Bytes::from(bytes), "application/octet-stream"),
+        };
+        let query = form_urlencoded::Serializer::new(self.target.query.clone())
+            .append_pair("key", key)
+            .finish();
+        let request_target = self.target.request_target(&query);
         // A kept-alive connection the server closed meanwhile fails on first use: open one more.
         for attempt in 0..2 {
-            if self.post.is_none() {
-                let stream = TcpStream::connect(&self.target.host)
-                    .await
-                    .map_err(ClientError::Io)?;
-                stream.set_nodelay(true).map_err(ClientError::Io)?;
-                self.post = Some(BufReader::new(stream));
-            }
-            let post = self.post.as_mut().expect("just opened");
+            let request = self
+                .target
+                .request(Method::POST, request_target.clone(), &self.options)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Full::new(body.clone()))
+                .map_err(invalid_input)?;
+            let post = match &mut self.post {
+                Some(post) => post,
+                None => self.post.insert(Connection::open(&self.target).await?),
+            };
             let answer = async {
-                post.get_mut().write_all(&request).await?;
-                let head = read_head(post).await?;
-                let message = read_body(post, &head).await?;
-                Ok::<_, std::io::Error>((head.status, message))
+                let response = post.send(request).await?;
+                let status = response.status();
+                let message = read_message(response.into_body()).await?;
+                Ok::<_, hyper::Error>((status, message))
             }
             .await;
             match answer {
-                Ok((202, _)) => return Ok(()),
+                Ok((status, _)) if status.is_success() => return Ok(()),
                 Ok((status, message)) => {
                     self.post = None;
-                    return Err(ClientError::Http { status, message });
+                    return Err(ClientError::Http {
+                        status: status.as_u16(),
+                        message,
+                    });
                 }
                 Err(e) => {
                     self.post = None;
                     if attempt == 1 {
-                        return Err(ClientError::Io(e));
+                        return Err(transport(e));
                     }
                 }
             }
         }
         Err(ClientError::Closed)
+    }
+
+    /// Say goodbye (the server then forgets the connection at once instead of keeping it for a resume)
+    /// and read the stream to its end: the server ends it only after forgetting the connection, so the
+    /// connection is off every route when this returns. The caller bounds the wait.
+    pub(super) async fn close(&mut self) {
+        let bye = serde_json::to_string(&super::ClientFrame::Bye).expect("bye is a tag only");
+        if self.send(Outgoing::Text(bye)).await.is_err() {
+            return;
+        }
+        // What is still on its way (reactions, the `close` event) is dropped: the user is gone.
+        while self.events.next().await.is_some_and(|event| event.is_ok()) {}
     }
 }
 
@@ -371,31 +313,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunked_bodies_decode_across_arbitrary_splits() {
-        let raw = b"5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n";
-        for split in 0..raw.len() {
-            let mut chunks = Chunks::default();
-            let mut out = Vec::new();
-            chunks.raw.extend_from_slice(&raw[..split]);
-            chunks.decode(&mut out).expect("valid");
-            chunks.raw.extend_from_slice(&raw[split..]);
-            chunks.decode(&mut out).expect("valid");
-            assert_eq!(out, b"hello, world", "split at {split}");
-            assert!(chunks.done);
-        }
+    fn urls_split_into_address_host_path_and_query() {
+        let t = Target::parse("http://127.0.0.1:3000/_sync/sse?x=1").expect("a URL");
+        assert_eq!(
+            (
+                t.addr.as_str(),
+                t.host.to_str().expect("ASCII"),
+                t.path.as_str(),
+                t.query.as_str()
+            ),
+            ("127.0.0.1:3000", "127.0.0.1:3000", "/_sync/sse", "x=1")
+        );
+        assert_eq!(t.request_target("x=1&key=k"), "/_sync/sse?x=1&key=k");
+        let t = Target::parse("http://example.com").expect("a URL");
+        assert_eq!((t.addr.as_str(), t.path.as_str()), ("example.com:80", "/"));
+        assert!(Target::parse("ws://x/").is_err());
     }
 
     #[test]
-    fn urls_split_into_host_path_and_query() {
-        let t = target("http://127.0.0.1:3000/_sync/sse?x=1").expect("a URL");
-        assert_eq!(
-            (t.host.as_str(), t.path.as_str(), t.query.as_str()),
-            ("127.0.0.1:3000", "/_sync/sse", "x=1")
-        );
-        assert_eq!(
-            target("http://example.com").expect("a URL").host,
-            "example.com:80"
-        );
-        assert!(target("ws://x/").is_err());
+    fn requests_carry_host_credentials_and_the_callers_headers() {
+        let t = Target::parse("http://127.0.0.1:3000/_sync/sse").expect("a URL");
+        let options = ConnectOptions::new()
+            .token("alice")
+            .header("Origin", "http://app.example");
+        let request = t
+            .request(Method::GET, t.request_target("ack=1"), &options)
+            .body(())
+            .expect("a valid request");
+        assert_eq!(request.uri(), "/_sync/sse?ack=1");
+        assert_eq!(request.headers()[header::HOST], "127.0.0.1:3000");
+        assert_eq!(request.headers()[header::AUTHORIZATION], "Bearer alice");
+        assert_eq!(request.headers()[header::ORIGIN], "http://app.example");
+    }
+
+    #[test]
+    fn a_header_that_cannot_be_sent_is_an_error_not_a_broken_request() {
+        let t = Target::parse("http://127.0.0.1:3000/_sync/sse").expect("a URL");
+        let options = ConnectOptions::new().header("X-Bad", "line\r\nInjected: yes");
+        let request = t
+            .request(Method::GET, t.request_target("ack=1"), &options)
+            .body(());
+        assert!(request.is_err());
     }
 }

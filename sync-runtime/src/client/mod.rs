@@ -37,17 +37,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite;
 
+use crate::protocol::server::ServerFrame;
 use crate::{ErrorCode, Outcome};
 
 mod sse;
+mod ws;
 
 /// How to connect: credentials, initial location, extra headers.
 #[derive(Debug, Clone, Default)]
@@ -135,22 +135,27 @@ pub struct Located {
 }
 
 /// Why a client call failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The upgrade failed (refused with a status, or the socket could not be opened).
-    Connect(Box<tungstenite::Error>),
+    #[error("connect failed: {0}")]
+    Connect(#[source] Box<tungstenite::Error>),
     /// An SSE request was answered with this status (`401`, `403`, `404` for a connection that is gone…).
+    #[error("HTTP {status}: {message}")]
     Http {
         /// The HTTP status.
         status: u16,
         /// The response body: the server's reason.
         message: String,
     },
-    /// The SSE transport could not reach the server.
-    Io(std::io::Error),
+    /// The SSE transport could not reach the server (or was given a URL or header it cannot send).
+    #[error("connection failed: {0}")]
+    Io(#[source] std::io::Error),
     /// The server answered the request with an error code.
+    #[error("refused: {}: {}", .0.code, .0.message)]
     Refused(ErrorReply),
     /// The connection is closed.
+    #[error("connection closed")]
     Closed,
 }
 
@@ -176,25 +181,12 @@ impl ClientError {
     }
 }
 
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Connect(e) => write!(f, "connect failed: {e}"),
-            ClientError::Http { status, message } => write!(f, "HTTP {status}: {message}"),
-            ClientError::Io(e) => write!(f, "connection failed: {e}"),
-            ClientError::Refused(e) => write!(f, "refused: {}: {}", e.code, e.message),
-            ClientError::Closed => f.write_str("connection closed"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
-
 enum Command {
     Raw(Outgoing),
     Nav(String, oneshot::Sender<Located>),
     Req(u64, String, oneshot::Sender<Result<Outcome, ErrorReply>>),
-    Close,
+    /// Close the connection; answered (or dropped) once the server has let go of it.
+    Close(oneshot::Sender<()>),
 }
 
 /// One connection to a sync hub.
@@ -231,34 +223,14 @@ pub struct Status {
 }
 
 /// How long reactions may wait for an acknowledgement once they stop coming.
-const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+const ACK_DELAY: Duration = Duration::from_millis(20);
+
+/// How long [`SyncClient::close`] waits for the server to let go of the connection. Over loopback it
+/// takes a round trip; a server that does not answer in time keeps the connection for its grace window.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Frames a client buffers before it stops reading the socket (TCP backpressure then reaches the server).
 const INBOX: usize = 65_536;
-
-#[derive(Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
-enum ServerFrame {
-    Hello {
-        conn: String,
-        #[serde(default)]
-        resume: Option<String>,
-        #[serde(default)]
-        resumed: bool,
-        #[serde(default)]
-        window: Option<u64>,
-    },
-    Resync,
-    Located(Located),
-    Reaction(ReceivedReaction),
-    Result {
-        id: u64,
-        #[serde(flatten)]
-        outcome: Outcome,
-    },
-    Error(ErrorReply),
-    Pong,
-}
 
 impl SyncClient {
     /// Connect to `url`: `ws://host:port/_sync/ws` for a WebSocket, `http://host:port/_sync/sse` for SSE.
@@ -293,6 +265,7 @@ impl SyncClient {
             window: 0,
             acked: 0,
             location: None,
+            held: None,
         };
         tokio::spawn(state.run(socket, hello_tx));
         let connection = hello_rx.await.map_err(|_| ClientError::Closed)?;
@@ -416,9 +389,15 @@ impl SyncClient {
             .clone()
     }
 
-    /// Close the connection.
+    /// Close the connection, after what was already sent: returns once the server has let go of it (a
+    /// WebSocket close frame answered, or over SSE a `bye` answered and the stream ended), so it is off
+    /// every route at once instead of being kept for a resume. Waits for the server at most 2 seconds.
     pub async fn close(self) {
-        let _ = self.commands.send(Command::Close).await;
+        let (done, closed) = oneshot::channel();
+        if self.commands.send(Command::Close(done)).await.is_ok() {
+            // Answered, or dropped by a pump that ended: either way there is nothing left to wait for.
+            let _ = closed.await;
+        }
     }
 
     async fn command(&self, command: Command) -> Result<(), ClientError> {
@@ -429,21 +408,39 @@ impl SyncClient {
     }
 }
 
-fn encode(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(b))
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
+/// The query of a connect request: `existing` (the URL's own) plus `path`, `ack=1` and, when resuming,
+/// `resume` and `last_seq`, form-encoded.
+fn connect_query(existing: &str, path: Option<&str>, resume: Option<(&str, u64)>) -> String {
+    let mut query = form_urlencoded::Serializer::new(existing.to_owned());
+    if let Some(path) = path {
+        query.append_pair("path", path);
     }
-    out
+    // Acknowledged delivery: the server keeps what is in flight until we say we have it.
+    query.append_pair("ack", "1");
+    if let Some((key, last_seq)) = resume {
+        query.append_pair("resume", key);
+        query.append_pair("last_seq", &last_seq.to_string());
+    }
+    query.finish()
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// The `Authorization` value for `token`.
+fn bearer(token: &str) -> String {
+    let mut value = String::with_capacity(7 + token.len());
+    value.push_str("Bearer ");
+    value.push_str(token);
+    value
+}
+
+/// The frames this client builds itself (requests and navigations carry the caller's data as JSON).
+#[derive(Serialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum ClientFrame {
+    /// Every reaction up to `seq` was processed.
+    Ack { seq: u64 },
+    /// Leaving on purpose: forget the connection now (what an SSE client has instead of a close frame).
+    Bye,
+}
 
 /// A message for the server.
 enum Outgoing {
@@ -462,57 +459,37 @@ enum Incoming {
 
 /// One transport's connection: a WebSocket, or an SSE stream with its `POST`s.
 enum Link {
-    Ws(Box<Socket>),
+    Ws(Box<ws::WsLink>),
     Sse(Box<sse::SseLink>),
 }
 
 impl Link {
     async fn send(&mut self, message: Outgoing) -> Result<(), ClientError> {
         match self {
-            Link::Ws(socket) => {
-                let message = match message {
-                    Outgoing::Text(text) => Message::text(text),
-                    Outgoing::Binary(bytes) => Message::binary(bytes),
-                };
-                socket
-                    .send(message)
-                    .await
-                    .map_err(|e| ClientError::Connect(Box::new(e)))
-            }
-            Link::Sse(link) => match message {
-                Outgoing::Text(text) => link.send(text.as_bytes(), false).await,
-                Outgoing::Binary(bytes) => link.send(&bytes, true).await,
-            },
+            Link::Ws(link) => link.send(message).await,
+            Link::Sse(link) => link.send(message).await,
         }
     }
 
     /// The next message. Cancel-safe, for `select!`.
     async fn next(&mut self) -> Incoming {
         match self {
-            Link::Ws(socket) => loop {
-                return match socket.next().await {
-                    Some(Ok(Message::Text(text))) => Incoming::Text(text.as_str().to_owned()),
-                    Some(Ok(Message::Close(frame))) => {
-                        Incoming::Close(frame.map(|f| (u16::from(f.code), f.reason.to_string())))
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => Incoming::Dropped,
-                };
-            },
+            Link::Ws(link) => link.next().await,
             Link::Sse(link) => link.next().await,
         }
     }
 
+    /// Close, and wait (at most [`CLOSE_WAIT`]) for the server to let go of the connection: a dropped
+    /// transport would be kept for a resume for the server's grace window.
     async fn close(&mut self) {
-        match self {
-            Link::Ws(socket) => {
-                let _ = socket.close(None).await;
+        let close = async {
+            match self {
+                Link::Ws(link) => link.close().await,
+                Link::Sse(link) => link.close().await,
             }
-            // Say goodbye, so the server forgets the connection now instead of keeping it for a resume;
-            // then drop the stream.
-            Link::Sse(link) => {
-                let _ = link.send(br#"{"t":"bye"}"#, false).await;
-            }
+        };
+        if tokio::time::timeout(CLOSE_WAIT, close).await.is_err() {
+            tracing::debug!(target: "sync_runtime::client", "the server did not answer the close in time");
         }
     }
 }
@@ -528,57 +505,8 @@ async fn open(
         let link = sse::SseLink::open(url, options, path, resume).await?;
         return Ok(Link::Sse(Box::new(link)));
     }
-    Ok(Link::Ws(Box::new(
-        open_ws(url, options, path, resume).await?,
-    )))
-}
-
-async fn open_ws(
-    url: &str,
-    options: &ConnectOptions,
-    path: Option<&str>,
-    resume: Option<(&str, u64)>,
-) -> Result<Socket, ClientError> {
-    let connect_error = |e: tungstenite::Error| ClientError::Connect(Box::new(e));
-    let mut url = url.to_owned();
-    let mut param = |key: &str, value: &str| {
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(key);
-        url.push('=');
-        url.push_str(&encode(value));
-    };
-    if let Some(path) = path {
-        param("path", path);
-    }
-    // Acknowledged delivery: the server keeps what is in flight until we say we have it.
-    param("ack", "1");
-    if let Some((key, last_seq)) = resume {
-        param("resume", key);
-        param("last_seq", &last_seq.to_string());
-    }
-    let mut request = url.into_client_request().map_err(connect_error)?;
-    let headers = request.headers_mut();
-    if let Some(token) = &options.token {
-        let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|e| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
-        headers.insert("authorization", value);
-    }
-    for (name, value) in &options.headers {
-        let name: tungstenite::http::HeaderName =
-            name.parse()
-                .map_err(|e: tungstenite::http::header::InvalidHeaderName| {
-                    connect_error(tungstenite::Error::HttpFormat(e.into()))
-                })?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|e| connect_error(tungstenite::Error::HttpFormat(e.into())))?;
-        headers.append(name, value);
-    }
-    // A 16 KiB read buffer instead of tungstenite's 128 KiB: load generators open thousands of these.
-    let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-        .await
-        .map_err(connect_error)?;
-    Ok(socket)
+    let link = ws::WsLink::open(url, options, path, resume).await?;
+    Ok(Link::Ws(Box::new(link)))
 }
 
 /// The task that owns the socket (and its successors, when reconnecting).
@@ -599,6 +527,8 @@ struct Pump {
     /// The last `seq` acknowledged.
     acked: u64,
     location: Option<String>,
+    /// A command taken while reconnecting (to notice a close), sent first on the next socket.
+    held: Option<Command>,
 }
 
 /// How one socket ended.
@@ -636,11 +566,24 @@ impl Pump {
         }
     }
 
-    /// Reconnect with exponential backoff (50 ms doubling to 2 s, at most 60 tries), resuming.
+    /// Reconnect with exponential backoff (50 ms doubling to 2 s, at most 60 tries), resuming; `None`
+    /// when giving up, or when the user closes the client meanwhile.
     async fn reopen(&mut self) -> Option<Link> {
-        let mut delay = std::time::Duration::from_millis(50);
+        let mut delay = Duration::from_millis(50);
         for _ in 0..60 {
-            tokio::time::sleep(delay).await;
+            let backoff = tokio::time::sleep(delay);
+            tokio::pin!(backoff);
+            loop {
+                tokio::select! {
+                    () = &mut backoff => break,
+                    // Commands wait for the next socket, except a close, which ends the wait now (the one
+                    // taken out of the queue to see it goes first on the next socket).
+                    command = self.commands.recv(), if self.held.is_none() => match command {
+                        Some(Command::Close(_)) | None => return None,
+                        Some(command) => self.held = Some(command),
+                    },
+                }
+            }
             let resume = self.resume.as_deref().map(|key| (key, self.last_seq));
             let path = self.location.as_deref().or(self.options.path.as_deref());
             match open(&self.url, &self.options, path, resume).await {
@@ -649,7 +592,7 @@ impl Pump {
                     tracing::debug!(target: "sync_runtime::client", error = %e, "reconnect failed; retrying")
                 }
             }
-            delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
         None
     }
@@ -661,26 +604,16 @@ impl Pump {
     ) -> SocketEnd {
         let mut requests: HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>> =
             HashMap::new();
+        if let Some(command) = self.held.take()
+            && let Some(end) = self.obey(socket, Some(command), &mut requests).await
+        {
+            return end;
+        }
         loop {
             tokio::select! {
                 command = self.commands.recv() => {
-                    let message = match command {
-                        Some(Command::Raw(message)) => message,
-                        Some(Command::Nav(path, tx)) => {
-                            self.navs.push_back(tx);
-                            Outgoing::Text(serde_json::json!({ "t": "nav", "path": path }).to_string())
-                        }
-                        Some(Command::Req(id, frame, tx)) => {
-                            requests.insert(id, tx);
-                            Outgoing::Text(frame)
-                        }
-                        Some(Command::Close) | None => {
-                            socket.close().await;
-                            return SocketEnd::User;
-                        }
-                    };
-                    if socket.send(message).await.is_err() {
-                        return SocketEnd::Dropped;
+                    if let Some(end) = self.obey(socket, command, &mut requests).await {
+                        return end;
                     }
                 }
                 message = socket.next() => {
@@ -714,9 +647,43 @@ impl Pump {
         }
     }
 
+    /// Carry out one of the user's commands (`None`: the client was dropped); `Some` when the socket ended.
+    async fn obey(
+        &mut self,
+        socket: &mut Link,
+        command: Option<Command>,
+        requests: &mut HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>>,
+    ) -> Option<SocketEnd> {
+        let message = match command {
+            Some(Command::Raw(message)) => message,
+            Some(Command::Nav(path, tx)) => {
+                self.navs.push_back(tx);
+                Outgoing::Text(serde_json::json!({ "t": "nav", "path": path }).to_string())
+            }
+            Some(Command::Req(id, frame, tx)) => {
+                requests.insert(id, tx);
+                Outgoing::Text(frame)
+            }
+            Some(Command::Close(done)) => {
+                socket.close().await;
+                let _ = done.send(());
+                return Some(SocketEnd::User);
+            }
+            None => {
+                socket.close().await;
+                return Some(SocketEnd::User);
+            }
+        };
+        if socket.send(message).await.is_err() {
+            return Some(SocketEnd::Dropped);
+        }
+        None
+    }
+
     async fn send_ack(&mut self, socket: &mut Link) -> bool {
         self.acked = self.last_seq;
-        let frame = format!(r#"{{"t":"ack","seq":{}}}"#, self.acked);
+        let frame = serde_json::to_string(&ClientFrame::Ack { seq: self.acked })
+            .expect("an ack is a tag and an integer");
         socket.send(Outgoing::Text(frame)).await.is_ok()
     }
 
@@ -753,14 +720,28 @@ impl Pump {
                 }
             }
             Ok(ServerFrame::Resync) => self.status.send_modify(|s| s.resyncs += 1),
-            Ok(ServerFrame::Located(located)) => {
+            Ok(ServerFrame::Located { path, route }) => {
+                let located = Located { path, route };
                 self.location = Some(located.path.clone());
                 self.status.send_modify(|s| s.located += 1);
                 if let Some(tx) = self.navs.pop_front() {
                     let _ = tx.send(located);
                 }
             }
-            Ok(ServerFrame::Reaction(reaction)) => {
+            Ok(ServerFrame::Reaction {
+                seq,
+                path,
+                route,
+                name,
+                reaction,
+            }) => {
+                let reaction = ReceivedReaction {
+                    seq,
+                    path,
+                    route,
+                    name,
+                    reaction,
+                };
                 self.last_seq = reaction.seq;
                 if self.reactions.send(reaction).await.is_err() {
                     return false;
@@ -771,19 +752,49 @@ impl Pump {
                     let _ = tx.send(Ok(outcome));
                 }
             }
-            Ok(ServerFrame::Error(reply)) => match reply.id.and_then(|id| requests.remove(&id)) {
-                Some(tx) => {
-                    let _ = tx.send(Err(reply));
+            Ok(ServerFrame::Error { id, code, message }) => {
+                match id.and_then(|id| requests.remove(&id)) {
+                    Some(tx) => {
+                        let _ = tx.send(Err(ErrorReply { id, code, message }));
+                    }
+                    None => {
+                        let _ = self.errors.try_send(ErrorReply { id, code, message });
+                    }
                 }
-                None => {
-                    let _ = self.errors.try_send(reply);
-                }
-            },
+            }
             Ok(ServerFrame::Pong) => {}
+            // The SSE link ends its stream on a `close` event before it reaches here.
+            Ok(ServerFrame::Close { .. }) => {}
             Err(e) => {
                 tracing::warn!(target: "sync_runtime::client", error = %e, "unreadable frame from server");
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::client::{ClientFrame as Parsed, parse_client_frame};
+
+    #[test]
+    fn the_frames_the_client_builds_are_the_ones_the_server_parses() {
+        let ack = serde_json::to_string(&ClientFrame::Ack { seq: 42 }).expect("serializes");
+        assert!(matches!(
+            parse_client_frame(&ack),
+            Ok(Parsed::Ack { seq: 42 })
+        ));
+        let bye = serde_json::to_string(&ClientFrame::Bye).expect("serializes");
+        assert!(matches!(parse_client_frame(&bye), Ok(Parsed::Bye)));
+    }
+
+    #[test]
+    fn connect_queries_are_form_encoded_after_the_urls_own() {
+        assert_eq!(connect_query("", None, None), "ack=1");
+        assert_eq!(
+            connect_query("x=1", Some("/posts/a b&c"), Some(("k+y", 7))),
+            "x=1&path=%2Fposts%2Fa+b%26c&ack=1&resume=k%2By&last_seq=7"
+        );
     }
 }
