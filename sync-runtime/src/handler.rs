@@ -421,11 +421,14 @@ fn decide<D, O>(
     }
 }
 
+/// The handler types a [`FilteredSyncDef`] is for (it stores them erased).
+type Types<D, O, S, F> = fn() -> (D, O, S, F);
+
 #[doc(hidden)]
 pub struct FilteredSyncDef<D, O, S, F> {
     filter: Handling,
     gate: Option<ErasedGate>,
-    _types: PhantomData<fn() -> (D, O, S, F)>,
+    _types: PhantomData<Types<D, O, S, F>>,
 }
 
 impl<D, O, S, F> FilteredSyncDef<D, O, S, F>

@@ -71,7 +71,6 @@ pub use hub::{BuildError, BuildProblem, SyncHub, SyncHubBuilder};
 pub use protocol::{ErrorCode, Outcome, PROTOCOL_VERSION, close_code};
 pub use reaction::{Reaction, Swap};
 pub use stats::Stats;
-pub use transport::CLIENT_JS;
 pub use trigger::Pending;
 
 /// Request sync `name` on the caller's route: every user currently on it gets the reaction.

@@ -58,7 +58,11 @@ async fn a_guest_resumes_its_connection_instead_of_resyncing() {
         .expect("reconnect");
     let hello = frame(&mut back).await;
     assert_eq!(hello["resumed"], true, "{hello}");
-    assert_eq!(frame(&mut back).await["t"], "located", "no resync before it");
+    assert_eq!(
+        frame(&mut back).await["t"],
+        "located",
+        "no resync before it"
+    );
 }
 
 #[tokio::test]

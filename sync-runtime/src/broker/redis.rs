@@ -627,6 +627,18 @@ fn resp_command(out: &mut Vec<u8>, parts: &[&[u8]]) {
     }
 }
 
+impl Backplane {
+    /// Start this backplane's broker (on the current Tokio runtime).
+    pub(crate) fn start(&self) -> Arc<dyn Broker> {
+        Arc::new(BackplaneHandle::start(self))
+    }
+
+    /// Why this configuration cannot work, if it cannot.
+    pub(crate) fn problem(&self) -> Option<String> {
+        self.url_error.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,17 +669,5 @@ mod tests {
             out,
             b"*3\r\n$7\r\nPUBLISH\r\n$9\r\na:sync:v1\r\n$2\r\n{}\r\n"
         );
-    }
-}
-
-impl Backplane {
-    /// Start this backplane's broker (on the current Tokio runtime).
-    pub(crate) fn start(&self) -> Arc<dyn Broker> {
-        Arc::new(BackplaneHandle::start(self))
-    }
-
-    /// Why this configuration cannot work, if it cannot.
-    pub(crate) fn problem(&self) -> Option<String> {
-        self.url_error.clone()
     }
 }

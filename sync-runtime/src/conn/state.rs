@@ -68,7 +68,7 @@ impl Phase {
 
 #[cfg(test)]
 mod tests {
-    use super::{Event::*, Phase::*, *};
+    use super::{Event::*, Phase::*};
 
     #[test]
     fn a_connection_is_served_parked_resumed_and_served_again() {

@@ -52,6 +52,7 @@ impl FanOut {
     }
 
     /// Queue a job on its lane without waiting; the job back when the lane is full.
+    #[allow(clippy::result_large_err)] // the caller's own job, handed back (see `Lanes::try_submit`)
     pub fn try_submit(self: &Arc<Self>, job: Job) -> Result<(), Job> {
         let path = job.location.path_arc().clone();
         match self.lanes.try_submit(job) {

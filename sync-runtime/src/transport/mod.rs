@@ -28,7 +28,7 @@ mod sse;
 mod ws;
 
 /// The browser client, embedded in the binary: a plain ES module, no build step.
-pub const CLIENT_JS: &str = include_str!("../../client/sync-client.js");
+const CLIENT_JS: &str = include_str!("../../client/sync-client.js");
 
 impl SyncHub {
     /// The sync endpoints (`<prefix>/ws`, `<prefix>/sse`, `<prefix>/client.js`), to merge into the app's
