@@ -61,7 +61,7 @@ mod trigger;
 pub mod client;
 
 pub use auth::{AuthRequest, Identity};
-pub use broker::{Backplane, BackplaneStatus};
+pub use broker::{Backplane, BackplaneStatus, MemoryBus};
 pub use error::SyncError;
 pub use handler::{
     ClientCx, ConnectionId, Filter, GateCx, IntoFilter, Location, NoServerData, Peer, Refusal,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{AuthFn, AuthRequest, Identity, Origin, OriginPolicy};
-use crate::broker::Backplane;
+use crate::broker::{Backplane, SessionCodec};
 use crate::handler::AnyArc;
 use crate::registry::{Registration, SyncTable};
 use crate::{Refusal, SyncHub};
@@ -67,34 +67,6 @@ impl Default for HubConfig {
             user_rate_per_sec: 500,
             user_rate_burst: 5000,
             sse_keepalive: Duration::from_secs(30),
-        }
-    }
-}
-
-/// What the session type needs to cross nodes, captured where its type is known.
-#[derive(Clone, Copy)]
-pub(crate) struct SessionCodec {
-    pub session: std::any::TypeId,
-    pub encode: fn(&AnyArc) -> Option<Box<serde_json::value::RawValue>>,
-    pub decode: fn(&str) -> Option<AnyArc>,
-}
-
-impl SessionCodec {
-    pub fn of<S>() -> Self
-    where
-        S: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
-    {
-        SessionCodec {
-            session: std::any::TypeId::of::<S>(),
-            encode: |session| {
-                let session = session.downcast_ref::<S>()?;
-                serde_json::value::to_raw_value(session).ok()
-            },
-            decode: |json| {
-                serde_json::from_str::<S>(json)
-                    .ok()
-                    .map(|s| Arc::new(s) as AnyArc)
-            },
         }
     }
 }

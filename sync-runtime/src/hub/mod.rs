@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::auth::{AuthFn, OriginPolicy};
-use crate::broker::{Backplane, BackplaneStatus, Broker};
+use crate::broker::{Backplane, BackplaneStatus, Broker, SessionCodec};
 use crate::conn::{Bound, Budget, ConnLimits};
 use crate::conns::{ConnTable, TableConfig};
 use crate::fanout::FanOut;
@@ -26,7 +26,7 @@ mod builder;
 mod tests;
 
 pub use builder::{BuildError, BuildProblem, SyncHubBuilder};
-pub(crate) use builder::{HubConfig, SessionCodec};
+pub(crate) use builder::HubConfig;
 
 /// Everything a hub is made of.
 pub(crate) struct HubInner {
