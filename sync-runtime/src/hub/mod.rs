@@ -25,8 +25,8 @@ mod builder;
 #[cfg(test)]
 mod tests;
 
-pub use builder::{BuildError, BuildProblem, SyncHubBuilder};
 pub(crate) use builder::HubConfig;
+pub use builder::{BuildError, BuildProblem, SyncHubBuilder};
 
 /// Everything a hub is made of.
 pub(crate) struct HubInner {

@@ -129,6 +129,53 @@ async fn reactions_of_one_path_arrive_in_trigger_order_at_a_tiny_lane_idle_time(
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_connection_s_requests_arrive_in_order_at_a_tiny_lane_idle_time() {
+    // Client requests wait for room in their lane (the path where a trigger could slip into a lane that
+    // was going away): three senders at once, each in its own order.
+    let hub = hub(|b| b.lane_idle(Duration::from_nanos(1)));
+    let mut reader = TestClient::connect(&hub, "rex", "/room/1").await;
+    reader.next_of("located").await;
+    let mut senders = Vec::new();
+    for name in ["a", "b", "c"] {
+        let mut sender = TestClient::connect(&hub, name, "/room/1").await;
+        sender.next_of("located").await;
+        senders.push(sender);
+    }
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(i, sender)| {
+            tokio::spawn(async move {
+                for n in 0..300u64 {
+                    let req = json!({ "t": "req", "name": "note", "data": { "n": i as u64 * 1000 + n }, "echo": false });
+                    sender.send(&req.to_string()).await;
+                    if n % 5 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                sender
+            })
+        })
+        .collect();
+    let mut last = [None::<u64>; 3];
+    for _ in 0..900 {
+        let n = reader.next_of("reaction").await["reaction"]["payload"]
+            .as_u64()
+            .expect("a number");
+        let (sender, n) = ((n / 1000) as usize, n % 1000);
+        assert!(
+            last[sender].is_none_or(|l| n == l + 1),
+            "sender {sender}: {n} after {:?}",
+            last[sender]
+        );
+        last[sender] = Some(n);
+    }
+    for task in tasks {
+        task.await.expect("the sender finished");
+    }
+}
+
 #[tokio::test]
 async fn a_dropped_transport_parks_and_a_resume_replays_what_was_missed() {
     let hub = hub(|b| b);
