@@ -24,7 +24,19 @@ pub(crate) enum Inbound<'a> {
 
 /// Handle one message. The connection's inbound lock is held throughout, so one connection's messages
 /// are handled one at a time, in order, whichever way they came.
-pub(crate) async fn receive(hub: &Arc<HubInner>, conn: &Arc<Conn>, message: Inbound<'_>) {
+///
+/// Boxed: handling a message (the lock, a gate, a deadline, waiting for room in a lane) is a large future,
+/// and a reader that kept it inline would hold that much memory for every idle connection; a message is
+/// rare next to the reactions going out.
+pub(crate) fn receive<'a>(
+    hub: &'a Arc<HubInner>,
+    conn: &'a Arc<Conn>,
+    message: Inbound<'a>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(receive_inline(hub, conn, message))
+}
+
+async fn receive_inline(hub: &Arc<HubInner>, conn: &Arc<Conn>, message: Inbound<'_>) {
     let mut limit = conn.inbound.lock().await;
     // An acknowledgement that moves the window costs nothing: it is bounded by the reactions sent.
     if let Inbound::Text(text) = message
@@ -77,9 +89,7 @@ pub(crate) async fn receive(hub: &Arc<HubInner>, conn: &Arc<Conn>, message: Inbo
         );
         return reject(hub, conn, None, ErrorCode::TooLarge, &message);
     }
-    // Boxed: the handling of a message (gate, deadline, trigger queue) is a large future, and a reader
-    // that kept it inline would hold that much memory for every idle connection.
-    Box::pin(handle(hub, conn, text)).await;
+    handle(hub, conn, text).await;
     drop(limit);
 }
 
