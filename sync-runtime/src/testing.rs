@@ -164,12 +164,26 @@ impl TestClient {
 
     /// Wait until the connection's transport let go of it.
     pub async fn until_parked(&self) {
-        tokio::time::timeout(WAIT, async {
-            while self.conn.phase() != crate::conn::Phase::Parked {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("parked");
+        until("parked", || self.conn.phase() == crate::conn::Phase::Parked).await;
+    }
+
+    /// The resume key from the connection's `hello` (frames before it are skipped).
+    pub async fn resume_key(&mut self) -> String {
+        self.next_of("hello").await["resume"]
+            .as_str()
+            .expect("hello carries a resume key")
+            .to_owned()
+    }
+}
+
+/// Wait (yielding, never sleeping) until `ready` holds, or panic naming `what` after [`WAIT`].
+pub(crate) async fn until(what: &str, mut ready: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(WAIT, async {
+        while !ready() {
+            tokio::task::yield_now().await;
+        }
+    });
+    if waited.await.is_err() {
+        panic!("timed out waiting until {what}");
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use crate::broker::{Inbox, WireTrigger};
 use crate::registry::Registration;
-use crate::testing::TestClient;
+use crate::testing::{TestClient, until};
 use crate::{ClientCx, Filter, Identity, Reaction, ServerCx, SyncHub, SyncHubBuilder};
 
 #[derive(serde::Deserialize, serde::Serialize)]
@@ -180,10 +180,7 @@ async fn each_connection_s_requests_arrive_in_order_at_a_tiny_lane_idle_time() {
 async fn a_dropped_transport_parks_and_a_resume_replays_what_was_missed() {
     let hub = hub(|b| b);
     let mut ann = TestClient::connect(&hub, "ann", "/room/1").await;
-    let key = ann.next_of("hello").await["resume"]
-        .as_str()
-        .expect("a key")
-        .to_owned();
+    let key = ann.resume_key().await;
     ann.next_of("located").await;
     hub.request("/room/1", "note", json!({ "n": 1 }))
         .await
@@ -215,10 +212,7 @@ async fn a_dropped_transport_parks_and_a_resume_replays_what_was_missed() {
 async fn someone_else_cannot_resume_a_connection() {
     let hub = hub(|b| b);
     let mut ann = TestClient::connect(&hub, "ann", "/room/1").await;
-    let key = ann.next_of("hello").await["resume"]
-        .as_str()
-        .expect("a key")
-        .to_owned();
+    let key = ann.resume_key().await;
     ann.cut();
     ann.until_parked().await;
     let mut eve = TestClient::resume(&hub, "eve", &key, 0).await;
@@ -234,10 +228,7 @@ async fn a_guest_resumes_its_own_connection() {
         .build_with(&[&NOTE])
         .expect("a guest hub");
     let mut guest = TestClient::connect(&hub, "", "/room/1").await;
-    let key = guest.next_of("hello").await["resume"]
-        .as_str()
-        .expect("a key")
-        .to_owned();
+    let key = guest.resume_key().await;
     guest.next_of("located").await;
     guest.cut();
     guest.until_parked().await;
@@ -257,21 +248,12 @@ async fn parked_connections_are_bounded_in_total_and_per_user_and_the_oldest_goe
     let mut keys = Vec::new();
     for user in ["a", "b", "c", "d", "d", "d"] {
         let mut client = TestClient::connect(&hub, user, "/room/1").await;
-        keys.push((
-            user,
-            client.next_of("hello").await["resume"]
-                .as_str()
-                .expect("key")
-                .to_owned(),
-        ));
+        keys.push((user, client.resume_key().await));
         client.cut();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while client.conn.phase() == crate::conn::Phase::Live {
-                tokio::task::yield_now().await;
-            }
+        until("let go", || {
+            !(client.conn.phase() == crate::conn::Phase::Live)
         })
-        .await
-        .expect("let go");
+        .await;
     }
     let stats = hub.stats();
     assert_eq!(stats.parked, 3, "at most 3 in total");
@@ -301,10 +283,7 @@ async fn parked_connections_are_bounded_in_total_and_per_user_and_the_oldest_goe
 async fn a_parked_connection_past_its_queue_bound_is_forgotten_and_resyncs() {
     let hub = hub(|b| b.parked_queue(4, 1 << 20));
     let mut ann = TestClient::connect(&hub, "ann", "/room/1").await;
-    let key = ann.next_of("hello").await["resume"]
-        .as_str()
-        .expect("a key")
-        .to_owned();
+    let key = ann.resume_key().await;
     ann.next_of("located").await;
     ann.cut();
     ann.until_parked().await;
@@ -329,13 +308,7 @@ async fn a_full_lane_does_not_stall_triggers_from_other_nodes_and_its_path_resyn
     other.next_of("located").await;
     // Room 1's lane: one fan-out held in its filter, one waiting; the lane is full.
     let held = hub.request("/room/1", "slow", json!({ "n": 1 }));
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while hub.stats().fanouts == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the first fan-out runs");
+    until("the first fan-out runs", || hub.stats().fanouts > 0).await;
     let waiting = hub.request("/room/1", "note", json!({ "n": 2 }));
     let remote = |path: &str, n: u64| WireTrigger {
         path: path.to_owned(),
@@ -392,13 +365,7 @@ async fn a_goodbye_forgets_the_connection_at_once() {
     ann.next_of("located").await;
     ann.send(r#"{"t":"bye"}"#).await;
     assert_eq!(ann.closed().await, 1000);
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while hub.present("/room/1") > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("off the route");
+    until("off the route", || hub.present("/room/1") == 0).await;
     assert_eq!(hub.stats().parked, 0, "not parked");
 }
 
