@@ -250,10 +250,7 @@ async fn parked_connections_are_bounded_in_total_and_per_user_and_the_oldest_goe
         let mut client = TestClient::connect(&hub, user, "/room/1").await;
         keys.push((user, client.resume_key().await));
         client.cut();
-        until("let go", || {
-            !(client.conn.phase() == crate::conn::Phase::Live)
-        })
-        .await;
+        until("let go", || client.conn.phase() != crate::conn::Phase::Live).await;
     }
     let stats = hub.stats();
     assert_eq!(stats.parked, 3, "at most 3 in total");
