@@ -64,7 +64,10 @@ impl Pattern {
                         .find(|(k, _)| k == name)
                         .map(|(_, v)| v.to_string())
                         .ok_or_else(|| format!("missing value for `[{name}]`"))?;
-                    if value.is_empty() || value.contains('/') {
+                    if value.is_empty()
+                        || value.contains('/')
+                        || value.chars().any(char::is_control)
+                    {
                         return Err(format!("`[{name}]` = {value:?} is not one path segment"));
                     }
                     out.push_str(&value);
@@ -188,6 +191,15 @@ mod tests {
         assert_eq!(p.fill(&[("id", &7)]).unwrap(), "/posts/7");
         assert!(p.fill(&[]).is_err());
         assert!(p.fill(&[("id", &"a/b")]).is_err());
+        assert!(
+            p.fill(&[("id", &"a\nb")]).is_err(),
+            "no normalized path holds a control character"
+        );
+        assert_eq!(
+            p.fill(&[("id", &"50%31")]).unwrap(),
+            "/posts/50%31",
+            "a value is a decoded segment: a literal `%` stays"
+        );
         assert_eq!(Pattern::parse("/").fill(&[]).unwrap(), "/");
     }
 }

@@ -69,13 +69,12 @@ impl HubInner {
                 let pattern = self.table.patterns.get(pattern).ok_or_else(|| {
                     SyncError::new(ErrorCode::UnknownName, format!("no route `{pattern}`"))
                 })?;
+                // Param values are already what the page router decodes a segment to: the filled path
+                // is in normalized form as it is, and decoding it again would turn a literal `%31` into `1`.
                 let path = pattern
                     .fill(params)
                     .map_err(|e| SyncError::new(ErrorCode::BadParams, e))?;
-                let path = normalize(&path).ok_or_else(|| {
-                    SyncError::new(ErrorCode::BadParams, format!("`{path}` is not a path"))
-                })?;
-                (entry.clone(), self.table.locate(path))
+                (entry.clone(), self.table.locate(Arc::from(path)))
             }
             Target::Path(path) => {
                 let normalized = normalize(path).ok_or_else(|| {

@@ -209,6 +209,27 @@ async fn a_dropped_transport_parks_and_a_resume_replays_what_was_missed() {
 }
 
 #[tokio::test]
+async fn a_rust_trigger_s_param_is_a_decoded_segment_like_the_page_s_path() {
+    let hub = hub(|b| b);
+    // The page for the value `a%31` is at `/room/a%2531`; `/room/a1` is another page.
+    let mut literal = TestClient::connect(&hub, "ann", "/room/a%2531").await;
+    let mut other = TestClient::connect(&hub, "bob", "/room/a1").await;
+    assert_eq!(literal.next_of("located").await["path"], "/room/a%31");
+    other.next_of("located").await;
+    let params: [(&str, &dyn std::fmt::Display); 1] = [("id", &"a%31")];
+    let target = crate::trigger::Target::Route {
+        pattern: "/room/[id]",
+        params: &params,
+    };
+    let data = crate::trigger::Payload::Typed(Arc::new(Note { n: 9 }));
+    let accepted = hub.inner.accept(target, "note", data).expect("accepted");
+    let outcome = hub.inner.submit(accepted).await.expect("ran");
+    assert_eq!(outcome.delivered, 1);
+    assert_eq!(literal.next_of("reaction").await["reaction"]["payload"], 9);
+    assert!(!other.has_frame(), "not decoded twice into /room/a1");
+}
+
+#[tokio::test]
 async fn someone_else_cannot_resume_a_connection() {
     let hub = hub(|b| b);
     let mut ann = TestClient::connect(&hub, "ann", "/room/1").await;
