@@ -3,7 +3,7 @@
 //! drains the queue into a transport (`writer`). Nothing here knows the hub: the hub's tables hold
 //! `Arc<Conn>` and act on what `push` and the lifecycle report.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -18,7 +18,7 @@ pub(crate) mod state;
 pub(crate) mod writer;
 
 use outbox::Outbox;
-pub(crate) use outbox::{Bound, Outbound};
+pub(crate) use outbox::{Bound, Budget, Outbound};
 pub(crate) use rate::RateLimit;
 pub(crate) use state::{Event, Phase};
 
@@ -35,41 +35,6 @@ pub(crate) struct ConnLimits {
     pub parked_budget: Budget,
     /// Messages per second per connection, and the burst.
     pub rate: (u32, u32),
-}
-
-/// A byte budget shared by many holders.
-#[derive(Debug)]
-pub(crate) struct Budget {
-    used: AtomicUsize,
-    max: usize,
-}
-
-impl Budget {
-    pub fn new(max: usize) -> Self {
-        Budget {
-            used: AtomicUsize::new(0),
-            max,
-        }
-    }
-
-    /// Take `n` bytes if they fit.
-    fn charge(&self, n: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|total| *total <= self.max)
-            })
-            .is_ok()
-    }
-
-    fn release(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::AcqRel);
-    }
-
-    /// Bytes taken now.
-    #[cfg(test)]
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
-    }
 }
 
 /// What became of a frame handed to [`Conn::push`].
@@ -109,8 +74,6 @@ pub(crate) struct Conn {
     /// The phase, readable without the lock (fan-outs check it for every recipient).
     phase: AtomicU8,
     outbox: Mutex<Outbox>,
-    /// Bytes of this connection charged to the parked budget.
-    charged: AtomicUsize,
     /// Reactions the attached transport may leave unacknowledged; 0 when its client does not acknowledge.
     pub window: AtomicU64,
     /// Wakes a writer waiting for room in the window.
@@ -163,7 +126,6 @@ impl Conn {
             }),
             phase: AtomicU8::new(phase_index(Phase::Connecting)),
             outbox: Mutex::new(Outbox::default()),
-            charged: AtomicUsize::new(0),
             window: AtomicU64::new(0),
             acked_signal: Notify::new(),
             parked_signal: Notify::new(),
@@ -204,25 +166,29 @@ impl Conn {
             self.phase.store(phase_index(to), Ordering::Release);
             (from, to)
         };
-        if from == Phase::Parked || to == Phase::Gone {
-            self.release_parked();
+        {
+            // The parked budget follows the phase, under the outbox lock every push takes.
+            let budget = &self.limits.parked_budget;
+            let mut outbox = self.outbox.lock().expect("outbox lock is never poisoned");
+            if from == Phase::Parked {
+                outbox.release(budget);
+            }
+            match to {
+                // Holding more than a parked connection may: the caller sees it overflowed.
+                Phase::Parked if !outbox.park(self.limits.parked, budget) => {
+                    outbox.overflow(budget)
+                }
+                Phase::Gone => {
+                    outbox.release(budget);
+                    outbox.clear();
+                }
+                _ => {}
+            }
         }
         match to {
-            Phase::Parked => {
-                self.parked_signal.notify_waiters();
-                if !self.charge_parked() {
-                    // Holding more than a parked connection may: the caller sees it overflowed.
-                    self.overflow();
-                }
-            }
+            Phase::Parked => self.parked_signal.notify_waiters(),
             Phase::Closing | Phase::Gone => self.attention.wake(),
             Phase::Connecting | Phase::Live => {}
-        }
-        if to == Phase::Gone {
-            self.outbox
-                .lock()
-                .expect("outbox lock is never poisoned")
-                .clear();
         }
         Some(to)
     }
@@ -248,37 +214,23 @@ impl Conn {
 
     /// Queue a frame without waiting, within the bounds of the connection's phase.
     pub fn push(&self, out: Outbound) -> Pushed {
-        let phase = self.phase();
-        if phase.is_closed() {
+        if self.is_closed() {
             return Pushed::Closed;
         }
-        let parked = phase == Phase::Parked;
         let mut outbox = self.outbox.lock().expect("outbox lock is never poisoned");
-        let fits = !parked || {
-            let bound = self.limits.parked;
-            outbox.bytes() + out.cost() <= bound.bytes
-                && self.limits.parked_budget.charge(out.cost())
-        };
-        let bound = if parked {
-            Bound {
-                frames: self.limits.parked.frames,
-                bytes: usize::MAX,
-            }
+        // Read under the outbox lock, which every transition also takes to move the parked budget: a
+        // frame charged to the budget is always given back when the connection leaves the parked state.
+        let parked = self.phase() == Phase::Parked;
+        let pushed = if parked {
+            outbox
+                .push_parked(out, self.limits.parked, &self.limits.parked_budget)
+                .map(|()| false)
         } else {
-            self.limits.live
+            outbox.push(out, self.limits.live)
         };
-        let cost = out.cost();
-        let pushed = if fits {
-            outbox.push(out, bound)
-        } else {
-            Err(out)
-        };
-        drop(outbox);
         match pushed {
             Ok(was_empty) => {
-                if parked {
-                    self.charged.fetch_add(cost, Ordering::AcqRel);
-                }
+                drop(outbox);
                 // A writer with frames left drains them before it waits again: only the first one wakes it.
                 if was_empty {
                     self.attention.wake();
@@ -286,42 +238,17 @@ impl Conn {
                 Pushed::Queued
             }
             Err(_) if parked => {
-                if fits {
-                    self.limits.parked_budget.release(cost);
-                }
-                self.overflow();
+                outbox.overflow(&self.limits.parked_budget);
                 Pushed::Overflowed
             }
-            Err(_) => match self.close(close_code::SLOW_CONSUMER, "slow consumer") {
-                Some(_) => Pushed::SlowConsumer,
-                None => Pushed::Closed,
-            },
+            Err(_) => {
+                drop(outbox);
+                match self.close(close_code::SLOW_CONSUMER, "slow consumer") {
+                    Some(_) => Pushed::SlowConsumer,
+                    None => Pushed::Closed,
+                }
+            }
         }
-    }
-
-    /// Nobody reads and the bounds are passed: drop what is held, remember the client must resync.
-    fn overflow(&self) {
-        let mut outbox = self.outbox.lock().expect("outbox lock is never poisoned");
-        outbox.clear();
-        outbox.overflowed = true;
-        drop(outbox);
-        self.release_parked();
-    }
-
-    /// Charge what the connection holds to the parked budget as it parks; false when it does not fit.
-    fn charge_parked(&self) -> bool {
-        let outbox = self.outbox.lock().expect("outbox lock is never poisoned");
-        let held = outbox.bytes();
-        if held > self.limits.parked.bytes || !self.limits.parked_budget.charge(held) {
-            return false;
-        }
-        self.charged.fetch_add(held, Ordering::AcqRel);
-        true
-    }
-
-    fn release_parked(&self) {
-        let charged = self.charged.swap(0, Ordering::AcqRel);
-        self.limits.parked_budget.release(charged);
     }
 
     /// Whether frames were dropped since the client last had them all; clears it.

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::protocol::server::REACTION_HEAD;
 
@@ -41,6 +42,41 @@ pub(crate) struct Bound {
     pub bytes: usize,
 }
 
+/// A byte budget shared by many holders: all parked connections of a hub.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Self {
+        Budget {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Take `n` bytes if they fit.
+    fn charge(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|total| *total <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes taken now.
+    #[cfg(test)]
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
 /// The outgoing side of one connection.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
@@ -53,6 +89,8 @@ pub(crate) struct Outbox {
     acked: u64,
     /// Frames were dropped while nobody was reading: the client must resync when it comes back.
     pub overflowed: bool,
+    /// Bytes of this outbox charged to the parked budget (0 unless parked).
+    charged: usize,
 }
 
 impl Outbox {
@@ -66,6 +104,52 @@ impl Outbox {
         self.queued_bytes += cost;
         self.queue.push_back(out);
         Ok(was_empty)
+    }
+
+    /// Queue `out` for a parked connection: the bound counts the replay too, and every byte is charged
+    /// to the shared `budget`.
+    pub fn push_parked(
+        &mut self,
+        out: Outbound,
+        bound: Bound,
+        budget: &Budget,
+    ) -> Result<(), Outbound> {
+        let cost = out.cost();
+        if self.queue.len() >= bound.frames
+            || self.bytes() + cost > bound.bytes
+            || !budget.charge(cost)
+        {
+            return Err(out);
+        }
+        self.charged += cost;
+        self.queued_bytes += cost;
+        self.queue.push_back(out);
+        Ok(())
+    }
+
+    /// The connection parks: charge what it holds (and is not charged for yet) to `budget`. False when it
+    /// holds more than `bound` or the budget has no room.
+    pub fn park(&mut self, bound: Bound, budget: &Budget) -> bool {
+        let held = self.bytes();
+        let owed = held.saturating_sub(self.charged);
+        if held > bound.bytes || self.queue.len() > bound.frames || !budget.charge(owed) {
+            return false;
+        }
+        self.charged += owed;
+        true
+    }
+
+    /// Give back what is charged to `budget` (the connection left the parked state).
+    pub fn release(&mut self, budget: &Budget) {
+        budget.release(std::mem::take(&mut self.charged));
+    }
+
+    /// Nobody reads and the bounds are passed: drop what is held, give back its budget, and remember the
+    /// client must resync.
+    pub fn overflow(&mut self, budget: &Budget) {
+        self.release(budget);
+        self.clear();
+        self.overflowed = true;
     }
 
     /// Move up to `max` queued frames into `batch`; how many.
