@@ -216,16 +216,24 @@ where
     /// sync's `Data` must be `Serialize` too, which [`build`](Self::build) checks. `build` must run inside a
     /// Tokio runtime, where the backplane starts its two connections.
     ///
-    /// ```no_run
-    /// use sync_runtime::{Backplane, SyncHub};
+    /// Between processes, `Backplane::redis(url)` (feature `redis`); within one process (tests), a
+    /// [`MemoryBus`](crate::MemoryBus):
     ///
-    /// # async fn f() {
-    /// let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    /// let hub = SyncHub::builder()
-    ///     .guests()
-    ///     .backplane(Backplane::redis(url).key_prefix("prod"))
-    ///     .build()
-    ///     .expect("handlers match");
+    /// ```
+    /// use sync_runtime::{Backplane, MemoryBus, SyncHub};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let bus = MemoryBus::new();
+    /// let node = |bus: &MemoryBus| {
+    ///     SyncHub::builder()
+    ///         .guests()
+    ///         .backplane(Backplane::memory(bus).key_prefix("test"))
+    ///         .build()
+    ///         .expect("handlers match")
+    /// };
+    /// let (a, b) = (node(&bus), node(&bus));
+    /// # drop((a, b));
     /// # }
     /// ```
     pub fn backplane(mut self, backplane: Backplane) -> Self {
