@@ -255,7 +255,8 @@ impl ConnTable {
     /// parked connections (the oldest is forgotten past them).
     pub fn park(self: &Arc<Self>, conn: &Arc<Conn>) {
         if self.config.grace.is_zero() || conn.transition(Event::Drop) != Some(Phase::Parked) {
-            return self.forget(conn);
+            self.forget(conn);
+            return;
         }
         if conn.overflowed() {
             return self.evict(conn, "it held more than a parked connection may");
@@ -299,7 +300,7 @@ impl ConnTable {
 
     /// Forget a parked connection before its grace window ends; its client gets `resync` if it returns.
     pub fn evict(&self, conn: &Arc<Conn>, why: &'static str) {
-        if conn.phase() == Phase::Parked && self.forget_inner(conn) {
+        if conn.phase() == Phase::Parked && self.forget(conn) {
             crate::stats::Counters::bump(&self.counters.parked_evicted);
             tracing::debug!(target: "sync_runtime::conn", conn = %conn.id, why, "parked connection forgotten early");
         }
@@ -319,11 +320,8 @@ impl ConnTable {
     }
 
     /// Remove a connection for good: off its route, out of the resume table and its user's count.
-    pub fn forget(&self, conn: &Arc<Conn>) {
-        self.forget_inner(conn);
-    }
-
-    fn forget_inner(&self, conn: &Arc<Conn>) -> bool {
+    /// True when this call forgot it (not already gone).
+    pub fn forget(&self, conn: &Arc<Conn>) -> bool {
         if conn.transition(Event::Forget).is_none() {
             return false;
         }
@@ -345,8 +343,7 @@ impl ConnTable {
         {
             self.counters.parked.fetch_sub(1, Ordering::AcqRel);
         }
-        self.presence
-            .move_conn(conn, None, |_| unreachable_location());
+        self.presence.remove(conn);
     }
 
     /// Every connection that is not gone (live and parked).
@@ -361,11 +358,6 @@ impl ConnTable {
         all.extend(self.presence.all(|_| true).into_iter().map(|c| (c.id, c)));
         all.into_values().collect()
     }
-}
-
-/// Moving nowhere never locates a path.
-fn unreachable_location() -> crate::handler::Location {
-    crate::handler::Location::new(Arc::from("/"), None, Vec::new())
 }
 
 /// Whether a request made as `who` may act on a connection that belongs to `owner`.

@@ -20,33 +20,35 @@ pub(crate) struct Presence {
 }
 
 impl Presence {
-    /// Move `conn` to `path` (or nowhere); `locate` gives the location of a path nobody is on yet. The
-    /// connection's own record of its location changes under the same lock.
-    pub fn move_conn(
+    /// Move `conn` to `path`; `locate` gives the location of a path nobody is on yet. The connection's
+    /// own record of its location changes under the same lock.
+    pub fn place(
         &self,
         conn: &Arc<Conn>,
-        path: Option<Arc<str>>,
+        path: Arc<str>,
         locate: impl FnOnce(Arc<str>) -> Location,
-    ) -> Option<Location> {
+    ) -> Location {
         let mut paths = self.paths.write().expect("presence lock is never poisoned");
-        let location = path.map(|path| {
-            let bucket = paths.entry(path.clone()).or_insert_with(|| Bucket {
-                location: locate(path),
-                conns: HashMap::new(),
-            });
-            bucket.conns.insert(conn.id, conn.clone());
-            bucket.location.clone()
+        let bucket = paths.entry(path.clone()).or_insert_with(|| Bucket {
+            location: locate(path),
+            conns: HashMap::new(),
         });
-        if let Some(old) = conn.swap_location(location.clone())
-            && location.as_ref().is_none_or(|new| new.path() != old.path())
-            && let Some(bucket) = paths.get_mut(old.path_arc())
+        bucket.conns.insert(conn.id, conn.clone());
+        let location = bucket.location.clone();
+        if let Some(old) = conn.swap_location(Some(location.clone()))
+            && old.path() != location.path()
         {
-            bucket.conns.remove(&conn.id);
-            if bucket.conns.is_empty() {
-                paths.remove(old.path_arc());
-            }
+            leave(&mut paths, conn, &old);
         }
         location
+    }
+
+    /// Take `conn` off its path.
+    pub fn remove(&self, conn: &Conn) {
+        let mut paths = self.paths.write().expect("presence lock is never poisoned");
+        if let Some(old) = conn.swap_location(None) {
+            leave(&mut paths, conn, &old);
+        }
     }
 
     /// The connections on `path` that still take reactions.
@@ -86,5 +88,15 @@ impl Presence {
             .filter(|c| keep(c))
             .cloned()
             .collect()
+    }
+}
+
+/// Take `conn` out of `old`'s bucket, and the bucket away once empty.
+fn leave(paths: &mut HashMap<Arc<str>, Bucket>, conn: &Conn, old: &Location) {
+    if let Some(bucket) = paths.get_mut(old.path_arc()) {
+        bucket.conns.remove(&conn.id);
+        if bucket.conns.is_empty() {
+            paths.remove(old.path_arc());
+        }
     }
 }

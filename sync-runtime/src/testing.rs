@@ -83,7 +83,7 @@ impl TestClient {
             ack: None,
         };
         let inner = hub.inner.clone();
-        let mut admitted = admit(
+        let admitted = admit(
             &inner,
             headers,
             Uri::from_static("/_sync/ws"),
@@ -92,19 +92,12 @@ impl TestClient {
         )
         .await
         .expect("admitted");
-        let (conn, start) = attach(&inner, &mut admitted).await.expect("a connection");
+        let attached = attach(&inner, admitted).await.expect("a connection");
+        let conn = attached.conn.clone();
         let (tx, frames) = mpsc::unbounded_channel();
         let (reader, read_end) = oneshot::channel();
         let reading = async move { read_end.await.unwrap_or(ReadEnd::Dropped) };
-        tokio::spawn(serve(
-            inner,
-            conn.clone(),
-            MemorySink(tx),
-            reading,
-            admitted.initial.clone(),
-            start,
-            false,
-        ));
+        tokio::spawn(serve(inner, attached, MemorySink(tx), reading, false));
         TestClient {
             hub: hub.clone(),
             conn,

@@ -158,7 +158,7 @@ pub(crate) struct Admitted {
     who: Who,
     token: Option<String>,
     /// The location it asked to start at.
-    pub initial: Option<Arc<str>>,
+    initial: Option<Arc<str>>,
     slot: Slot,
 }
 
@@ -223,30 +223,38 @@ pub(crate) enum Start {
     },
 }
 
+/// An admitted client's connection, how it starts, and where.
+pub(crate) struct Attached {
+    pub conn: Arc<Conn>,
+    pub start: Start,
+    pub initial: Option<Arc<str>>,
+}
+
 /// The connection for an admitted client: the one it resumes, or a new one. `None` in the rare race where
 /// the connection to resume vanished meanwhile and the user is at the cap: the transport then closes with
 /// 1013 (try again later).
-pub(crate) async fn attach(hub: &HubInner, admitted: &mut Admitted) -> Option<(Arc<Conn>, Start)> {
-    let token = admitted.token.as_deref().map(Arc::from);
-    let fresh =
-        |reservation: Reservation| reservation.into_conn(admitted.who.clone(), token.clone());
-    match std::mem::replace(
-        &mut admitted.slot,
-        Slot::Resume {
-            key: String::new(),
-            last_seq: 0,
+pub(crate) async fn attach(hub: &HubInner, admitted: Admitted) -> Option<Attached> {
+    let Admitted {
+        who,
+        token,
+        initial,
+        slot,
+    } = admitted;
+    let token: Option<Arc<str>> = token.as_deref().map(Arc::from);
+    let fresh = |reservation: Reservation| reservation.into_conn(who.clone(), token.clone());
+    let (conn, start) = match slot {
+        Slot::Fresh(reservation) => (fresh(reservation), Start::Fresh),
+        Slot::Lost(reservation) => (fresh(reservation), Start::Resync),
+        Slot::Resume { key, last_seq } => match hub.conns.resume(&key, &who).await {
+            Some(conn) => (conn, Start::Resumed { last_seq }),
+            None => (fresh(hub.conns.reserve(&who.user).ok()?), Start::Resync),
         },
-    ) {
-        Slot::Fresh(reservation) => Some((fresh(reservation), Start::Fresh)),
-        Slot::Lost(reservation) => Some((fresh(reservation), Start::Resync)),
-        Slot::Resume { key, last_seq } => match hub.conns.resume(&key, &admitted.who).await {
-            Some(conn) => Some((conn, Start::Resumed { last_seq })),
-            None => {
-                let reservation = hub.conns.reserve(&admitted.who.user).ok()?;
-                Some((fresh(reservation), Start::Resync))
-            }
-        },
-    }
+    };
+    Some(Attached {
+        conn,
+        start,
+        initial,
+    })
 }
 
 /// Why the reading side of a transport stopped.
@@ -263,31 +271,34 @@ pub(crate) enum ReadEnd {
 /// is closed) forgets it.
 pub(crate) fn serve(
     hub: Arc<HubInner>,
-    conn: Arc<Conn>,
+    attached: Attached,
     sink: impl Sink + 'static,
     reader: impl Future<Output = ReadEnd> + Send + 'static,
-    initial: Option<Arc<str>>,
-    start: Start,
     acks: bool,
 ) -> impl Future<Output = ()> + Send {
     // The span wraps the future from outside, so the arguments are stored once (the `instrument`
     // attribute keeps a second copy in every connection's task).
+    let conn = &attached.conn;
     let span = tracing::info_span!(target: "sync_runtime::ws", "sync_connection", conn = %conn.id, user = %conn.user());
-    tracing::Instrument::instrument(run(hub, conn, sink, reader, initial, start, acks), span)
+    tracing::Instrument::instrument(run(hub, attached, sink, reader, acks), span)
 }
 
 async fn run(
     hub: Arc<HubInner>,
-    conn: Arc<Conn>,
+    attached: Attached,
     mut sink: impl Sink,
     reader: impl Future<Output = ReadEnd> + Send + 'static,
-    initial: Option<Arc<str>>,
-    start: Start,
     acks: bool,
 ) {
+    let Attached {
+        conn,
+        start,
+        initial,
+    } = attached;
     if conn.transition(Event::Serve).is_none() {
         // Closed (a shutdown, a revocation) between admission and now.
-        return hub.conns.forget(&conn);
+        hub.conns.forget(&conn);
+        return;
     }
     conn.clear_detach();
     hub.counters.connections.fetch_add(1, Ordering::AcqRel);
@@ -358,14 +369,12 @@ async fn run(
 pub(crate) fn report_location(hub: &HubInner, conn: &Arc<Conn>, path: Arc<str>) {
     let location = hub
         .presence
-        .move_conn(conn, Some(path), |path| hub.table.locate(path));
-    if let Some(location) = location {
-        let frame = serde_json::to_string(&Located {
-            t: "located",
-            path: location.path(),
-            route: location.route(),
-        })
-        .expect("located has only strings");
-        hub.conns.push(conn, Outbound::control(frame));
-    }
+        .place(conn, path, |path| hub.table.locate(path));
+    let frame = serde_json::to_string(&Located {
+        t: "located",
+        path: location.path(),
+        route: location.route(),
+    })
+    .expect("located has only strings");
+    hub.conns.push(conn, Outbound::control(frame));
 }

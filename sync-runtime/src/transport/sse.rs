@@ -97,11 +97,11 @@ pub(super) async fn stream(
             .clone()
             .map(|key| (key, query.last_seq.unwrap_or(0)))
     });
-    let mut admitted = match admit(&inner, headers, uri, &query, resume).await {
+    let admitted = match admit(&inner, headers, uri, &query, resume).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
-    let Some((conn, start)) = attach(&inner, &mut admitted).await else {
+    let Some(attached) = attach(&inner, admitted).await else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             "too many connections for this user",
@@ -119,18 +119,10 @@ pub(super) async fn stream(
     let sink = SseSink {
         tx,
         buf: bytes::BytesMut::new(),
-        key: conn.resume_key.clone(),
+        key: attached.conn.resume_key.clone(),
     };
     let acks = query.ack == Some(1);
-    tokio::spawn(serve(
-        inner.clone(),
-        conn,
-        sink,
-        reader,
-        admitted.initial,
-        start,
-        acks,
-    ));
+    tokio::spawn(serve(inner.clone(), attached, sink, reader, acks));
 
     let keepalive = inner.config.sse_keepalive;
     let body = futures_util::stream::unfold(rx, move |mut rx| async move {

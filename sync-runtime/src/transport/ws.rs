@@ -49,7 +49,7 @@ pub(super) async fn upgrade(
         .resume
         .clone()
         .map(|key| (key, query.last_seq.unwrap_or(0)));
-    let mut admitted = match admit(&inner, headers, uri, &query, resume).await {
+    let admitted = match admit(&inner, headers, uri, &query, resume).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -61,7 +61,7 @@ pub(super) async fn upgrade(
         .read_buffer_size(inner.config.socket_read_buffer)
         .write_buffer_size(inner.config.socket_write_buffer)
         .on_upgrade(move |mut socket| async move {
-            let Some((conn, start)) = attach(&inner, &mut admitted).await else {
+            let Some(attached) = attach(&inner, admitted).await else {
                 let close = Message::Close(Some(CloseFrame {
                     code: close_code::TRY_AGAIN_LATER,
                     reason: Utf8Bytes::from_static("too many connections for this user"),
@@ -71,17 +71,8 @@ pub(super) async fn upgrade(
             };
             let acks = query.ack == Some(1);
             let (sink, stream) = socket.split();
-            let reader = read(inner.clone(), conn.clone(), stream);
-            serve(
-                inner,
-                conn,
-                WsSink(sink),
-                reader,
-                admitted.initial,
-                start,
-                acks,
-            )
-            .await;
+            let reader = read(inner.clone(), attached.conn.clone(), stream);
+            serve(inner, attached, WsSink(sink), reader, acks).await;
         })
 }
 
