@@ -220,17 +220,13 @@ impl SyncHub {
     /// Close every connection of `user`, live or parked (e.g. after revoking their token), with code
     /// [`REVOKED`](close_code::REVOKED). Returns how many were closed.
     pub fn disconnect_user(&self, user: &str) -> usize {
-        let inner = &self.inner;
-        inner
-            .conns
-            .all()
-            .into_iter()
-            .filter(|c| &**c.user() == user)
-            .filter(|c| {
-                inner
-                    .conns
-                    .close(c, close_code::REVOKED, "disconnected by the server")
-            })
-            .count()
+        let conns = &self.inner.conns;
+        let mut closed = 0;
+        for conn in conns.all().iter().filter(|c| &**c.user() == user) {
+            if conns.close(conn, close_code::REVOKED, "disconnected by the server") {
+                closed += 1;
+            }
+        }
+        closed
     }
 }
