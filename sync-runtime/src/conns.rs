@@ -216,14 +216,7 @@ impl ConnTable {
             let conn = self.resumable(key, who)?;
             let generation = conn.generation();
             if conn.transition(Event::Resume).is_some() {
-                if self
-                    .parked
-                    .lock()
-                    .expect("parked lock is never poisoned")
-                    .remove(&conn)
-                {
-                    self.counters.parked.fetch_sub(1, Ordering::AcqRel);
-                }
+                self.unpark(&conn);
                 return Some(conn);
             }
             // Ask the attached transport to let go until it has parked (a new generation), re-asking in
@@ -335,6 +328,12 @@ impl ConnTable {
             .lock()
             .expect("resumable lock is never poisoned")
             .remove(&conn.resume_key);
+        self.unpark(conn);
+        self.presence.remove(conn);
+    }
+
+    /// Take `conn` out of the parked set (and its count), if it is in it.
+    fn unpark(&self, conn: &Conn) {
         if self
             .parked
             .lock()
@@ -343,7 +342,6 @@ impl ConnTable {
         {
             self.counters.parked.fetch_sub(1, Ordering::AcqRel);
         }
-        self.presence.remove(conn);
     }
 
     /// Every connection that is not gone (live and parked).
