@@ -94,6 +94,7 @@ pub struct Identity<S> {
     user: String,
     session: S,
     guest: bool,
+    expires: Option<std::time::SystemTime>,
 }
 
 impl<S> Identity<S> {
@@ -103,7 +104,24 @@ impl<S> Identity<S> {
             user: user.into(),
             session,
             guest: false,
+            expires: None,
         }
+    }
+
+    /// The credential stops being valid at `at` (a JWT's `exp`): the connection is closed with
+    /// [`TOKEN_EXPIRED`](crate::close_code::TOKEN_EXPIRED) then, unless its client refreshes it over the
+    /// live connection first (a `refresh` message, which runs the authenticator again with the new token).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use sync_runtime::Identity;
+    ///
+    /// let identity = Identity::new("alice", ()).expires_at(SystemTime::now() + Duration::from_secs(900));
+    /// # drop(identity);
+    /// ```
+    pub fn expires_at(mut self, at: std::time::SystemTime) -> Self {
+        self.expires = Some(at);
+        self
     }
 
     /// An anonymous visitor: a user key of its own (`guest-` and 128 random bits), so each guest
@@ -131,6 +149,7 @@ impl<S> Identity<S> {
             user: format!("guest-{}", crate::random::hex128()),
             session,
             guest: true,
+            expires: None,
         }
     }
 }
@@ -141,6 +160,8 @@ pub(crate) struct Who {
     pub user: Arc<str>,
     pub session: AnyArc,
     pub guest: bool,
+    /// When the credential expires, if it does.
+    pub expires: Option<std::time::SystemTime>,
 }
 
 pub(crate) type AuthFn = Arc<dyn Fn(AuthRequest) -> BoxFuture<Result<Who, Refusal>> + Send + Sync>;
@@ -159,6 +180,7 @@ where
                 user: Arc::from(id.user),
                 session: Arc::new(id.session) as AnyArc,
                 guest: id.guest,
+                expires: id.expires,
             })
         })
     })

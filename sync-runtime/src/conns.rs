@@ -11,6 +11,7 @@ use crate::auth::Who;
 use crate::conn::{Conn, ConnLimits, Event, Phase, RateLimit};
 use crate::handler::ConnectionId;
 use crate::presence::Presence;
+use crate::roster::View;
 use crate::stats::Counters;
 
 /// The table's bounds.
@@ -88,9 +89,9 @@ pub(crate) struct Reservation {
 
 impl Reservation {
     /// The connection for this slot.
-    pub fn into_conn(mut self, who: Who, token: Option<Arc<str>>) -> Arc<Conn> {
+    pub fn into_conn(mut self, who: Who, view: View, token: Option<Arc<str>>) -> Arc<Conn> {
         self.used = true;
-        self.table.new_conn(who, token)
+        self.table.new_conn(who, view, token)
     }
 }
 
@@ -178,7 +179,7 @@ impl ConnTable {
         }
     }
 
-    fn new_conn(&self, who: Who, token: Option<Arc<str>>) -> Arc<Conn> {
+    fn new_conn(&self, who: Who, view: View, token: Option<Arc<str>>) -> Arc<Conn> {
         let id = ConnectionId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let user_limit = self
             .users
@@ -187,7 +188,14 @@ impl ConnTable {
             .get(&who.user)
             .map(|u| u.limit.clone())
             .expect("a reservation keeps its user's entry");
-        let conn = Arc::new(Conn::new(id, who, token, user_limit, self.limits.clone()));
+        let conn = Arc::new(Conn::new(
+            id,
+            who,
+            view,
+            token,
+            user_limit,
+            self.limits.clone(),
+        ));
         if !self.config.grace.is_zero() {
             self.resumable
                 .lock()

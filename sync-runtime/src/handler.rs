@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::Reaction;
+use crate::roster::{Here, View};
 
 pub(crate) type AnyArc = Arc<dyn Any + Send + Sync>;
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -145,6 +146,81 @@ pub(crate) struct ErasedPeer {
     pub token: Option<Arc<str>>,
     pub location: Location,
     pub connection: ConnectionId,
+    /// What others may see of the session (the app's presence view).
+    pub view: View,
+}
+
+impl ErasedPeer {
+    /// The sender as a reaction sees it.
+    fn sender(&self) -> Sender {
+        Sender {
+            user: self.user.clone(),
+            session: self.session.clone(),
+            view: self.view.clone(),
+            connection: self.connection,
+        }
+    }
+}
+
+/// Who sent a request, as the server knows them: the identity bound to the sending connection, never
+/// what the browser claims. A reaction reads it to name its author without a server file, and is still
+/// computed once for every recipient.
+///
+/// ```
+/// use sync_runtime::{ClientCx, Reaction};
+/// # #[derive(serde::Deserialize)] pub struct Data { text: String }
+/// #[derive(serde::Deserialize)]
+/// struct Public { name: String }
+///
+/// pub fn react(cx: ClientCx<Data, ()>) -> Reaction {
+///     let author = cx.sender.as_ref().and_then(|s| s.view::<Public>().ok()).map(|p| p.name);
+///     Reaction::event("posted", serde_json::json!({ "text": cx.data.text, "author": author }))
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Sender {
+    user: Arc<str>,
+    session: AnyArc,
+    view: View,
+    connection: ConnectionId,
+}
+
+impl Sender {
+    /// The sender's user key.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The sender's session, if it is an `S` (the type the hub's authenticator produces). On another
+    /// node the session is the one that crossed the backplane as JSON.
+    pub fn session<S: Send + Sync + 'static>(&self) -> Option<&S> {
+        self.session.downcast_ref::<S>()
+    }
+
+    /// The sender's presence view (`SyncHubBuilder::presence`), read as `T`.
+    pub fn view<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.view.get())
+    }
+
+    /// The sender's presence view as JSON (`null` when the app maps none).
+    pub fn view_json(&self) -> &str {
+        self.view.get()
+    }
+
+    /// The sending connection (on the sender's node).
+    pub fn connection(&self) -> ConnectionId {
+        self.connection
+    }
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("user", &self.user)
+            .field("view", &self.view.get())
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ErasedPeer {
@@ -185,6 +261,8 @@ pub struct ServerCx<D, S, F> {
     /// The app's backend helpers (database pool and the like), as given to
     /// [`SyncHubBuilder::functions`](crate::SyncHubBuilder::functions).
     pub functions: Arc<F>,
+    /// Who is on the trigger's path (the recipient's too), on every node.
+    pub here: Here,
 }
 
 /// What an origin gate (`<name>_server.rs`, `fn gate`) receives, once per request sent by a client.
@@ -205,6 +283,8 @@ pub struct GateCx<D, S, F> {
     pub sender: Peer<S>,
     /// The app's backend helpers.
     pub functions: Arc<F>,
+    /// Who is on the sender's path, on every node.
+    pub here: Here,
 }
 
 /// What a client reaction (`<name>_client.rs`, `fn react`) receives, once per recipient that passed.
@@ -224,6 +304,8 @@ pub struct ClientCx<D, O> {
     pub data: Arc<D>,
     /// What the server filter delivered for this recipient.
     pub server: O,
+    /// Who sent the request, as the server knows them; `None` when it came from Rust code.
+    pub sender: Option<Sender>,
 }
 
 /// A server filter's decision for one recipient.
@@ -327,15 +409,16 @@ where
         Fut::Output: IntoFilter<O>,
     {
         let react = self.react;
-        let filter: ErasedAsyncFilter = Arc::new(move |data, recipient, sender, functions| {
-            let Some((data, cx)) = server_cx::<D, S, F>(data, recipient, sender, functions) else {
+        let filter: ErasedAsyncFilter = Arc::new(move |call| {
+            let Some((data, cx)) = server_cx::<D, S, F>(call) else {
                 return Box::pin(std::future::ready(Err(FilterFailure::Internal(
                     "type mismatch",
                 ))));
             };
             let decision = filter(cx);
             let react = react.clone();
-            Box::pin(async move { decide(decision.await.into_filter(), &react, data) })
+            let sender = call.sender.map(ErasedPeer::sender);
+            Box::pin(async move { decide(decision.await.into_filter(), &react, data, sender) })
         });
         FilteredSyncDef {
             filter: Handling::Async(filter),
@@ -354,10 +437,11 @@ where
         R: IntoFilter<O>,
     {
         let react = self.react;
-        let filter: ErasedInlineFilter = Arc::new(move |data, recipient, sender, functions| {
-            let (data, cx) = server_cx::<D, S, F>(data, recipient, sender, functions)
-                .ok_or(FilterFailure::Internal("type mismatch"))?;
-            decide(filter(cx).into_filter(), &react, data)
+        let filter: ErasedInlineFilter = Arc::new(move |call| {
+            let (data, cx) =
+                server_cx::<D, S, F>(call).ok_or(FilterFailure::Internal("type mismatch"))?;
+            let sender = call.sender.map(ErasedPeer::sender);
+            decide(filter(cx).into_filter(), &react, data, sender)
         });
         FilteredSyncDef {
             filter: Handling::Inline(filter),
@@ -375,11 +459,12 @@ where
             parse: parse_json::<D>,
             server_types: None,
             gate: None,
-            handling: Handling::Shared(Arc::new(move |data| {
+            handling: Handling::Shared(Arc::new(move |data, sender| {
                 let data = data.clone().downcast::<D>().ok()?;
                 Some(react(ClientCx {
                     data,
                     server: O::none(),
+                    sender: sender.map(ErasedPeer::sender),
                 }))
             })),
         }))
@@ -387,25 +472,30 @@ where
 }
 
 /// The typed context of one filter call, or `None` when a type does not match (which `build` rules out).
-fn server_cx<D, S, F>(
-    data: &AnyArc,
-    recipient: &ErasedPeer,
-    sender: Option<&ErasedPeer>,
-    functions: &AnyArc,
-) -> Option<(Arc<D>, ServerCx<D, S, F>)>
+fn server_cx<D, S, F>(call: &Call<'_>) -> Option<(Arc<D>, ServerCx<D, S, F>)>
 where
     D: Send + Sync + 'static,
     S: Send + Sync + 'static,
     F: Send + Sync + 'static,
 {
-    let data = data.clone().downcast::<D>().ok()?;
+    let data = call.data.clone().downcast::<D>().ok()?;
     let cx = ServerCx {
         data: data.clone(),
-        recipient: recipient.typed::<S>()?,
-        sender: sender.and_then(ErasedPeer::typed::<S>),
-        functions: functions.clone().downcast::<F>().ok()?,
+        recipient: call.recipient.typed::<S>()?,
+        sender: call.sender.and_then(ErasedPeer::typed::<S>),
+        functions: call.functions.clone().downcast::<F>().ok()?,
+        here: call.here.clone(),
     };
     Some((data, cx))
+}
+
+/// One filter call, type-erased.
+pub(crate) struct Call<'a> {
+    pub data: &'a AnyArc,
+    pub recipient: &'a ErasedPeer,
+    pub sender: Option<&'a ErasedPeer>,
+    pub functions: &'a AnyArc,
+    pub here: &'a Here,
 }
 
 /// A filter's decision turned into the recipient's reaction.
@@ -413,10 +503,15 @@ fn decide<D, O>(
     decision: Result<Filter<O>, String>,
     react: &ReactFn<D, O>,
     data: Arc<D>,
+    sender: Option<Sender>,
 ) -> Result<Option<Reaction>, FilterFailure> {
     match decision {
         Ok(Filter::Skip) => Ok(None),
-        Ok(Filter::Deliver(server)) => Ok(Some(react(ClientCx { data, server }))),
+        Ok(Filter::Deliver(server)) => Ok(Some(react(ClientCx {
+            data,
+            server,
+            sender,
+        }))),
         Err(e) => Err(FilterFailure::Error(e)),
     }
 }
@@ -456,7 +551,7 @@ where
     }
 
     fn with_gate(mut self, gate: GateFn<D, S, F>) -> Self {
-        self.gate = Some(Arc::new(move |data, sender, functions| {
+        self.gate = Some(Arc::new(move |data, sender, functions, here| {
             let (Ok(data), Some(sender), Ok(functions)) = (
                 data.clone().downcast::<D>(),
                 sender.typed::<S>(),
@@ -470,6 +565,7 @@ where
                 data,
                 sender,
                 functions,
+                here: here.clone(),
             })
         }));
         self
@@ -512,29 +608,14 @@ pub(crate) enum FilterFailure {
     Internal(&'static str),
 }
 
-type ErasedShared = Arc<dyn Fn(&AnyArc) -> Option<Reaction> + Send + Sync>;
-type ErasedInlineFilter = Arc<
-    dyn Fn(
-            &AnyArc,
-            &ErasedPeer,
-            Option<&ErasedPeer>,
-            &AnyArc,
-        ) -> Result<Option<Reaction>, FilterFailure>
-        + Send
-        + Sync,
+type ErasedShared = Arc<dyn Fn(&AnyArc, Option<&ErasedPeer>) -> Option<Reaction> + Send + Sync>;
+type ErasedInlineFilter =
+    Arc<dyn Fn(&Call<'_>) -> Result<Option<Reaction>, FilterFailure> + Send + Sync>;
+type ErasedAsyncFilter =
+    Arc<dyn Fn(&Call<'_>) -> BoxFuture<Result<Option<Reaction>, FilterFailure>> + Send + Sync>;
+type ErasedGate = Arc<
+    dyn Fn(&AnyArc, &ErasedPeer, &AnyArc, &Here) -> BoxFuture<Result<(), Refusal>> + Send + Sync,
 >;
-type ErasedAsyncFilter = Arc<
-    dyn Fn(
-            &AnyArc,
-            &ErasedPeer,
-            Option<&ErasedPeer>,
-            &AnyArc,
-        ) -> BoxFuture<Result<Option<Reaction>, FilterFailure>>
-        + Send
-        + Sync,
->;
-type ErasedGate =
-    Arc<dyn Fn(&AnyArc, &ErasedPeer, &AnyArc) -> BoxFuture<Result<(), Refusal>> + Send + Sync>;
 
 /// How a sync decides what each recipient gets: exactly one of the three, so the fan-out has no arm
 /// that can never run.

@@ -45,11 +45,13 @@ mod error;
 mod fanout;
 mod handler;
 mod hub;
+mod membership;
 mod presence;
 mod protocol;
 mod random;
 mod reaction;
 mod registry;
+mod roster;
 mod routes;
 mod stats;
 #[cfg(test)]
@@ -70,6 +72,7 @@ pub use handler::{
 pub use hub::{BuildError, BuildProblem, SyncHub, SyncHubBuilder};
 pub use protocol::{ErrorCode, Outcome, PROTOCOL_VERSION, close_code};
 pub use reaction::{Reaction, Swap};
+pub use roster::{Here, Present};
 pub use stats::Stats;
 pub use trigger::Pending;
 

@@ -1,11 +1,13 @@
 //! Who is on which concrete path: the index a fan-out reads its recipients from. A connection is moved in
-//! one step under one lock, so a fan-out sees it in exactly one place.
+//! one step under one lock, so a fan-out sees it in exactly one place; the user-level [`Roster`] changes
+//! under the same lock, so the list of users always agrees with the connections.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::conn::Conn;
 use crate::handler::{ConnectionId, Location};
+use crate::roster::Roster;
 
 /// Everyone on one concrete path.
 struct Bucket {
@@ -14,12 +16,19 @@ struct Bucket {
 }
 
 /// Path -> connections.
-#[derive(Default)]
 pub(crate) struct Presence {
     paths: RwLock<HashMap<Arc<str>, Bucket>>,
+    roster: Arc<Roster>,
 }
 
 impl Presence {
+    pub fn new(roster: Arc<Roster>) -> Self {
+        Presence {
+            paths: RwLock::default(),
+            roster,
+        }
+    }
+
     /// Move `conn` to `path`; `locate` gives the location of a path nobody is on yet. The connection's
     /// own record of its location changes under the same lock.
     pub fn place(
@@ -35,11 +44,19 @@ impl Presence {
         });
         bucket.conns.insert(conn.id, conn.clone());
         let location = bucket.location.clone();
-        if let Some(old) = conn.swap_location(Some(location.clone()))
-            && old.path() != location.path()
-        {
+        let old = conn.swap_location(Some(location.clone()));
+        let moved = old.as_ref().is_none_or(|old| old.path() != location.path());
+        if let Some(old) = old.filter(|_| moved) {
             leave(&mut paths, conn, &old);
+            self.roster.leave(old.path_arc(), conn.user());
         }
+        if moved {
+            let view = conn.credentials().view;
+            self.roster.join(location.path_arc(), conn.user(), &view);
+        }
+        // Its client starts this path's list afresh (it clears it on `located`).
+        conn.set_listed(None);
+        self.roster.want(location.path_arc());
         location
     }
 
@@ -48,7 +65,13 @@ impl Presence {
         let mut paths = self.paths.write().expect("presence lock is never poisoned");
         if let Some(old) = conn.swap_location(None) {
             leave(&mut paths, conn, &old);
+            self.roster.leave(old.path_arc(), conn.user());
         }
+    }
+
+    /// The user-level list this index keeps up to date.
+    pub fn roster(&self) -> &Arc<Roster> {
+        &self.roster
     }
 
     /// The connections on `path` that still take reactions.

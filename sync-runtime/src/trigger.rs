@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-use crate::broker::{Inbox, WireSender, WireTrigger};
+use crate::broker::{Inbox, WireNote, WireSender, WireTrigger};
 use crate::conn::{Conn, Outbound};
 use crate::error::SyncError;
 use crate::fanout::{Job, Reply, Sender};
@@ -19,8 +19,10 @@ use crate::hub::{HubInner, SyncHub};
 use crate::protocol::server::RESYNC;
 use crate::protocol::{ErrorCode, Outcome};
 use crate::registry::SyncEntry;
+use crate::roster::{View, null_view};
 use crate::routes::normalize;
 use crate::stats::Counters;
+use serde_json::value::RawValue;
 
 /// Where a trigger is headed, as its way in names it.
 pub(crate) enum Target<'a> {
@@ -168,6 +170,7 @@ impl HubInner {
                 session: encode(&s.peer.session)?,
                 path: Some(s.peer.location.path().to_owned()),
                 conn: s.peer.connection.0,
+                view: RawValue::from_string(s.peer.view.get().to_owned()).ok(),
             })
         });
         broker.publish(WireTrigger {
@@ -216,6 +219,7 @@ impl Inbox for HubInner {
                     token: None,
                     location,
                     connection: ConnectionId(s.conn),
+                    view: s.view.map_or_else(null_view, View::from),
                 },
                 echo: true,
             })
@@ -230,6 +234,14 @@ impl Inbox for HubInner {
 
     fn lost(&self) {
         self.resync(self.conns.all());
+    }
+
+    fn note(&self, node: u64, note: WireNote) {
+        self.on_note(node, note);
+    }
+
+    fn heard(&self, node: u64, presence: u64) {
+        self.on_heard(node, presence);
     }
 }
 

@@ -85,9 +85,33 @@ struct Shared {
     received: AtomicU64,
     dropped: AtomicU64,
     gaps: AtomicU64,
+    /// The last roster change that went out or was given up, repeated in every envelope.
+    pv: AtomicU64,
+}
+
+/// What waits in the publisher's queue.
+pub(crate) enum Outgoing {
+    Trigger(WireTrigger),
+    Note(WireNote),
 }
 
 impl Shared {
+    /// A queued item that will never go out: a trigger consumes its number, a presence change still
+    /// counts in `pv`.
+    fn given_up(&self, item: Outgoing) {
+        match item {
+            Outgoing::Trigger(_) => {
+                self.skipped.fetch_add(1, Ordering::AcqRel);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Outgoing::Note(note) => {
+                if let Some(v) = note.version() {
+                    self.pv.fetch_max(v, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
     fn take_skipped(&self) -> u64 {
         self.skipped.swap(0, Ordering::AcqRel)
     }
@@ -96,7 +120,7 @@ impl Shared {
 /// A broker on some transport: the publisher task, and the subscriber task once started.
 pub(crate) struct Engine<T: Transport> {
     /// The publisher's queue. The tasks hold no sender, so dropping the engine ends the publisher.
-    tx: mpsc::Sender<WireTrigger>,
+    tx: mpsc::Sender<Outgoing>,
     shared: Arc<Shared>,
     transport: Arc<T>,
     settings: Settings,
@@ -118,6 +142,7 @@ impl<T: Transport> Engine<T> {
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
+            pv: AtomicU64::new(0),
         });
         let transport = Arc::new(transport);
         tokio::spawn(publish_loop(
@@ -140,10 +165,26 @@ impl<T: Transport> Engine<T> {
 
 impl<T: Transport> Broker for Engine<T> {
     fn publish(&self, trigger: WireTrigger) {
-        if self.tx.try_send(trigger).is_err() {
+        if self.tx.try_send(Outgoing::Trigger(trigger)).is_err() {
             self.shared.skipped.fetch_add(1, Ordering::AcqRel);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn share(&self, note: WireNote) {
+        if let Err(e) = self.tx.try_send(Outgoing::Note(note)) {
+            let (mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item)) =
+                e;
+            self.shared.given_up(item);
+        }
+    }
+
+    fn node(&self) -> u64 {
+        self.shared.node
+    }
+
+    fn heartbeat(&self) -> Duration {
+        self.settings.heartbeat
     }
 
     fn start(&self, inbox: Weak<dyn Inbox>) {
@@ -245,7 +286,7 @@ impl Health {
 async fn publish_loop<T: Transport>(
     transport: Arc<T>,
     shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<WireTrigger>,
+    mut rx: mpsc::Receiver<Outgoing>,
     heartbeat: Duration,
 ) {
     let mut numbering = Numbering::new(shared.node);
@@ -259,11 +300,10 @@ async fn publish_loop<T: Transport>(
                 health.failed(transport.place(), &e);
                 // Whatever waits now would arrive late and out of context: give it up, so that the other
                 // nodes see the gap and resync instead.
-                let mut waiting = 0;
-                while rx.try_recv().is_ok() {
-                    waiting += 1;
+                while let Ok(item) = rx.try_recv() {
+                    shared.given_up(item);
                 }
-                give_up(&shared, &mut numbering, waiting);
+                numbering.give_up(shared.take_skipped());
                 if rx.is_closed() && rx.is_empty() {
                     return;
                 }
@@ -290,14 +330,30 @@ async fn publish_loop<T: Transport>(
                         return;
                     }
                     numbering.give_up(shared.take_skipped());
-                    for trigger in batch.drain(..) {
-                        out.push(numbering.trigger(trigger).encode());
+                    for item in batch.drain(..) {
+                        let mut envelope = match item {
+                            Outgoing::Trigger(trigger) => {
+                                count += 1;
+                                numbering.trigger(trigger)
+                            }
+                            Outgoing::Note(note) => {
+                                if let Some(v) = note.version() {
+                                    shared.pv.fetch_max(v, Ordering::AcqRel);
+                                }
+                                let mut envelope = numbering.heartbeat();
+                                envelope.note = Some(note);
+                                envelope
+                            }
+                        };
+                        envelope.pv = Some(shared.pv.load(Ordering::Acquire));
+                        out.push(envelope.encode());
                     }
-                    count = n as u64;
                 }
                 _ = beat.tick() => {
                     numbering.give_up(shared.take_skipped());
-                    out.push(numbering.heartbeat().encode());
+                    let mut envelope = numbering.heartbeat();
+                    envelope.pv = Some(shared.pv.load(Ordering::Acquire));
+                    out.push(envelope.encode());
                 }
             }
             match transport.publish(&mut publisher, &out).await {
@@ -333,17 +389,12 @@ async fn publish_loop<T: Transport>(
     }
 }
 
-fn give_up(shared: &Shared, numbering: &mut Numbering, n: u64) {
-    numbering.give_up(n);
-    shared.dropped.fetch_add(n, Ordering::Relaxed);
-}
-
 /// Wait out a reconnect delay, giving up every trigger that arrives meanwhile (as the failed connect
 /// gave up those already queued): published after the outage, it would reach the other nodes late and
 /// out of context, whereas a skipped number makes them resync. False when the engine is gone.
 async fn wait_dropping(
     backoff: &mut Backoff,
-    rx: &mut mpsc::Receiver<WireTrigger>,
+    rx: &mut mpsc::Receiver<Outgoing>,
     shared: &Shared,
     numbering: &mut Numbering,
 ) -> bool {
@@ -351,9 +402,12 @@ async fn wait_dropping(
     tokio::pin!(delay);
     loop {
         tokio::select! {
-            () = &mut delay => return true,
-            trigger = rx.recv() => match trigger {
-                Some(_) => give_up(shared, numbering, 1),
+            () = &mut delay => {
+                numbering.give_up(shared.take_skipped());
+                return true;
+            }
+            item = rx.recv() => match item {
+                Some(item) => shared.given_up(item),
                 None => return false,
             },
         }
@@ -412,7 +466,7 @@ async fn subscribe_loop<T: Transport>(
                     ));
                 }
             };
-            let envelope = match serde_json::from_slice::<Envelope>(&payload) {
+            let mut envelope = match serde_json::from_slice::<Envelope>(&payload) {
                 Ok(envelope) => envelope,
                 Err(e) => {
                     tracing::warn!(target: "sync_runtime::backplane", error = %e, "unreadable message on the channel; ignored");
@@ -423,14 +477,22 @@ async fn subscribe_loop<T: Transport>(
                 shared.subscribed.store(false, Ordering::Release);
                 return;
             }
+            let (node, note, pv) = (envelope.node, envelope.note.take(), envelope.pv);
             let received = receiver.receive(envelope, Instant::now());
-            if received.gap.is_none() && received.trigger.is_none() {
+            let from_other = node != shared.node;
+            if received.gap.is_none() && received.trigger.is_none() && !from_other {
                 continue;
             }
             let Some(inbox) = inbox.upgrade() else {
                 shared.subscribed.store(false, Ordering::Release);
                 return;
             };
+            if from_other {
+                if let Some(note) = note {
+                    inbox.note(node, note);
+                }
+                inbox.heard(node, pv.unwrap_or(0));
+            }
             if let Some(gap) = received.gap {
                 shared.gaps.fetch_add(1, Ordering::Relaxed);
                 match gap.missed {

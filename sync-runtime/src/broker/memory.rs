@@ -200,7 +200,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::tests::{n_of, trigger};
-    use super::super::{Backplane, BackplaneStatus, Broker, Inbox, WireTrigger};
+    use super::super::{Backplane, BackplaneStatus, Broker, Inbox, WireNote, WireTrigger};
     use super::*;
 
     /// A hub stand-in that records what it got.
@@ -208,6 +208,8 @@ mod tests {
     struct Recorder {
         triggers: Mutex<Vec<u64>>,
         lost: Mutex<usize>,
+        notes: Mutex<Vec<(u64, WireNote)>>,
+        heard: Mutex<Vec<(u64, u64)>>,
     }
 
     impl Inbox for Recorder {
@@ -217,6 +219,14 @@ mod tests {
 
         fn lost(&self) {
             *self.lost.lock().expect("lock") += 1;
+        }
+
+        fn note(&self, node: u64, note: WireNote) {
+            self.notes.lock().expect("lock").push((node, note));
+        }
+
+        fn heard(&self, node: u64, presence: u64) {
+            self.heard.lock().expect("lock").push((node, presence));
         }
     }
 
@@ -477,6 +487,43 @@ mod tests {
                 subscribed: true,
                 ..BackplaneStatus::default()
             }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_note_crosses_and_every_envelope_after_it_repeats_its_presence_version() {
+        let bus = MemoryBus::new();
+        let (a, _a_inbox) = node(&bus);
+        let (b, b_inbox) = node(&bus);
+        connected(&a).await;
+        connected(&b).await;
+        a.share(WireNote::Presence {
+            v: 1,
+            path: "/p".into(),
+            user: "alice".into(),
+            view: None,
+        });
+        until("the note and a heartbeat after it", || {
+            let notes = b_inbox.notes.lock().expect("lock");
+            let heard = b_inbox.heard.lock().expect("lock");
+            notes
+                .iter()
+                .any(|(n, note)| *n == a.node() && note.version() == Some(1))
+                && heard
+                    .iter()
+                    .filter(|(n, pv)| *n == a.node() && *pv == 1)
+                    .count()
+                    >= 2
+        })
+        .await;
+        assert!(
+            b_inbox
+                .heard
+                .lock()
+                .expect("lock")
+                .iter()
+                .all(|(n, _)| *n == a.node()),
+            "a node never hears itself"
         );
     }
 }

@@ -300,7 +300,53 @@ pub(crate) struct WireSender {
     #[serde(default)]
     pub path: Option<String>,
     pub conn: u64,
+    /// The sender's presence view, for reactions that name their author.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<Box<RawValue>>,
 }
+/// What nodes tell each other besides triggers: presence and sessions. Not numbered with the triggers
+/// (a lost note never makes connections resync): presence changes carry this node's own numbering of
+/// its roster changes instead, which every envelope's `pv` repeats, so that a node that missed one asks
+/// for a snapshot.
+///
+/// Externally tagged (`{"presence": {..}}`): an internally tagged enum buffers its content, which a
+/// `RawValue` cannot pass through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum WireNote {
+    /// Change `v` of the sender's part of the roster: `user` is on `path` with `view`, or (no view) has
+    /// left it.
+    Presence {
+        v: u64,
+        path: String,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        view: Option<Box<RawValue>>,
+    },
+    /// The sender's whole part of the roster as of change `v`, replacing what it said before.
+    Snapshot {
+        v: u64,
+        entries: Vec<(String, String, Box<RawValue>)>,
+    },
+    /// `node` is asked for a snapshot.
+    Want { node: u64 },
+    /// Every connection of `user` has a new session.
+    Session {
+        user: String,
+        session: Box<RawValue>,
+    },
+}
+
+impl WireNote {
+    /// The roster change this note carries the sender's part up to, if any.
+    pub fn version(&self) -> Option<u64> {
+        match self {
+            WireNote::Presence { v, .. } | WireNote::Snapshot { v, .. } => Some(*v),
+            WireNote::Want { .. } | WireNote::Session { .. } => None,
+        }
+    }
+}
+
 /// The backplane's state, for [`SyncHub::backplane_status`](crate::SyncHub::backplane_status).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackplaneStatus {
@@ -327,14 +373,31 @@ pub(crate) trait Inbox: Send + Sync + 'static {
     /// Triggers from other nodes were lost (a gap in a node's numbering): this node's connections must
     /// resync.
     fn lost(&self);
+
+    /// A note from `node`. Returns at once.
+    fn note(&self, node: u64, note: WireNote);
+
+    /// `node` is alive, and its roster is at change `presence` (from every envelope it sends, after the
+    /// note it may carry).
+    fn heard(&self, node: u64, presence: u64);
 }
 
-/// The engine between nodes (SPEC 8.2): publish a trigger, deliver the others'. History and presence
-/// come later.
+/// The engine between nodes (SPEC 8.2): publish a trigger or a note, deliver the others'. History comes
+/// later.
 pub(crate) trait Broker: Send + Sync + 'static {
     /// Hand a trigger accepted on this node to the other nodes, without waiting (a full queue counts it
     /// lost, so other nodes see a gap).
     fn publish(&self, trigger: WireTrigger);
+
+    /// Hand a note to the other nodes, without waiting (a full queue drops it; a presence change
+    /// dropped still counts in this node's `pv`, so the others ask for a snapshot).
+    fn share(&self, note: WireNote);
+
+    /// This node's id, as the others hear it.
+    fn node(&self) -> u64;
+
+    /// How often this node sends a heartbeat.
+    fn heartbeat(&self) -> Duration;
 
     /// Start delivering other nodes' triggers to `inbox` (called once, after the hub exists; the
     /// broker's tasks end when the Weak is dead or the broker is dropped).

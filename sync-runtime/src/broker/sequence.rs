@@ -21,9 +21,15 @@ pub(crate) struct Envelope {
     /// from nodes of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
-    /// `None`: a heartbeat.
+    /// `None`: a heartbeat (which may carry a note).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<WireTrigger>,
+    /// A note (presence, a session); only in an envelope without a trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<WireNote>,
+    /// The publishing node's last roster change that went out or was given up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pv: Option<u64>,
 }
 
 impl Envelope {
@@ -66,6 +72,8 @@ impl Numbering {
             seq: self.last,
             from: Some(self.from),
             trigger: Some(trigger),
+            note: None,
+            pv: None,
         }
     }
 
@@ -76,6 +84,8 @@ impl Numbering {
             seq: self.last,
             from: Some(self.from),
             trigger: None,
+            note: None,
+            pv: None,
         }
     }
 

@@ -122,6 +122,8 @@ fn a_known_node_that_skips_a_number_is_a_gap() {
         seq: again.seq,
         from: again.from,
         trigger: Some(trigger(7)),
+        note: None,
+        pv: None,
     };
     assert_eq!(hear(&mut r, again), (None, Some(7)));
     assert_eq!(
@@ -233,6 +235,8 @@ fn an_older_node_without_from_heard_first_is_a_gap_if_it_published_before() {
         seq,
         from: None,
         trigger: t.map(trigger),
+        note: None,
+        pv: None,
     };
     assert_eq!(
         hear(&mut r, legacy(3, Some(3))).0,

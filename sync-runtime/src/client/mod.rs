@@ -222,6 +222,33 @@ pub struct Status {
     pub located: u64,
     /// The resume key of the current connection.
     pub resume_key: Option<String>,
+    /// The users on the current path as the server last listed them (with a presence mapping on the
+    /// server), after every `presence` and `presence_diff` frame.
+    pub presence: Option<PresenceList>,
+    /// `refreshed` frames received: refreshes the server took.
+    pub refreshed: u64,
+    /// Milliseconds until the credential expires, as of the last `hello` or `refreshed` (`None`: never).
+    pub expires_in: Option<u64>,
+}
+
+/// The users on a path as a client holds them: the first `users.len()` of `count`, in the order they
+/// came, each with the view the app lets others see.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PresenceList {
+    /// The path.
+    pub path: String,
+    /// All users on it.
+    pub count: usize,
+    /// The listed ones: user key and view.
+    pub users: Vec<(String, serde_json::Value)>,
+}
+
+impl PresenceList {
+    /// The listed user keys.
+    pub fn user_keys(&self) -> Vec<&str> {
+        self.users.iter().map(|(u, _)| u.as_str()).collect()
+    }
 }
 
 /// How long reactions may wait for an acknowledgement once they stop coming.
@@ -308,6 +335,19 @@ impl SyncClient {
     /// Wait until the client's [`Status`] satisfies `ready`; `None` if the client stopped first.
     pub async fn status_until(&mut self, ready: impl FnMut(&Status) -> bool) -> Option<Status> {
         self.status.wait_for(ready).await.ok().map(|s| s.clone())
+    }
+
+    /// The users on the current path as the server last listed them.
+    pub fn presence(&self) -> Option<PresenceList> {
+        self.status.borrow().presence.clone()
+    }
+
+    /// Hand the server a fresh credential for this connection (`refresh`), before the old one expires.
+    /// The answer is a `refreshed` ([`Status::refreshed`]) or an error `refresh_refused`
+    /// ([`next_error`](Self::next_error)).
+    pub async fn refresh(&self, token: &str) -> Result<(), ClientError> {
+        let frame = serde_json::json!({ "t": "refresh", "token": token }).to_string();
+        self.send_raw(frame).await
     }
 
     /// The connection id the server assigned.

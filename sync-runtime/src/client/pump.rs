@@ -203,6 +203,7 @@ impl Pump {
                 resume,
                 resumed,
                 window,
+                expires_in,
             }) => {
                 if !resumed {
                     // A new connection numbers its reactions from 1 again.
@@ -217,6 +218,7 @@ impl Pump {
                 self.status.send_modify(|s| {
                     s.reconnects = reconnects;
                     s.resume_key = resume;
+                    s.expires_in = expires_in;
                 });
                 if let Some(tx) = hello.take() {
                     let _ = tx.send(conn);
@@ -226,7 +228,13 @@ impl Pump {
             Ok(ServerFrame::Located { path, route }) => {
                 let located = Located { path, route };
                 self.location = Some(located.path.clone());
-                self.status.send_modify(|s| s.located += 1);
+                self.status.send_modify(|s| {
+                    s.located += 1;
+                    // A new page's list starts empty: the previous page's users are not here.
+                    if s.presence.as_ref().is_none_or(|p| p.path != located.path) {
+                        s.presence = None;
+                    }
+                });
                 if let Some(tx) = self.navs.pop_front() {
                     let _ = tx.send(located);
                 }
@@ -265,6 +273,38 @@ impl Pump {
                     }
                 }
             }
+            Ok(ServerFrame::Presence { path, count, users }) => {
+                if self.location.as_deref() == Some(path.as_str()) {
+                    let users = users.into_iter().map(|e| (e.user, e.view)).collect();
+                    self.status.send_modify(|s| {
+                        s.presence = Some(PresenceList { path, count, users });
+                    });
+                }
+            }
+            Ok(ServerFrame::PresenceDiff {
+                path,
+                count,
+                join,
+                leave,
+            }) => {
+                self.status.send_modify(|s| {
+                    let Some(list) = s.presence.as_mut().filter(|p| p.path == path) else {
+                        return;
+                    };
+                    list.users.retain(|(u, _)| !leave.contains(u));
+                    for entry in join {
+                        match list.users.iter_mut().find(|(u, _)| *u == entry.user) {
+                            Some(listed) => listed.1 = entry.view,
+                            None => list.users.push((entry.user, entry.view)),
+                        }
+                    }
+                    list.count = count;
+                });
+            }
+            Ok(ServerFrame::Refreshed { expires_in }) => self.status.send_modify(|s| {
+                s.refreshed += 1;
+                s.expires_in = expires_in;
+            }),
             Ok(ServerFrame::Pong) => {}
             // The SSE link ends its stream on a `close` event before it reaches here.
             Ok(ServerFrame::Close { .. }) => {}

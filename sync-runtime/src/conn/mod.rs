@@ -4,13 +4,15 @@
 //! `Arc<Conn>` and act on what `push` and the lifecycle report.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
 use crate::auth::Who;
-use crate::handler::{ConnectionId, ErasedPeer, Location};
+use crate::handler::{AnyArc, ConnectionId, ErasedPeer, Location};
 use crate::protocol::close_code;
+use crate::roster::View;
 
 pub(crate) mod outbox;
 pub(crate) mod rate;
@@ -57,14 +59,28 @@ struct Life {
     close: Option<(u16, &'static str)>,
 }
 
+/// What a connection's identity holds that can change while it lives: the session (`update_session`),
+/// what others see of it, and the credential with its expiry (a `refresh`).
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    pub session: AnyArc,
+    pub view: View,
+    pub token: Option<Arc<str>>,
+    pub expires: Option<SystemTime>,
+}
+
 /// One connection.
 pub(crate) struct Conn {
     pub id: ConnectionId,
+    /// Who it is as admitted; the user key never changes, the rest lives on in `credentials`.
     pub who: Who,
-    pub token: Option<Arc<str>>,
+    credentials: RwLock<Credentials>,
     /// The secret a reconnecting client presents to resume this connection.
     pub resume_key: Arc<str>,
     location: Mutex<Option<Location>>,
+    /// The path whose user list its client holds (it got that path's `presence`), to which later
+    /// `presence_diff`s apply; `None` until it gets one.
+    listed: Mutex<Option<Arc<str>>>,
     /// The token bucket all connections of this user share.
     pub user_limit: Arc<Mutex<RateLimit>>,
     /// This connection's own token bucket; held while one message is handled, so that one connection's
@@ -83,6 +99,8 @@ pub(crate) struct Conn {
     /// Wakes the task serving this connection when it is closed, detached or its transport dropped: one
     /// waiter, so an `AtomicWaker` (a couple of atomics per poll) rather than a `Notify` (a mutex).
     pub attention: futures_util::task::AtomicWaker,
+    /// A task watches its credential's expiry.
+    pub watching_expiry: AtomicBool,
     /// Set to ask the transport attached now to let go, because the client resumed on a new one.
     detach: AtomicBool,
     limits: Arc<ConnLimits>,
@@ -107,16 +125,23 @@ impl Conn {
     pub fn new(
         id: ConnectionId,
         who: Who,
+        view: View,
         token: Option<Arc<str>>,
         user_limit: Arc<Mutex<RateLimit>>,
         limits: Arc<ConnLimits>,
     ) -> Conn {
         Conn {
+            credentials: RwLock::new(Credentials {
+                session: who.session.clone(),
+                view,
+                token,
+                expires: who.expires,
+            }),
             id,
             who,
-            token,
             resume_key: Arc::from(crate::random::hex128()),
             location: Mutex::new(None),
+            listed: Mutex::new(None),
             user_limit,
             inbound: tokio::sync::Mutex::new(RateLimit::new(limits.rate.0, limits.rate.1)),
             life: Mutex::new(Life {
@@ -130,6 +155,7 @@ impl Conn {
             acked_signal: Notify::new(),
             parked_signal: Notify::new(),
             attention: futures_util::task::AtomicWaker::new(),
+            watching_expiry: AtomicBool::new(false),
             detach: AtomicBool::new(false),
             limits,
         }
@@ -349,13 +375,47 @@ impl Conn {
     }
 
     pub fn peer(&self, location: Location) -> ErasedPeer {
+        let credentials = self.credentials();
         ErasedPeer {
             user: self.who.user.clone(),
-            session: self.who.session.clone(),
-            token: self.token.clone(),
+            session: credentials.session,
+            token: credentials.token,
             location,
             connection: self.id,
+            view: credentials.view,
         }
+    }
+
+    /// The session, view and credential as they are now.
+    pub fn credentials(&self) -> Credentials {
+        self.credentials
+            .read()
+            .expect("credentials lock is never poisoned")
+            .clone()
+    }
+
+    /// Change them (a session update, a refreshed token), returning the result.
+    pub fn update_credentials(&self, change: impl FnOnce(&mut Credentials)) -> Credentials {
+        let mut credentials = self
+            .credentials
+            .write()
+            .expect("credentials lock is never poisoned");
+        change(&mut credentials);
+        credentials.clone()
+    }
+
+    /// Record which path's user list its client holds.
+    pub fn set_listed(&self, path: Option<Arc<str>>) {
+        *self.listed.lock().expect("listed lock is never poisoned") = path;
+    }
+
+    /// Whether its client holds the user list of `path`.
+    pub fn lists(&self, path: &str) -> bool {
+        self.listed
+            .lock()
+            .expect("listed lock is never poisoned")
+            .as_deref()
+            == Some(path)
     }
 
     pub fn current_location(&self) -> Option<Location> {
@@ -399,9 +459,17 @@ pub(crate) mod tests {
             user: Arc::from("u"),
             session: Arc::new(()),
             guest: false,
+            expires: None,
         };
         let user_limit = Arc::new(Mutex::new(RateLimit::new(1, 1)));
-        Conn::new(ConnectionId(1), who, None, user_limit, limits)
+        Conn::new(
+            ConnectionId(1),
+            who,
+            crate::roster::null_view(),
+            None,
+            user_limit,
+            limits,
+        )
     }
 
     fn frame(n: usize) -> Outbound {

@@ -14,11 +14,12 @@ use super::lane::{Full, Lanes};
 use crate::Reaction;
 use crate::conn::{Conn, Outbound};
 use crate::conns::ConnTable;
-use crate::handler::{AnyArc, FilterFailure, Handling, Location};
+use crate::handler::{AnyArc, Call, FilterFailure, Handling, Location};
 use crate::presence::Presence;
 use crate::protocol::Outcome;
 use crate::protocol::server::reaction_tail;
 use crate::registry::SyncEntry;
+use crate::roster::Here;
 use crate::stats::Counters;
 
 /// The fan-out engine of a hub: its lanes and what a fan-out reads.
@@ -115,10 +116,11 @@ impl FanOut {
         }
         let route = entry.route;
         let sender_peer = sender.as_ref().map(|s| &s.peer);
+        let here = Here::new(self.presence.roster().clone(), location.path_arc().clone());
         match &entry.sync.0.handling {
             Handling::Shared(react) => {
                 // Same reaction for everyone: computed and serialized once.
-                let Some(reaction) = catch(|| react(&data)).flatten() else {
+                let Some(reaction) = catch(|| react(&data, sender_peer)).flatten() else {
                     Counters::bump(&self.counters.filter_panics);
                     tracing::error!(target: "sync_runtime::fanout", route, name = entry.name, "client reaction panicked");
                     outcome.failed = outcome.matched;
@@ -140,8 +142,14 @@ impl FanOut {
                 let mut last = None;
                 for (i, conn) in recipients.iter().enumerate() {
                     let peer = conn.peer(location.clone());
-                    let verdict = match catch(|| filter(&data, &peer, sender_peer, &self.functions))
-                    {
+                    let call = Call {
+                        data: &data,
+                        recipient: &peer,
+                        sender: sender_peer,
+                        functions: &self.functions,
+                        here: &here,
+                    };
+                    let verdict = match catch(|| filter(&call)) {
                         Some(result) => Verdict::from(result),
                         None => Verdict::Panicked,
                     };
@@ -158,7 +166,13 @@ impl FanOut {
                     .iter()
                     .map(|conn| {
                         let peer = conn.peer(location.clone());
-                        let work = filter(&data, &peer, sender_peer, &self.functions);
+                        let work = filter(&Call {
+                            data: &data,
+                            recipient: &peer,
+                            sender: sender_peer,
+                            functions: &self.functions,
+                            here: &here,
+                        });
                         async move {
                             let result = tokio::time::timeout(
                                 deadline,

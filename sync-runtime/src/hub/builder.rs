@@ -11,6 +11,13 @@ use crate::handler::AnyArc;
 use crate::registry::{Registration, SyncTable};
 use crate::{Refusal, SyncHub};
 
+/// The app's presence mapping, its session type erased.
+#[derive(Clone)]
+pub(crate) struct PresenceMap {
+    pub session: std::any::TypeId,
+    pub view: Arc<dyn Fn(&AnyArc) -> Option<crate::roster::View> + Send + Sync>,
+}
+
 /// Limits and timings of a hub. Every field has a safe default; set them through [`SyncHubBuilder`].
 #[derive(Debug, Clone)]
 pub(crate) struct HubConfig {
@@ -38,6 +45,8 @@ pub(crate) struct HubConfig {
     pub user_rate_per_sec: u32,
     pub user_rate_burst: u32,
     pub sse_keepalive: Duration,
+    pub presence_limit: usize,
+    pub presence_window: Duration,
 }
 
 impl Default for HubConfig {
@@ -67,6 +76,8 @@ impl Default for HubConfig {
             user_rate_per_sec: 500,
             user_rate_burst: 5000,
             sse_keepalive: Duration::from_secs(30),
+            presence_limit: 100,
+            presence_window: Duration::from_millis(100),
         }
     }
 }
@@ -154,6 +165,11 @@ pub enum BuildProblem {
     /// The backplane's configuration cannot work (e.g. its URL).
     #[error("{0}")]
     Backplane(String),
+    /// `.presence(..)` came before `.authenticate(..)`.
+    #[error(
+        "`.presence(..)` was called before `.authenticate(..)`: call it after, so that it maps the session type the authenticator produces"
+    )]
+    PresenceBeforeAuthenticate,
     /// `build` ran outside a Tokio runtime while a backplane needs one.
     #[error(
         "the backplane starts its connections when the hub is built: call `build()` inside a Tokio runtime"
@@ -186,6 +202,7 @@ pub struct SyncHubBuilder<S = (), F = ()> {
     functions: AnyArc,
     config: HubConfig,
     backplane: Option<(Backplane, SessionCodec)>,
+    presence: Option<PresenceMap>,
     _session: std::marker::PhantomData<fn() -> (S, F)>,
 }
 
@@ -197,6 +214,7 @@ impl SyncHub {
             functions: Arc::new(()),
             config: HubConfig::default(),
             backplane: None,
+            presence: None,
             _session: std::marker::PhantomData,
         }
     }
@@ -258,6 +276,7 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
             functions: self.functions,
             config: self.config,
             backplane: self.backplane,
+            presence: self.presence,
             _session: std::marker::PhantomData,
         }
     }
@@ -276,8 +295,65 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
             functions: Arc::new(functions),
             config: self.config,
             backplane: self.backplane,
+            presence: self.presence,
             _session: std::marker::PhantomData,
         }
+    }
+
+    /// What others on a page may see of a user (SPEC 9): `view` maps a session to a serializable public
+    /// view (a name, an avatar; never the token). Users are then listed once per path however many tabs
+    /// and nodes they are on: [`SyncHub::presence`] and filters (`cx.here`) read the list, and browsers
+    /// receive it (`presence` / `presence_diff` frames; `presence()`, `onPresence` and
+    /// `data-sync-presence` in the browser client). Without it the server still lists users, with a
+    /// `null` view, and browsers get no presence frames: user keys are not shown to other users unless
+    /// the app asks for it. Call it after [`authenticate`](Self::authenticate).
+    ///
+    /// The user key is part of every listed entry: key users by an opaque id, not an email address.
+    ///
+    /// ```
+    /// use sync_runtime::{Identity, SyncHub};
+    ///
+    /// struct User { id: u64, name: String, token_hash: String }
+    ///
+    /// let hub = SyncHub::builder()
+    ///     .authenticate(|_req| async {
+    ///         let user = User { id: 7, name: "Ada".into(), token_hash: "…".into() };
+    ///         Ok(Identity::new(user.id.to_string(), user))
+    ///     })
+    ///     .presence(|user: &User| serde_json::json!({ "name": user.name }))
+    ///     .build()
+    ///     .expect("a hub");
+    /// # drop(hub);
+    /// ```
+    pub fn presence<V: serde::Serialize>(
+        mut self,
+        view: impl Fn(&S) -> V + Send + Sync + 'static,
+    ) -> Self {
+        self.presence = Some(PresenceMap {
+            session: std::any::TypeId::of::<S>(),
+            view: Arc::new(move |session: &AnyArc| {
+                let session = session.downcast_ref::<S>()?;
+                serde_json::value::to_raw_value(&view(session))
+                    .ok()
+                    .map(crate::roster::View::from)
+            }),
+        });
+        self
+    }
+
+    /// Users listed to a browser per path, at most (the first ones to come); the count is always
+    /// exact. Default: 100.
+    pub fn presence_limit(mut self, users: usize) -> Self {
+        self.config.presence_limit = users;
+        self
+    }
+
+    /// How long changes to a path's user list gather before its browsers hear of them, in one
+    /// `presence_diff` (a user who comes and goes within it is never sent). Also how often this node
+    /// tells the others of its changes. Default: 100 ms, at least 10 ms.
+    pub fn presence_window(mut self, window: Duration) -> Self {
+        self.config.presence_window = window.max(Duration::from_millis(10));
+        self
     }
 
     /// Where the endpoints are mounted. Default: `/_sync` (WebSocket at `/_sync/ws`).
@@ -521,16 +597,23 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
                 problems.push(BuildProblem::NoRuntime);
             }
         }
+        if let Some(map) = &self.presence
+            && map.session != std::any::TypeId::of::<S>()
+        {
+            problems.push(BuildProblem::PresenceBeforeAuthenticate);
+        }
         let Some(auth) = self.auth.filter(|_| problems.is_empty()) else {
             return Err(BuildError { problems });
         };
-        Ok(super::assemble(
-            self.config,
+        Ok(super::assemble(super::Parts {
+            config: self.config,
             table,
             auth,
             origins,
-            self.functions,
-            self.backplane,
-        ))
+            functions: self.functions,
+            backplane: self.backplane,
+            presence: self.presence,
+            session_type: std::any::TypeId::of::<S>(),
+        }))
     }
 }

@@ -1,6 +1,7 @@
 //! The hub: one cloneable handle ([`SyncHub`]) over the index of who is where and the broadcast, put
 //! together from the pieces below it (registry, presence, connection table, fan-out, broker).
 
+use std::any::TypeId;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +16,11 @@ use crate::conn::{Bound, Budget, ConnLimits};
 use crate::conns::{ConnTable, TableConfig};
 use crate::fanout::FanOut;
 use crate::handler::AnyArc;
+use crate::membership::Membership;
 use crate::presence::Presence;
 use crate::protocol::close_code;
 use crate::registry::SyncTable;
+use crate::roster::{Present, Roster};
 use crate::routes::normalize;
 use crate::stats::{Counters, Stats};
 
@@ -25,8 +28,8 @@ mod builder;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use builder::HubConfig;
 pub use builder::{BuildError, BuildProblem, SyncHubBuilder};
+pub(crate) use builder::{HubConfig, PresenceMap};
 
 /// Everything a hub is made of.
 pub(crate) struct HubInner {
@@ -46,19 +49,43 @@ pub(crate) struct HubInner {
     /// Set when the hub shares triggers with other nodes.
     pub broker: Option<Arc<dyn Broker>>,
     pub session_codec: Option<SessionCodec>,
+    /// Users per path, on every node.
+    pub roster: Arc<Roster>,
+    /// The app's presence mapping; browsers get presence frames only with one.
+    pub presence_map: Option<PresenceMap>,
+    /// The authenticator's session type, which `update_session` must be given.
+    pub session_type: TypeId,
+    /// What this node knows of the other nodes' parts of the roster.
+    pub membership: Membership,
+}
+
+/// What `build` hands to `assemble`.
+pub(crate) struct Parts {
+    pub config: HubConfig,
+    pub table: SyncTable,
+    pub auth: AuthFn,
+    pub origins: OriginPolicy,
+    pub functions: AnyArc,
+    pub backplane: Option<(Backplane, SessionCodec)>,
+    pub presence: Option<PresenceMap>,
+    pub session_type: TypeId,
 }
 
 /// Put a hub together from a checked configuration.
-fn assemble(
-    config: HubConfig,
-    table: SyncTable,
-    auth: AuthFn,
-    origins: OriginPolicy,
-    functions: AnyArc,
-    backplane: Option<(Backplane, SessionCodec)>,
-) -> SyncHub {
+fn assemble(parts: Parts) -> SyncHub {
+    let Parts {
+        config,
+        table,
+        auth,
+        origins,
+        functions,
+        backplane,
+        presence: presence_map,
+        session_type,
+    } = parts;
     let counters = Arc::new(Counters::default());
-    let presence = Arc::new(Presence::default());
+    let roster = Arc::new(Roster::new(config.presence_limit, backplane.is_some()));
+    let presence = Arc::new(Presence::new(roster.clone()));
     let limits = Arc::new(ConnLimits {
         live: Bound {
             frames: config.outbound_queue,
@@ -111,11 +138,17 @@ fn assemble(
         transport_closed: Notify::new(),
         broker,
         session_codec,
+        roster,
+        presence_map,
+        session_type,
+        membership: Membership::default(),
     });
     // Only now that the hub exists: a subscriber started earlier could find no hub and stop for good.
     if let Some(broker) = &inner.broker {
         let inbox: std::sync::Weak<dyn crate::broker::Inbox> = Arc::downgrade(&inner) as _;
         broker.start(inbox);
+        // With a backplane there is a runtime already; without one, the first connection starts it.
+        inner.keep_lists();
     }
     SyncHub { inner }
 }
@@ -181,6 +214,20 @@ impl SyncHub {
     /// there, for their resume).
     pub fn present(&self, path: &str) -> usize {
         normalize(path).map_or(0, |path| self.inner.presence.count(&path))
+    }
+
+    /// The users on the concrete `path` (`/boards/7`), on every node, each once however many tabs they
+    /// have open there, in the order they came, with their presence view (see
+    /// [`SyncHubBuilder::presence`]). Parked connections (waiting for a resume) still count; a user
+    /// leaves when their last connection navigates away, says goodbye or is forgotten.
+    ///
+    /// ```no_run
+    /// # fn f(hub: sync_runtime::SyncHub) {
+    /// let here: Vec<String> = hub.presence("/boards/7").iter().map(|u| u.user().to_owned()).collect();
+    /// # }
+    /// ```
+    pub fn presence(&self, path: &str) -> Vec<Present> {
+        normalize(path).map_or_else(Vec::new, |path| self.inner.roster.users(&path))
     }
 
     /// The backplane's connections and counters, or `None` when the hub has no backplane.

@@ -24,6 +24,8 @@ pub(crate) enum ClientFrame<'a> {
     Ping,
     /// The client has processed every reaction up to `seq` (acknowledged delivery, `ack=1`).
     Ack { seq: u64 },
+    /// A fresh credential for the live connection, before the old one expires.
+    Refresh { token: Cow<'a, str> },
     /// The client leaves on purpose: close and forget the connection now (an SSE client cannot send a
     /// close frame, and a dropped stream is kept for a resume).
     Bye,
@@ -48,6 +50,8 @@ struct Envelope<'a> {
     echo: Option<bool>,
     #[serde(default)]
     seq: Option<u64>,
+    #[serde(borrow, default)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// Parse a client frame, telling malformed JSON apart from an unknown `t`.
@@ -71,6 +75,9 @@ pub(crate) fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, (ErrorCo
             echo: envelope.echo.unwrap_or(true),
         }),
         "ping" => Ok(ClientFrame::Ping),
+        "refresh" => Ok(ClientFrame::Refresh {
+            token: envelope.token.clone().ok_or_else(|| missing("token"))?,
+        }),
         "bye" => Ok(ClientFrame::Bye),
         "ack" => Ok(ClientFrame::Ack {
             seq: envelope.seq.ok_or_else(|| missing("seq"))?,

@@ -45,6 +45,9 @@ pub enum ErrorCode {
     NoHub,
     /// The params given do not fill the route pattern.
     BadParams,
+    /// A `refresh` whose token the authenticator refused, or that belongs to another user; the
+    /// connection keeps its old credential until it expires.
+    RefreshRefused,
 }
 
 impl ErrorCode {
@@ -65,6 +68,7 @@ impl ErrorCode {
             ErrorCode::BadPath => "bad_path",
             ErrorCode::NoHub => "no_hub",
             ErrorCode::BadParams => "bad_params",
+            ErrorCode::RefreshRefused => "refresh_refused",
         }
     }
 }
@@ -79,6 +83,8 @@ impl fmt::Display for ErrorCode {
 pub mod close_code {
     /// A normal close: the client said goodbye.
     pub const NORMAL: u16 = 1000;
+    /// The connection's credential expired and was not refreshed in time (`Identity::expires_at`).
+    pub const TOKEN_EXPIRED: u16 = 4001;
     /// The app disconnected every connection of the user ([`SyncHub::disconnect_user`](crate::SyncHub::disconnect_user)).
     pub const REVOKED: u16 = 4003;
     /// The connection's outbound queue overflowed: the client reads too slowly.

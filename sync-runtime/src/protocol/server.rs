@@ -18,6 +18,92 @@ pub(crate) struct Hello<'a> {
     /// With acknowledged delivery (`ack=1`): how many reactions may be unacknowledged at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<usize>,
+    /// Milliseconds until the connection's credential expires, when it does: the client refreshes it
+    /// before then (`refresh`), or the connection is closed with `TOKEN_EXPIRED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+/// The answer to a `refresh` the server took.
+#[derive(Serialize)]
+pub(crate) struct Refreshed {
+    pub t: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+/// The whole (bounded) list of users on `path`: the first `users.len()` of `count`, in join order.
+pub(crate) fn presence_frame(
+    path: &str,
+    count: usize,
+    users: &[(std::sync::Arc<str>, crate::roster::View)],
+) -> std::sync::Arc<str> {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        t: &'static str,
+        path: &'a str,
+        count: usize,
+        users: Vec<Entry<'a>>,
+    }
+    let users = users
+        .iter()
+        .map(|(user, view)| Entry { user, view })
+        .collect();
+    std::sync::Arc::from(
+        serde_json::to_string(&Frame {
+            t: "presence",
+            path,
+            count,
+            users,
+        })
+        .expect("a presence frame is strings and JSON"),
+    )
+}
+
+/// What changed in the list of `path` since the previous `presence` or `presence_diff`.
+pub(crate) fn presence_diff_frame(
+    path: &str,
+    count: usize,
+    join: &[&(std::sync::Arc<str>, crate::roster::View)],
+    leave: &[&str],
+) -> std::sync::Arc<str> {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        t: &'static str,
+        path: &'a str,
+        count: usize,
+        join: Vec<Entry<'a>>,
+        leave: &'a [&'a str],
+    }
+    let join = join
+        .iter()
+        .map(|(user, view)| Entry { user, view })
+        .collect();
+    std::sync::Arc::from(
+        serde_json::to_string(&Frame {
+            t: "presence_diff",
+            path,
+            count,
+            join,
+            leave,
+        })
+        .expect("a presence frame is strings and JSON"),
+    )
+}
+
+/// One listed user.
+#[derive(Serialize)]
+pub(crate) struct Entry<'a> {
+    pub user: &'a str,
+    pub view: &'a serde_json::value::RawValue,
+}
+
+/// A listed user as the Rust client reads it.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
+pub(crate) struct OwnedEntry {
+    pub user: String,
+    pub view: serde_json::Value,
 }
 
 /// Where the server placed the connection, after a `nav` (or the `path` of the connect request).
@@ -130,8 +216,25 @@ pub(crate) enum ServerFrame {
         resumed: bool,
         #[serde(default)]
         window: Option<u64>,
+        #[serde(default)]
+        expires_in: Option<u64>,
     },
     Resync,
+    Presence {
+        path: String,
+        count: usize,
+        users: Vec<OwnedEntry>,
+    },
+    PresenceDiff {
+        path: String,
+        count: usize,
+        join: Vec<OwnedEntry>,
+        leave: Vec<String>,
+    },
+    Refreshed {
+        #[serde(default)]
+        expires_in: Option<u64>,
+    },
     Located {
         path: String,
         route: Option<String>,
@@ -213,6 +316,7 @@ mod tests {
             resume: "k",
             resumed: true,
             window: Some(64),
+            expires_in: Some(5),
         })
         .expect("json");
         assert!(matches!(
@@ -220,8 +324,33 @@ mod tests {
             ServerFrame::Hello {
                 resumed: true,
                 window: Some(64),
+                expires_in: Some(5),
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn presence_frames_are_the_types() {
+        let view: crate::roster::View = std::sync::Arc::from(
+            serde_json::value::RawValue::from_string(r#"{"n":"A"}"#.into()).unwrap(),
+        );
+        let listed = vec![(std::sync::Arc::from("alice"), view)];
+        let ServerFrame::Presence { path, count, users } = parse(&presence_frame("/p", 3, &listed))
+        else {
+            panic!("not a presence frame");
+        };
+        assert_eq!((path.as_str(), count), ("/p", 3));
+        assert_eq!(users[0].user, "alice");
+        assert_eq!(users[0].view, serde_json::json!({"n": "A"}));
+        let ServerFrame::PresenceDiff { join, leave, .. } =
+            parse(&presence_diff_frame("/p", 1, &[&listed[0]], &["bob"]))
+        else {
+            panic!("not a diff");
+        };
+        assert_eq!(
+            (join[0].user.as_str(), leave),
+            ("alice", vec!["bob".to_owned()])
+        );
     }
 }

@@ -9,6 +9,7 @@ use crate::hub::HubInner;
 use crate::protocol::ErrorCode;
 use crate::protocol::client::{ClientFrame, parse_client_frame};
 use crate::protocol::server::{PONG, error_frame};
+use crate::roster::Here;
 use crate::stats::Counters;
 use crate::trigger::{Payload, Target};
 
@@ -128,6 +129,7 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
             // The writer sends the close (frame or event), and the connection is forgotten, not parked.
             hub.conns.close(conn, 1000, "closed");
         }
+        ClientFrame::Refresh { token } => super::refresh(hub, conn, token.into_owned()).await,
         ClientFrame::Ping => {
             hub.conns.push(conn, Outbound::control(PONG));
         }
@@ -173,6 +175,7 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
                         &accepted.data,
                         &peer,
                         &hub.functions,
+                        &Here::new(hub.roster.clone(), peer.location.path_arc().clone()),
                     ))),
                 )
                 .await;

@@ -16,11 +16,13 @@ use axum::routing::get;
 use crate::SyncHub;
 use crate::auth::{AuthRequest, Who, bearer};
 use crate::conn::writer::{ReadSide, Sink, WriteEnd, write};
-use crate::conn::{Conn, Event, Outbound};
+use crate::conn::{Conn, Event, Outbound, Phase};
 use crate::conns::{AdmitError, Reservation};
 use crate::hub::HubInner;
-use crate::protocol::PROTOCOL_VERSION;
-use crate::protocol::server::{Hello, Located, RESYNC, reaction_frame};
+use crate::membership::millis_until;
+use crate::protocol::server::{Hello, Located, RESYNC, Refreshed, reaction_frame};
+use crate::protocol::{ErrorCode, PROTOCOL_VERSION, close_code};
+use crate::roster::View;
 use crate::routes::normalize;
 
 pub(crate) mod inbound;
@@ -143,6 +145,85 @@ pub(crate) async fn authenticate(
     }
 }
 
+/// A connection's new credential (a `refresh`, a resume): its session, view, token and expiry.
+fn renew(hub: &HubInner, conn: &Conn, who: &Who, view: View, token: Option<Arc<str>>) {
+    conn.update_credentials(|c| {
+        c.session = who.session.clone();
+        c.view = view.clone();
+        c.token = token;
+        c.expires = who.expires;
+    });
+    hub.roster.revise(conn.user(), &view);
+}
+
+/// A `refresh`: the authenticator runs on the new token (with no headers: the connection's own request
+/// is long gone) and must name the same user; the connection then carries on with the new session and
+/// expiry. Otherwise `refresh_refused`, and the old credential stays until it expires.
+pub(crate) async fn refresh(hub: &Arc<HubInner>, conn: &Arc<Conn>, token: String) {
+    let uri = Uri::try_from(format!("{}/ws", hub.config.prefix)).unwrap_or_default();
+    let request = AuthRequest {
+        headers: HeaderMap::new(),
+        uri,
+        token: Some(token.clone()),
+    };
+    let refused = match (hub.auth)(request).await {
+        Ok(who) if who.user == *conn.user() && !who.guest => {
+            renew(
+                hub,
+                conn,
+                &who,
+                hub.view_of(&who.session),
+                Some(Arc::from(token)),
+            );
+            let frame = serde_json::to_string(&Refreshed {
+                t: "refreshed",
+                expires_in: who.expires.map(millis_until),
+            })
+            .expect("refreshed has only integers");
+            hub.conns.push(conn, Outbound::control(frame));
+            watch_expiry(hub, conn);
+            return;
+        }
+        Ok(_) => "the token belongs to another user".to_owned(),
+        Err(refusal) => refusal.message().to_owned(),
+    };
+    inbound::reject(hub, conn, None, ErrorCode::RefreshRefused, &refused);
+}
+
+/// Close `conn` with `TOKEN_EXPIRED` once its credential expires unrefreshed. One task per connection
+/// with an expiry, holding it weakly, waking at least every minute to let go of a connection gone.
+fn watch_expiry(hub: &Arc<HubInner>, conn: &Arc<Conn>) {
+    if conn.credentials().expires.is_none() || conn.watching_expiry.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (hub, conn) = (Arc::downgrade(hub), Arc::downgrade(conn));
+    tokio::spawn(async move {
+        loop {
+            let Some(c) = conn.upgrade().filter(|c| c.phase() != Phase::Gone) else {
+                return;
+            };
+            let Some(at) = c.credentials().expires else {
+                c.watching_expiry.store(false, Ordering::Release);
+                return;
+            };
+            drop(c);
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            if !left.is_zero() {
+                tokio::time::sleep(left.min(std::time::Duration::from_secs(60))).await;
+                continue;
+            }
+            if let (Some(c), Some(hub)) = (conn.upgrade(), hub.upgrade()) {
+                tracing::debug!(target: "sync_runtime::ws", conn = %c.id, "credential expired; closing");
+                hub.conns
+                    .close(&c, close_code::TOKEN_EXPIRED, "token expired");
+            }
+            return;
+        }
+    });
+}
+
 /// How an admitted client gets its connection.
 enum Slot {
     /// A new connection, counted against the user's cap already.
@@ -241,12 +322,20 @@ pub(crate) async fn attach(hub: &HubInner, admitted: Admitted) -> Option<Attache
         slot,
     } = admitted;
     let token: Option<Arc<str>> = token.as_deref().map(Arc::from);
-    let fresh = |reservation: Reservation| reservation.into_conn(who.clone(), token.clone());
+    let view = hub.view_of(&who.session);
+    let fresh =
+        |reservation: Reservation| reservation.into_conn(who.clone(), view.clone(), token.clone());
     let (conn, start) = match slot {
         Slot::Fresh(reservation) => (fresh(reservation), Start::Fresh),
         Slot::Lost(reservation) => (fresh(reservation), Start::Resync),
         Slot::Resume { key, last_seq } => match hub.conns.resume(&key, &who).await {
-            Some(conn) => (conn, Start::Resumed { last_seq }),
+            Some(conn) => {
+                // The credential just presented is the newest: a guest's is a new guest's, not its own.
+                if !who.guest {
+                    renew(hub, &conn, &who, view.clone(), token.clone());
+                }
+                (conn, Start::Resumed { last_seq })
+            }
             None => (fresh(hub.conns.reserve(&who.user).ok()?), Start::Resync),
         },
     };
@@ -302,6 +391,8 @@ async fn run(
     }
     conn.clear_detach();
     hub.counters.connections.fetch_add(1, Ordering::AcqRel);
+    hub.keep_lists();
+    watch_expiry(&hub, &conn);
     let conn_name = conn.id.to_string();
     let resumed = matches!(start, Start::Resumed { .. });
     let window = if acks { conn.keep() } else { 0 };
@@ -313,6 +404,7 @@ async fn run(
         resume: &conn.resume_key,
         resumed,
         window: (window > 0).then_some(window),
+        expires_in: conn.credentials().expires.map(millis_until),
     })
     .expect("hello has only strings and integers");
     // What goes out before anything queued: hello, then a resync or the replay of missed reactions.

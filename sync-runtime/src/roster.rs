@@ -1,0 +1,613 @@
+//! Who is on which concrete path, user by user, on every node (SPEC 9): the list [`SyncHub::presence`]
+//! returns, filters read through [`Here`], and browsers receive as `presence` / `presence_diff` frames.
+//!
+//! The connection index (`presence`) knows connections; this knows users. A user is listed once on a path
+//! however many tabs (connections) and nodes they are there on: this node counts its own tabs, and keeps
+//! for every other node the set of `(path, user)` it announced. A user leaves a path when the last tab on
+//! the last node goes. Changes made here on this node are numbered (`version`), so that another node that
+//! missed one can tell and ask for a snapshot (`presence_sync`).
+//!
+//! [`SyncHub::presence`]: crate::SyncHub::presence
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+/// What others may see of a user: the app's presence view, as JSON.
+pub(crate) type View = Arc<RawValue>;
+
+/// The view of a user when the app maps none (`null`).
+pub(crate) fn null_view() -> View {
+    Arc::from(RawValue::from_string("null".to_owned()).expect("`null` is JSON"))
+}
+
+/// One user on a path, as others may see them.
+///
+/// ```
+/// # fn f(hub: sync_runtime::SyncHub) {
+/// #[derive(serde::Deserialize)]
+/// struct Public { name: String }
+///
+/// for user in hub.presence("/boards/7") {
+///     let name = user.view::<Public>().map(|p| p.name).unwrap_or_default();
+///     println!("{} ({name})", user.user());
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Present {
+    user: Arc<str>,
+    view: View,
+}
+
+impl Present {
+    /// The user key the authenticator returned (two tabs of one user share it).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The view the app's presence mapping made of the user's session (`null` without one), as JSON.
+    pub fn view_json(&self) -> &str {
+        self.view.get()
+    }
+
+    /// The view, read as `T`.
+    pub fn view<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.view.get())
+    }
+}
+
+impl fmt::Debug for Present {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Present")
+            .field("user", &self.user)
+            .field("view", &self.view.get())
+            .finish()
+    }
+}
+
+/// The users on one concrete path, as a filter or a gate reads them (`cx.here`): the path of the
+/// trigger, which is also where the recipient is. Reads are live, not a copy taken when the trigger
+/// came in: an async filter that ran for a while sees who is there now.
+///
+/// ```
+/// use sync_runtime::{Filter, ServerCx};
+/// # #[derive(serde::Deserialize)] pub struct Data;
+///
+/// // Deliver only while the author is still on the page.
+/// pub fn filter(cx: ServerCx<Data, String, ()>) -> Filter<()> {
+///     match &cx.sender {
+///         Some(author) if cx.here.contains(&author.user) => Filter::Deliver(()),
+///         _ => Filter::Skip,
+///     }
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Here {
+    roster: Arc<Roster>,
+    path: Arc<str>,
+}
+
+impl Here {
+    pub(crate) fn new(roster: Arc<Roster>, path: Arc<str>) -> Self {
+        Here { roster, path }
+    }
+
+    /// The path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether `user` is on the path (on any node, in any tab).
+    pub fn contains(&self, user: &str) -> bool {
+        self.roster.contains(&self.path, user)
+    }
+
+    /// How many users are on the path.
+    pub fn count(&self) -> usize {
+        self.roster.count(&self.path)
+    }
+
+    /// The users on the path, in the order they came.
+    pub fn users(&self) -> Vec<Present> {
+        self.roster.users(&self.path)
+    }
+}
+
+impl fmt::Debug for Here {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Here").field("path", &self.path).finish()
+    }
+}
+
+/// A change this node made to its own part of the roster, for the other nodes: `user` is on `path` with
+/// `view`, or (`None`) no longer is. `version` numbers this node's changes 1, 2, 3…
+#[derive(Debug, Clone)]
+pub(crate) struct Announce {
+    pub version: u64,
+    pub path: Arc<str>,
+    pub user: Arc<str>,
+    pub view: Option<View>,
+}
+
+/// The frames for the connections on one path after a change: the whole (bounded) list for those that
+/// have none yet, and the difference from the previous list for the others.
+pub(crate) struct Listing {
+    pub path: Arc<str>,
+    pub snapshot: Arc<str>,
+    /// `None` when the list clients have is still right (a change past the first `limit` users that left
+    /// the count as it was).
+    pub diff: Option<Arc<str>>,
+}
+
+/// One user on one path.
+struct Member {
+    order: u64,
+    view: View,
+    /// Tabs on this node.
+    local: u32,
+    /// Other nodes that announced the user here.
+    remote: Vec<u64>,
+}
+
+impl Member {
+    fn gone(&self) -> bool {
+        self.local == 0 && self.remote.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Room {
+    members: HashMap<Arc<str>, Member>,
+    /// Join order -> user: the first `limit` are the ones listed to clients.
+    order: BTreeMap<u64, Arc<str>>,
+    /// The list clients on this path were last sent, and its count.
+    sent: Vec<(Arc<str>, View)>,
+    sent_count: usize,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<Arc<str>, Room>,
+    next_order: u64,
+    /// What every other node announced: node -> its `(path, user)`.
+    remote: HashMap<u64, HashSet<(Arc<str>, Arc<str>)>>,
+    /// Paths whose list changed since the last `flush`.
+    dirty: HashSet<Arc<str>>,
+    /// The number of this node's last change.
+    version: u64,
+    /// Changes not yet handed to the other nodes (only with a backplane), at most `OUTGOING`.
+    outgoing: Vec<Announce>,
+    sharing: bool,
+}
+
+/// Changes waiting for the backplane, at most: past it they are dropped, and the other nodes, seeing
+/// a version they lack in this node's heartbeats, ask for a snapshot.
+const OUTGOING: usize = 65_536;
+
+/// Users per path, on every node.
+pub(crate) struct Roster {
+    state: RwLock<State>,
+    /// Users listed to clients, at most.
+    limit: usize,
+}
+
+impl Roster {
+    /// A roster listing at most `limit` users to clients; `sharing`: changes are kept for the other
+    /// nodes ([`take_outgoing`](Self::take_outgoing)).
+    pub fn new(limit: usize, sharing: bool) -> Self {
+        Roster {
+            state: RwLock::new(State {
+                sharing,
+                ..State::default()
+            }),
+            limit,
+        }
+    }
+
+    /// The changes made here since the last call, in order, for the other nodes.
+    pub fn take_outgoing(&self) -> Vec<Announce> {
+        std::mem::take(&mut self.write().outgoing)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().expect("roster lock is never poisoned")
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().expect("roster lock is never poisoned")
+    }
+
+    /// One more tab of `user` on `path` here; an announcement when the other nodes must hear of it.
+    pub fn join(&self, path: &Arc<str>, user: &Arc<str>, view: &View) -> Option<Announce> {
+        let mut state = self.write();
+        let (member, changed) = state.member(path, user, view);
+        member.local += 1;
+        let announce = member.local == 1 || changed;
+        if changed {
+            state.dirty.insert(path.clone());
+        }
+        announce.then(|| state.announce(path, user, Some(view.clone())))
+    }
+
+    /// One tab fewer of `user` on `path` here; an announcement when it was the last one here.
+    pub fn leave(&self, path: &Arc<str>, user: &Arc<str>) -> Option<Announce> {
+        let mut state = self.write();
+        let room = state.rooms.get_mut(path)?;
+        let member = room.members.get_mut(user)?;
+        member.local = member.local.checked_sub(1)?;
+        if member.local > 0 {
+            return None;
+        }
+        if member.gone() {
+            room.remove(user);
+            state.dirty.insert(path.clone());
+        }
+        Some(state.announce(path, user, None))
+    }
+
+    /// `user`'s view changed (their session did): every path they are on here.
+    pub fn revise(&self, user: &Arc<str>, view: &View) -> Vec<Announce> {
+        let mut state = self.write();
+        let paths: Vec<Arc<str>> = state
+            .rooms
+            .iter()
+            .filter(|(_, room)| room.members.get(user).is_some_and(|m| m.local > 0))
+            .map(|(path, _)| path.clone())
+            .collect();
+        let mut out = Vec::new();
+        for path in paths {
+            let (_, changed) = state.member(&path, user, view);
+            if changed {
+                state.dirty.insert(path.clone());
+                out.push(state.announce(&path, user, Some(view.clone())));
+            }
+        }
+        out
+    }
+
+    /// Another node says `user` is on `path` with `view`, or (`None`) no longer is.
+    pub fn remote(&self, node: u64, path: &str, user: &str, view: Option<View>) {
+        let mut state = self.write();
+        state.set_remote(node, Arc::from(path), Arc::from(user), view);
+    }
+
+    /// Another node's whole part, replacing what it announced before.
+    pub fn replace(&self, node: u64, entries: Vec<(String, String, View)>) {
+        let mut state = self.write();
+        state.drop_node(node);
+        for (path, user, view) in entries {
+            state.set_remote(node, Arc::from(path), Arc::from(user), Some(view));
+        }
+    }
+
+    /// Connections on `path` wait for its list: the next `flush` includes it even if nothing changed.
+    pub fn want(&self, path: &Arc<str>) {
+        self.write().dirty.insert(path.clone());
+    }
+
+    /// A node died (or this one stopped hearing it): its users leave wherever only it had them.
+    pub fn drop_node(&self, node: u64) {
+        self.write().drop_node(node);
+    }
+
+    /// This node's own part and the number of its last change: what a snapshot for the others holds.
+    pub fn local(&self) -> (u64, Vec<(Arc<str>, Arc<str>, View)>) {
+        let state = self.read();
+        let entries = state
+            .rooms
+            .iter()
+            .flat_map(|(path, room)| {
+                room.members
+                    .iter()
+                    .filter(|(_, m)| m.local > 0)
+                    .map(move |(user, m)| (path.clone(), user.clone(), m.view.clone()))
+            })
+            .collect();
+        (state.version, entries)
+    }
+
+    /// The number of this node's last change.
+    #[cfg(test)]
+    pub fn version(&self) -> u64 {
+        self.read().version
+    }
+
+    pub fn contains(&self, path: &str, user: &str) -> bool {
+        self.read()
+            .rooms
+            .get(path)
+            .is_some_and(|r| r.members.contains_key(user))
+    }
+
+    pub fn count(&self, path: &str) -> usize {
+        self.read().rooms.get(path).map_or(0, |r| r.members.len())
+    }
+
+    /// Everyone on `path`, in join order.
+    pub fn users(&self, path: &str) -> Vec<Present> {
+        let state = self.read();
+        let Some(room) = state.rooms.get(path) else {
+            return Vec::new();
+        };
+        room.order
+            .values()
+            .map(|user| Present {
+                user: user.clone(),
+                view: room.members[user].view.clone(),
+            })
+            .collect()
+    }
+
+    /// The frames for every path whose list changed since the last call, and for `also` (paths where a
+    /// connection waits for its first list). Each path's list is what its clients are now assumed to
+    /// have: a client that gets `snapshot` and then the later diffs always holds the current list.
+    pub fn flush(&self, also: impl IntoIterator<Item = Arc<str>>) -> Vec<Listing> {
+        let mut state = self.write();
+        let mut paths: HashSet<Arc<str>> = std::mem::take(&mut state.dirty);
+        paths.extend(also);
+        let limit = self.limit;
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            let room = state.rooms.entry(path.clone()).or_default();
+            let now: Vec<(Arc<str>, View)> = room
+                .order
+                .values()
+                .take(limit)
+                .map(|user| (user.clone(), room.members[user].view.clone()))
+                .collect();
+            let count = room.members.len();
+            let diff = listing_diff(&path, &room.sent, &now, room.sent_count, count);
+            let snapshot = crate::protocol::server::presence_frame(&path, count, &now);
+            room.sent = now;
+            room.sent_count = count;
+            if room.members.is_empty() {
+                state.rooms.remove(&path);
+            }
+            out.push(Listing {
+                path,
+                snapshot,
+                diff,
+            });
+        }
+        out
+    }
+}
+
+impl State {
+    /// The member `user` on `path`, created with `view` if new; whether it is new or its view changed.
+    fn member(&mut self, path: &Arc<str>, user: &Arc<str>, view: &View) -> (&mut Member, bool) {
+        let room = self.rooms.entry(path.clone()).or_default();
+        let mut changed = false;
+        let member = room.members.entry(user.clone()).or_insert_with(|| {
+            changed = true;
+            self.next_order += 1;
+            room.order.insert(self.next_order, user.clone());
+            Member {
+                order: self.next_order,
+                view: view.clone(),
+                local: 0,
+                remote: Vec::new(),
+            }
+        });
+        if !changed && member.view.get() != view.get() {
+            member.view = view.clone();
+            changed = true;
+        }
+        (member, changed)
+    }
+
+    fn announce(&mut self, path: &Arc<str>, user: &Arc<str>, view: Option<View>) -> Announce {
+        self.version += 1;
+        let announce = Announce {
+            version: self.version,
+            path: path.clone(),
+            user: user.clone(),
+            view,
+        };
+        if self.sharing && self.outgoing.len() < OUTGOING {
+            self.outgoing.push(announce.clone());
+        }
+        announce
+    }
+
+    fn set_remote(&mut self, node: u64, path: Arc<str>, user: Arc<str>, view: Option<View>) {
+        match view {
+            Some(view) => {
+                let (member, changed) = self.member(&path, &user, &view);
+                if !member.remote.contains(&node) {
+                    member.remote.push(node);
+                }
+                if changed {
+                    self.dirty.insert(path.clone());
+                }
+                self.remote.entry(node).or_default().insert((path, user));
+            }
+            None => {
+                if let Some(set) = self.remote.get_mut(&node) {
+                    set.remove(&(path.clone(), user.clone()));
+                }
+                self.unset_remote(node, &path, &user);
+            }
+        }
+    }
+
+    fn unset_remote(&mut self, node: u64, path: &Arc<str>, user: &Arc<str>) {
+        let Some(room) = self.rooms.get_mut(path) else {
+            return;
+        };
+        let Some(member) = room.members.get_mut(user) else {
+            return;
+        };
+        member.remote.retain(|n| *n != node);
+        if member.gone() {
+            room.remove(user);
+            self.dirty.insert(path.clone());
+        }
+    }
+
+    fn drop_node(&mut self, node: u64) {
+        for (path, user) in self.remote.remove(&node).unwrap_or_default() {
+            self.unset_remote(node, &path, &user);
+        }
+    }
+}
+
+impl Room {
+    fn remove(&mut self, user: &Arc<str>) {
+        if let Some(member) = self.members.remove(user) {
+            self.order.remove(&member.order);
+        }
+    }
+}
+
+/// The `presence_diff` frame from list `before` (count `was`) to `now` (count `count`), or `None` when
+/// nothing a client holds changed.
+fn listing_diff(
+    path: &str,
+    before: &[(Arc<str>, View)],
+    now: &[(Arc<str>, View)],
+    was: usize,
+    count: usize,
+) -> Option<Arc<str>> {
+    let old: HashMap<&str, &str> = before.iter().map(|(u, v)| (&**u, v.get())).collect();
+    let new: HashSet<&str> = now.iter().map(|(u, _)| &**u).collect();
+    let leave: Vec<&str> = before
+        .iter()
+        .map(|(u, _)| &**u)
+        .filter(|u| !new.contains(u))
+        .collect();
+    let join: Vec<&(Arc<str>, View)> = now
+        .iter()
+        .filter(|(u, v)| old.get(&**u) != Some(&v.get()))
+        .collect();
+    if leave.is_empty() && join.is_empty() && was == count {
+        return None;
+    }
+    Some(crate::protocol::server::presence_diff_frame(
+        path, count, &join, &leave,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(json: &str) -> View {
+        Arc::from(RawValue::from_string(json.to_owned()).unwrap())
+    }
+
+    fn users(roster: &Roster, path: &str) -> Vec<String> {
+        roster
+            .users(path)
+            .iter()
+            .map(|p| p.user().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn two_tabs_of_one_user_are_listed_once_and_leave_with_the_last() {
+        let roster = Roster::new(100, false);
+        let (path, alice) = (Arc::from("/boards/7"), Arc::from("alice"));
+        assert!(roster.join(&path, &alice, &null_view()).is_some());
+        assert!(
+            roster.join(&path, &alice, &null_view()).is_none(),
+            "a second tab changes nothing the others must hear"
+        );
+        assert_eq!(users(&roster, "/boards/7"), ["alice"]);
+        assert!(roster.leave(&path, &alice).is_none());
+        assert_eq!(roster.count("/boards/7"), 1);
+        let gone = roster.leave(&path, &alice).expect("the last tab left");
+        assert!(gone.view.is_none());
+        assert_eq!(roster.count("/boards/7"), 0);
+        assert!(!roster.contains("/boards/7", "alice"));
+    }
+
+    #[test]
+    fn a_user_on_two_nodes_leaves_when_the_last_node_lets_go() {
+        let roster = Roster::new(100, false);
+        let (path, bob) = (Arc::from("/p"), Arc::from("bob"));
+        roster.join(&path, &bob, &view(r#"{"n":1}"#));
+        roster.remote(9, "/p", "bob", Some(view(r#"{"n":1}"#)));
+        roster.remote(9, "/p", "carol", Some(view("null")));
+        assert_eq!(users(&roster, "/p"), ["bob", "carol"]);
+        roster.leave(&path, &bob);
+        assert_eq!(
+            users(&roster, "/p"),
+            ["bob", "carol"],
+            "node 9 still has bob"
+        );
+        roster.drop_node(9);
+        assert!(users(&roster, "/p").is_empty(), "a dead node's users leave");
+    }
+
+    #[test]
+    fn a_snapshot_replaces_what_a_node_announced() {
+        let roster = Roster::new(100, false);
+        roster.remote(3, "/a", "x", Some(null_view()));
+        roster.remote(3, "/b", "y", Some(null_view()));
+        roster.replace(3, vec![("/b".into(), "y".into(), null_view())]);
+        assert!(users(&roster, "/a").is_empty());
+        assert_eq!(users(&roster, "/b"), ["y"]);
+    }
+
+    #[test]
+    fn changes_are_numbered_for_the_other_nodes() {
+        let roster = Roster::new(100, false);
+        let (path, u) = (Arc::from("/p"), Arc::from("u"));
+        let first = roster.join(&path, &u, &null_view()).unwrap();
+        let second = roster.revise(&u, &view(r#"{"team":2}"#));
+        assert_eq!(first.version, 1);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].version, 2);
+        assert_eq!(roster.version(), 2);
+        let (version, entries) = roster.local();
+        assert_eq!(version, 2);
+        assert_eq!(entries[0].2.get(), r#"{"team":2}"#);
+    }
+
+    #[test]
+    fn clients_get_a_bounded_list_and_diffs_that_replay_to_it() {
+        let roster = Roster::new(2, false);
+        let path: Arc<str> = Arc::from("/room");
+        for u in ["a", "b", "c"] {
+            roster.join(&path, &Arc::from(u), &null_view());
+        }
+        let first = roster.flush([]);
+        assert_eq!(first.len(), 1);
+        let snapshot: serde_json::Value = serde_json::from_str(&first[0].snapshot).unwrap();
+        assert_eq!(snapshot["count"], 3);
+        assert_eq!(
+            snapshot["users"].as_array().unwrap().len(),
+            2,
+            "at most `limit` users"
+        );
+        roster.leave(&path, &Arc::from("a"));
+        let next = roster.flush([]);
+        let diff: serde_json::Value =
+            serde_json::from_str(next[0].diff.as_deref().unwrap()).unwrap();
+        assert_eq!(diff["t"], "presence_diff");
+        assert_eq!(diff["leave"], serde_json::json!(["a"]));
+        assert_eq!(
+            diff["join"][0]["user"], "c",
+            "the next user moves into the list"
+        );
+        assert_eq!(diff["count"], 2);
+        assert!(roster.flush([]).is_empty(), "nothing changed, nothing sent");
+    }
+
+    #[test]
+    fn a_join_and_leave_inside_one_window_send_nothing_to_the_listed() {
+        let roster = Roster::new(10, false);
+        let path: Arc<str> = Arc::from("/p");
+        roster.join(&path, &Arc::from("a"), &null_view());
+        roster.flush([]);
+        roster.join(&path, &Arc::from("b"), &null_view());
+        roster.leave(&path, &Arc::from("b"));
+        let out = roster.flush([]);
+        assert!(out.iter().all(|l| l.diff.is_none()), "coalesced away");
+    }
+}
