@@ -26,6 +26,8 @@ use crate::stats::{Counters, Stats};
 
 mod builder;
 #[cfg(test)]
+mod presence_tests;
+#[cfg(test)]
 mod tests;
 
 pub use builder::{BuildError, BuildProblem, SyncHubBuilder};

@@ -428,6 +428,11 @@ async fn run(
         _ => preamble.push((None, RESYNC.to_owned())),
     }
     tracing::debug!(target: "sync_runtime::ws", resumed, replayed = preamble.len() - 1, "connected");
+    if resumed && let Some(location) = conn.current_location() {
+        // Its client's list may be stale: it gets the whole one again.
+        conn.set_listed(None);
+        hub.roster.want(location.path_arc());
+    }
     if let Some(path) = initial {
         report_location(&hub, &conn, path);
     }
