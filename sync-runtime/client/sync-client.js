@@ -6,6 +6,8 @@
 //   syncRequest({ name: "refreshData", data: { team: 1 } });
 //   onPresence(({ count, users }) => showWhoIsHere(count, users)); // or presence() for the list now
 //
+// Tokens that expire: `sync({ token: () => auth.token, refreshToken: () => auth.fetchFreshToken() })`.
+//
 // Presence needs no code at all: `<ul data-sync-presence></ul>` lists the users on the current page and
 // `<span data-sync-presence-count></span>` counts them (see `renderPresence` below for templates).
 
@@ -27,7 +29,13 @@ export class SyncClient extends EventTarget {
    * @param {string} [options.sseUrl] SSE URL; default the WebSocket URL with `http(s)` and `/sse`.
    * @param {"auto"|"websocket"|"sse"} [options.transport] `auto` (default): WebSocket, and SSE from then
    *   on if a WebSocket fails before it ever opened on this page.
-   * @param {string} [options.token] Sent as `?token=`; cookie sessions need nothing.
+   * @param {string|(() => string)} [options.token] Sent as `?token=`; cookie sessions need nothing. A function
+   *   is called on each (re)connect, until `refreshToken` has supplied a token.
+   * @param {() => Promise<string>} [options.refreshToken] Fetches a fresh token. When the server announces
+   *   when the connection's credential expires, it is called shortly before (a fifth of the lifetime, at most
+   *   30 s) and the token is handed to the server, and on close 4001 (expired) to come back with it. The
+   *   latest token is used for every later reconnect. Without it an expired connection closes for good and
+   *   `sync:expired` is dispatched on `window`.
    * @param {boolean} [options.spa] Apply `navigate` reactions with `history.pushState` instead of a page load.
    */
   constructor(options = {}) {
@@ -40,7 +48,11 @@ export class SyncClient extends EventTarget {
     this.transport = options.transport === "sse" ? "sse" : "websocket";
     this.wsOpened = false;
     this.posting = Promise.resolve();
-    this.token = options.token;
+    this.getToken = typeof options.token === "function" ? options.token : null;
+    this.token = this.getToken ? undefined : options.token;
+    this.refreshToken = options.refreshToken || null;
+    this.refreshTimer = null;
+    this.renewing = null;
     this.spa = !!options.spa;
     /** `connecting` | `open` | `reconnecting` | `closed` */
     this.state = "connecting";
@@ -73,6 +85,7 @@ export class SyncClient extends EventTarget {
   open() {
     // ack=1: the server keeps reactions until acknowledged, so a resume never misses one.
     this.openedAt = location.pathname;
+    if (this.getToken) this.token = this.getToken();
     const params = new URLSearchParams({ path: this.openedAt, ack: "1" });
     if (this.token) params.set("token", this.token);
     if (this.resumeKey) {
@@ -149,17 +162,81 @@ export class SyncClient extends EventTarget {
     conn.dead = true;
     clearInterval(this.pinger);
     if (this.conn !== conn) return;
+    clearTimeout(this.refreshTimer);
     this.failPending("closed", "the connection closed");
     // 4003: the server disconnected this user on purpose; do not come back.
     if (code === 4003 || this.state === "closed") return this.setState("closed");
+    // 4001: the credential expired. Come back (resuming) with a fresh token, or stop if none can be had.
+    if (code === 4001 && !this.refreshToken) return this.expire();
     this.setState("reconnecting");
+    if (code !== 4001) return this.reconnect();
+    this.renew().then((token) => {
+      if (this.state === "closed") return;
+      if (token) this.reconnect();
+      else this.expire();
+    });
+  }
+
+  reconnect() {
     const delay = Math.random() * Math.min(10000, 250 * 2 ** this.attempt++);
-    setTimeout(() => this.open(), delay);
+    // close() during the wait means no new connection.
+    setTimeout(() => this.state !== "closed" && this.open(), delay);
+  }
+
+  // The credential expired and no fresh one came: the page must sign in again.
+  expire() {
+    this.setState("closed");
+    window.dispatchEvent(new CustomEvent("sync:expired"));
+  }
+
+  // `hello` and `refreshed` say when the credential expires: renew it a fifth of its lifetime (at most 30 s)
+  // before, if the app can. Any earlier plan is void: the server just spoke about the current credential.
+  scheduleRefresh(expiresIn) {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    if (!this.refreshToken || typeof expiresIn !== "number") return;
+    const delay = expiresIn - Math.min(expiresIn / 5, 30000);
+    // Past 2^31-1 ms setTimeout fires at once; refreshing after 24 days instead is harmless.
+    this.refreshTimer = setTimeout(() => this.refresh(), Math.min(delay, 2 ** 31 - 1));
+  }
+
+  // One attempt per scheduled time: a failure or `refresh_refused` is reported (`sync:error`) and not
+  // retried; the connection lasts until the old credential expires, and its 4001 close renews once more.
+  async refresh() {
+    const token = await this.renew();
+    if (this.state === "closed") return;
+    if (!token) {
+      const detail = { ok: false, code: "refresh_failed", message: "refreshToken gave no token" };
+      return window.dispatchEvent(new CustomEvent("sync:error", { detail }));
+    }
+    if (this.state === "open" && this.conn.ready()) this.conn.send(JSON.stringify({ t: "refresh", token }));
+  }
+
+  // Ask the app for a fresh token, one request at a time; it replaces `options.token` for every later
+  // (re)connect and SSE post. Resolves to the token, or `null` when there is none.
+  renew() {
+    if (!this.refreshToken) return Promise.resolve(null);
+    return (this.renewing ||= Promise.resolve()
+      .then(() => this.refreshToken())
+      .then(
+        (token) => {
+          if (typeof token !== "string" || !token) return null;
+          this.getToken = null;
+          this.token = token;
+          return token;
+        },
+        (err) => {
+          console.warn("sync: refreshToken failed", err);
+          return null;
+        },
+      )
+      .finally(() => (this.renewing = null)));
   }
 
   /** Close for good. */
   close() {
     this.setState("closed");
+    clearTimeout(this.refreshTimer);
     if (this.conn) (this.conn.bye || this.conn.close)();
   }
 
@@ -346,6 +423,7 @@ export class SyncClient extends EventTarget {
         this.window = m.window || 0;
         this.resumeKey = m.resume;
         this.attempt = 0;
+        this.scheduleRefresh(m.expires_in);
         this.setState("open");
         // Navigated while connecting: report where the page is now.
         if (this.openedAt !== location.pathname) this.nav();
@@ -373,6 +451,9 @@ export class SyncClient extends EventTarget {
         // Late news about a page this connection has left: not this page's users.
         if (m.path === this.presenceState.path) this.presenceFrame(m);
         break;
+      case "refreshed":
+        this.scheduleRefresh(m.expires_in);
+        break;
       case "resync": {
         // Too much was missed to replay: the page must reload its data.
         const e = new CustomEvent("sync:resync", { cancelable: true });
@@ -391,6 +472,7 @@ export class SyncClient extends EventTarget {
         const result = m.t === "result"
           ? { ok: true, matched: m.matched, passed: m.passed, delivered: m.delivered, failed: m.failed }
           : { ok: false, code: m.code, message: m.message };
+        // Errors without a request, `refresh_refused` among them, go to `sync:error` as they are.
         if (p) this.settle(m.id, p, result);
         else if (m.t === "error") window.dispatchEvent(new CustomEvent("sync:error", { detail: result }));
         break;
