@@ -4,8 +4,17 @@
 //   import { syncRequest, on } from "/_sync/client.js";
 //   on("refreshData", (payload) => render(payload));
 //   syncRequest({ name: "refreshData", data: { team: 1 } });
+//   onPresence(({ count, users }) => showWhoIsHere(count, users)); // or presence() for the list now
+//
+// Tokens that expire: `sync({ token: () => auth.token, refreshToken: () => auth.fetchFreshToken() })`.
+//
+// Presence needs no code at all: `<ul data-sync-presence></ul>` lists the users on the current page and
+// `<span data-sync-presence-count></span>` counts them (see `renderPresence` below for templates).
 
 const MAX_QUEUE = 256;
+
+// The most recently created client: the one declarative presence elements show.
+let current = null;
 
 /**
  * One live connection to the sync hub. It reports `location.pathname` on connect and on every SPA
@@ -20,7 +29,13 @@ export class SyncClient extends EventTarget {
    * @param {string} [options.sseUrl] SSE URL; default the WebSocket URL with `http(s)` and `/sse`.
    * @param {"auto"|"websocket"|"sse"} [options.transport] `auto` (default): WebSocket, and SSE from then
    *   on if a WebSocket fails before it ever opened on this page.
-   * @param {string} [options.token] Sent as `?token=`; cookie sessions need nothing.
+   * @param {string|(() => string)} [options.token] Sent as `?token=`; cookie sessions need nothing. A function
+   *   is called on each (re)connect, until `refreshToken` has supplied a token.
+   * @param {() => Promise<string>} [options.refreshToken] Fetches a fresh token. When the server announces
+   *   when the connection's credential expires, it is called shortly before (a fifth of the lifetime, at most
+   *   30 s) and the token is handed to the server, and on close 4001 (expired) to come back with it. The
+   *   latest token is used for every later reconnect. Without it an expired connection closes for good and
+   *   `sync:expired` is dispatched on `window`.
    * @param {boolean} [options.spa] Apply `navigate` reactions with `history.pushState` instead of a page load.
    */
   constructor(options = {}) {
@@ -33,7 +48,11 @@ export class SyncClient extends EventTarget {
     this.transport = options.transport === "sse" ? "sse" : "websocket";
     this.wsOpened = false;
     this.posting = Promise.resolve();
-    this.token = options.token;
+    this.getToken = typeof options.token === "function" ? options.token : null;
+    this.token = this.getToken ? undefined : options.token;
+    this.refreshToken = options.refreshToken || null;
+    this.refreshTimer = null;
+    this.renewing = null;
     this.spa = !!options.spa;
     /** `connecting` | `open` | `reconnecting` | `closed` */
     this.state = "connecting";
@@ -50,6 +69,9 @@ export class SyncClient extends EventTarget {
     this.attempt = 0;
     this.queryAdapter = null;
     this.path = location.pathname;
+    this.presenceUsers = new Map();
+    this.presenceState = Object.freeze({ path: null, count: 0, users: Object.freeze([]) });
+    current = this;
     this.watchNavigation();
     // Leaving the page: a WebSocket sends its close frame by itself; an SSE stream says goodbye.
     window.addEventListener("pagehide", () => this.conn && this.conn.bye && this.conn.bye());
@@ -63,6 +85,7 @@ export class SyncClient extends EventTarget {
   open() {
     // ack=1: the server keeps reactions until acknowledged, so a resume never misses one.
     this.openedAt = location.pathname;
+    if (this.getToken) this.token = this.getToken();
     const params = new URLSearchParams({ path: this.openedAt, ack: "1" });
     if (this.token) params.set("token", this.token);
     if (this.resumeKey) {
@@ -139,17 +162,81 @@ export class SyncClient extends EventTarget {
     conn.dead = true;
     clearInterval(this.pinger);
     if (this.conn !== conn) return;
+    clearTimeout(this.refreshTimer);
     this.failPending("closed", "the connection closed");
     // 4003: the server disconnected this user on purpose; do not come back.
     if (code === 4003 || this.state === "closed") return this.setState("closed");
+    // 4001: the credential expired. Come back (resuming) with a fresh token, or stop if none can be had.
+    if (code === 4001 && !this.refreshToken) return this.expire();
     this.setState("reconnecting");
+    if (code !== 4001) return this.reconnect();
+    this.renew().then((token) => {
+      if (this.state === "closed") return;
+      if (token) this.reconnect();
+      else this.expire();
+    });
+  }
+
+  reconnect() {
     const delay = Math.random() * Math.min(10000, 250 * 2 ** this.attempt++);
-    setTimeout(() => this.open(), delay);
+    // close() during the wait means no new connection.
+    setTimeout(() => this.state !== "closed" && this.open(), delay);
+  }
+
+  // The credential expired and no fresh one came: the page must sign in again.
+  expire() {
+    this.setState("closed");
+    window.dispatchEvent(new CustomEvent("sync:expired"));
+  }
+
+  // `hello` and `refreshed` say when the credential expires: renew it a fifth of its lifetime (at most 30 s)
+  // before, if the app can. Any earlier plan is void: the server just spoke about the current credential.
+  scheduleRefresh(expiresIn) {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    if (!this.refreshToken || typeof expiresIn !== "number") return;
+    const delay = expiresIn - Math.min(expiresIn / 5, 30000);
+    // Past 2^31-1 ms setTimeout fires at once; refreshing after 24 days instead is harmless.
+    this.refreshTimer = setTimeout(() => this.refresh(), Math.min(delay, 2 ** 31 - 1));
+  }
+
+  // One attempt per scheduled time: a failure or `refresh_refused` is reported (`sync:error`) and not
+  // retried; the connection lasts until the old credential expires, and its 4001 close renews once more.
+  async refresh() {
+    const token = await this.renew();
+    if (this.state === "closed") return;
+    if (!token) {
+      const detail = { ok: false, code: "refresh_failed", message: "refreshToken gave no token" };
+      return window.dispatchEvent(new CustomEvent("sync:error", { detail }));
+    }
+    if (this.state === "open" && this.conn.ready()) this.conn.send(JSON.stringify({ t: "refresh", token }));
+  }
+
+  // Ask the app for a fresh token, one request at a time; it replaces `options.token` for every later
+  // (re)connect and SSE post. Resolves to the token, or `null` when there is none.
+  renew() {
+    if (!this.refreshToken) return Promise.resolve(null);
+    return (this.renewing ||= Promise.resolve()
+      .then(() => this.refreshToken())
+      .then(
+        (token) => {
+          if (typeof token !== "string" || !token) return null;
+          this.getToken = null;
+          this.token = token;
+          return token;
+        },
+        (err) => {
+          console.warn("sync: refreshToken failed", err);
+          return null;
+        },
+      )
+      .finally(() => (this.renewing = null)));
   }
 
   /** Close for good. */
   close() {
     this.setState("closed");
+    clearTimeout(this.refreshTimer);
     if (this.conn) (this.conn.bye || this.conn.close)();
   }
 
@@ -169,6 +256,65 @@ export class SyncClient extends EventTarget {
     const h = (e) => fn(e.detail);
     this.addEventListener("state", h);
     return () => this.removeEventListener("state", h);
+  }
+
+  /**
+   * Who is on the current page: `{ path, count, users: [{ user, view }] }`, frozen. `path` is where the
+   * server located this connection (`null` before it did); `users` is the server's bounded list in join
+   * order and `count` the total, which may be larger in a crowded room. `view` is whatever the app chose to
+   * show of each user (other users' data: render it as text).
+   * @returns {{ path: string|null, count: number, users: ReadonlyArray<{ user: string, view: any }> }}
+   */
+  presence() {
+    return this.presenceState;
+  }
+
+  /**
+   * Call `fn(state, change)` after every presence change (see `presence()`), where `change` is
+   * `{ join: [{ user, view }], leave: [user] }`; a user whose view changed is in `join`. The same state goes
+   * to `sync:presence` events on `window`. Returns an unsubscribe function.
+   * @param {(state: object, change: { join: object[], leave: string[] }) => void} fn
+   */
+  onPresence(fn) {
+    const h = (e) => fn(e.detail.state, e.detail.change);
+    this.addEventListener("presence", h);
+    return () => this.removeEventListener("presence", h);
+  }
+
+  // A `presence` snapshot replaces the list; a `presence_diff` removes `leave`, then adds or updates `join`
+  // (an updated user keeps its place, a new one goes last).
+  presenceFrame(m) {
+    const diff = m.t === "presence_diff";
+    const before = this.presenceUsers;
+    const users = diff ? new Map(before) : new Map();
+    // Unknown keys are no-ops, and not reported as leaving.
+    const leave = diff ? (m.leave || []).map(String).filter((user) => users.delete(user)) : [];
+    const join = [];
+    for (const j of (diff ? m.join : m.users) || []) {
+      if (!j || j.user == null) continue;
+      const entry = Object.freeze({ user: String(j.user), view: freeze(j.view ?? null) });
+      users.set(entry.user, entry);
+      join.push(entry);
+    }
+    if (!diff) for (const user of before.keys()) if (!users.has(user)) leave.push(user);
+    const count = typeof m.count === "number" ? m.count : users.size;
+    this.setPresence(this.presenceState.path, count, users, { join, leave });
+  }
+
+  // Nobody (yet) on `path`: a new page, or a new connection, never shows the previous one's users.
+  clearPresence(path) {
+    const leave = [...this.presenceUsers.keys()];
+    if (path === this.presenceState.path && !leave.length && !this.presenceState.count) return;
+    this.setPresence(path, 0, new Map(), { join: [], leave });
+  }
+
+  setPresence(path, count, users, change) {
+    this.presenceUsers = users;
+    const state = Object.freeze({ path, count, users: Object.freeze([...users.values()]) });
+    this.presenceState = state;
+    this.dispatchEvent(new CustomEvent("presence", { detail: { state, change } }));
+    window.dispatchEvent(new CustomEvent("sync:presence", { detail: state }));
+    if (current === this) renderPresence(state);
   }
 
   send(frame) {
@@ -268,11 +414,16 @@ export class SyncClient extends EventTarget {
     }
     switch (m.t) {
       case "hello":
-        if (!m.resumed) this.lastSeq = 0;
+        // A resumed connection keeps its list (a fresh snapshot follows); a new one starts from nobody.
+        if (!m.resumed) {
+          this.lastSeq = 0;
+          this.clearPresence(null);
+        }
         this.acked = this.lastSeq;
         this.window = m.window || 0;
         this.resumeKey = m.resume;
         this.attempt = 0;
+        this.scheduleRefresh(m.expires_in);
         this.setState("open");
         // Navigated while connecting: report where the page is now.
         if (this.openedAt !== location.pathname) this.nav();
@@ -290,6 +441,19 @@ export class SyncClient extends EventTarget {
         this.closed(conn, m.code);
         break;
       }
+      case "located":
+        // Presence is per page: a new path starts empty. The same path again (say after a resume) keeps the
+        // list, which the server's next snapshot replaces anyway.
+        if (m.path !== this.presenceState.path) this.clearPresence(m.path);
+        break;
+      case "presence":
+      case "presence_diff":
+        // Late news about a page this connection has left: not this page's users.
+        if (m.path === this.presenceState.path) this.presenceFrame(m);
+        break;
+      case "refreshed":
+        this.scheduleRefresh(m.expires_in);
+        break;
       case "resync": {
         // Too much was missed to replay: the page must reload its data.
         const e = new CustomEvent("sync:resync", { cancelable: true });
@@ -308,6 +472,7 @@ export class SyncClient extends EventTarget {
         const result = m.t === "result"
           ? { ok: true, matched: m.matched, passed: m.passed, delivered: m.delivered, failed: m.failed }
           : { ok: false, code: m.code, message: m.message };
+        // Errors without a request, `refresh_refused` among them, go to `sync:error` as they are.
         if (p) this.settle(m.id, p, result);
         else if (m.t === "error") window.dispatchEvent(new CustomEvent("sync:error", { detail: result }));
         break;
@@ -355,6 +520,15 @@ export class SyncClient extends EventTarget {
   }
 }
 
+// Views are shared by every snapshot and listener: frozen, so that none can change what the others see.
+function freeze(value) {
+  if (value && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) freeze(v);
+  }
+  return value;
+}
+
 /**
  * A query-cache adapter for TanStack Query: `sync.setQueryAdapter(tanstackAdapter(queryClient))`.
  * @param {any} queryClient a `QueryClient`
@@ -395,6 +569,23 @@ export function on(name, fn) {
   return sync().on(name, fn);
 }
 
+/**
+ * Who is on the current page, as the shared client sees it (see `SyncClient#presence`).
+ * @returns {{ path: string|null, count: number, users: ReadonlyArray<{ user: string, view: any }> }}
+ */
+export function presence() {
+  return sync().presence();
+}
+
+/**
+ * Call `fn(state, change)` after every presence change on the shared client (see `SyncClient#onPresence`);
+ * returns an unsubscribe function.
+ * @param {(state: object, change: { join: object[], leave: string[] }) => void} fn
+ */
+export function onPresence(fn) {
+  return sync().onPresence(fn);
+}
+
 // Declarative use: <button data-sync="refreshData" data-sync-data='{"team":1}'>, or a <form data-sync="x">
 // whose fields become the data.
 function declared(e) {
@@ -408,3 +599,82 @@ function declared(e) {
 }
 document.addEventListener("click", declared);
 document.addEventListener("submit", declared);
+
+// Declarative presence, rendered on every change:
+//   <ul data-sync-presence></ul>            one <li data-user="…"> per user: `view.name` if it is a string,
+//                                           else the user key (another element gets a <ul> of them inside)
+//   <div data-sync-presence>                or one copy of the template's elements per user, appended after
+//     <template><img data-sync-attr="src:avatar,title:name"><span data-sync-field="name"></span></template>
+//   </div>                                  what the element holds; `data-sync-field="a.b"` sets the text to
+//                                           `view.a.b` ("" when missing; `user` is the user key) and
+//                                           `data-sync-attr="attr:field,…"` sets attributes (kept as the
+//                                           template has them when the field is missing)
+//   <span data-sync-presence-count></span>  the count
+// Views are other users' data: they reach the page only through textContent and setAttribute, never as HTML,
+// event handlers, srcdoc or javascript: URLs. Rendered nodes carry `data-sync-rendered` and are replaced
+// each time; the rest of the element is left alone.
+function renderPresence(state) {
+  for (const el of document.querySelectorAll("[data-sync-presence]")) {
+    for (const old of el.querySelectorAll(":scope > [data-sync-rendered]")) old.remove();
+    const template = el.querySelector(":scope > template");
+    const list = template || /^[OU]L$/.test(el.tagName) ? el : document.createElement("ul");
+    const out = document.createDocumentFragment();
+    for (const { user, view } of state.users) {
+      let nodes;
+      if (template) {
+        const copy = template.content.cloneNode(true);
+        for (const node of copy.querySelectorAll("[data-sync-field]")) {
+          node.textContent = field(user, view, node.dataset.syncField) ?? "";
+        }
+        for (const node of copy.querySelectorAll("[data-sync-attr]")) setAttrs(node, user, view);
+        nodes = [...copy.children];
+      } else {
+        nodes = [document.createElement("li")];
+        nodes[0].textContent = typeof view?.name === "string" ? view.name : user;
+      }
+      for (const node of nodes) {
+        node.dataset.user = user;
+        if (list === el) node.dataset.syncRendered = "";
+      }
+      out.append(...nodes);
+    }
+    if (list !== el) {
+      list.dataset.syncRendered = "";
+      list.append(out);
+      el.append(list);
+    } else el.append(out);
+  }
+  for (const el of document.querySelectorAll("[data-sync-presence-count]")) {
+    el.textContent = String(state.count);
+  }
+}
+
+// `view.a.b` for the path "a.b" (own properties only), as a string; `user` is the user key.
+function field(user, view, path) {
+  if (path === "user") return user;
+  let v = view;
+  for (const key of path.split(".")) v = v && typeof v === "object" && Object.hasOwn(v, key) ? v[key] : null;
+  return v == null ? null : typeof v === "object" ? JSON.stringify(v) : String(v);
+}
+
+function setAttrs(node, user, view) {
+  for (const pair of node.dataset.syncAttr.split(",")) {
+    const i = pair.indexOf(":");
+    const name = pair.slice(0, i).trim();
+    const value = i > 0 ? field(user, view, pair.slice(i + 1).trim()) : null;
+    if (value == null) continue;
+    // Browsers ignore controls and spaces in a URL's scheme: so does this check.
+    if (/^(on|srcdoc$)/i.test(name) || /^(javascript|vbscript):/i.test(value.replace(/[\0- ]/g, ""))) continue;
+    node.setAttribute(name, value);
+  }
+}
+
+// A page with presence elements needs no code: they connect the shared client once the page is parsed (so a
+// page script can still call `sync(options)` first), unless a client exists already, and show it (empty
+// until the server's first snapshot).
+function bootPresence() {
+  if (!document.querySelector("[data-sync-presence],[data-sync-presence-count]")) return;
+  renderPresence((current || sync()).presence());
+}
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", bootPresence);
+else setTimeout(bootPresence);
