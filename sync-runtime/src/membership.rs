@@ -15,9 +15,8 @@
 //! snapshot when one is missing, which it notices from the next change or from the `pv` every envelope
 //! of that node carries. A snapshot replaces the node's part.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use serde_json::value::RawValue;
@@ -29,29 +28,11 @@ use crate::error::SyncError;
 use crate::handler::AnyArc;
 use crate::hub::{HubInner, SyncHub};
 use crate::protocol::ErrorCode;
-use crate::roster::{View, null_view};
+use crate::roster::{Known, View, null_view};
 
 /// Heartbeats of silence after which a node's users leave the lists here (as the broker takes its own
 /// subscription for dead after as many).
 const SILENT_HEARTBEATS: u32 = 5;
-
-/// What this node knows of the other nodes' parts of the roster.
-#[derive(Default)]
-pub(crate) struct Membership {
-    ticking: AtomicBool,
-    nodes: Mutex<HashMap<u64, Known>>,
-    /// Another node asked for this node's snapshot.
-    wanted: AtomicBool,
-}
-
-/// One other node.
-struct Known {
-    /// Its last change applied here.
-    version: u64,
-    heard: Instant,
-    /// When this node last asked it for a snapshot, while one is missing.
-    asked: Option<Instant>,
-}
 
 impl HubInner {
     /// Start the task that keeps the lists, once.

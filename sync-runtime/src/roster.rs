@@ -11,7 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -490,6 +491,24 @@ fn listing_diff(
     Some(crate::protocol::server::presence_diff_frame(
         path, count, &join, &leave,
     ))
+}
+
+/// What this node knows of the other nodes' parts of the roster (kept up by `membership`).
+#[derive(Default)]
+pub(crate) struct Membership {
+    pub ticking: AtomicBool,
+    pub nodes: Mutex<HashMap<u64, Known>>,
+    /// Another node asked for this node's snapshot.
+    pub wanted: AtomicBool,
+}
+
+/// One other node.
+pub(crate) struct Known {
+    /// Its last change applied here.
+    pub version: u64,
+    pub heard: tokio::time::Instant,
+    /// When this node last asked it for a snapshot, while one is missing.
+    pub asked: Option<tokio::time::Instant>,
 }
 
 #[cfg(test)]

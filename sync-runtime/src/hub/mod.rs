@@ -16,11 +16,10 @@ use crate::conn::{Bound, Budget, ConnLimits};
 use crate::conns::{ConnTable, TableConfig};
 use crate::fanout::FanOut;
 use crate::handler::AnyArc;
-use crate::membership::Membership;
 use crate::presence::Presence;
 use crate::protocol::close_code;
 use crate::registry::SyncTable;
-use crate::roster::{Present, Roster};
+use crate::roster::{Membership, Present, Roster};
 use crate::routes::normalize;
 use crate::stats::{Counters, Stats};
 

@@ -36,7 +36,10 @@ pub(crate) struct Refreshed {
 pub(crate) fn presence_frame(
     path: &str,
     count: usize,
-    users: &[(std::sync::Arc<str>, crate::roster::View)],
+    users: &[(
+        std::sync::Arc<str>,
+        std::sync::Arc<serde_json::value::RawValue>,
+    )],
 ) -> std::sync::Arc<str> {
     #[derive(Serialize)]
     struct Frame<'a> {
@@ -64,7 +67,10 @@ pub(crate) fn presence_frame(
 pub(crate) fn presence_diff_frame(
     path: &str,
     count: usize,
-    join: &[&(std::sync::Arc<str>, crate::roster::View)],
+    join: &[&(
+        std::sync::Arc<str>,
+        std::sync::Arc<serde_json::value::RawValue>,
+    )],
     leave: &[&str],
 ) -> std::sync::Arc<str> {
     #[derive(Serialize)]
@@ -332,7 +338,7 @@ mod tests {
 
     #[test]
     fn presence_frames_are_the_types() {
-        let view: crate::roster::View = std::sync::Arc::from(
+        let view: std::sync::Arc<serde_json::value::RawValue> = std::sync::Arc::from(
             serde_json::value::RawValue::from_string(r#"{"n":"A"}"#.into()).unwrap(),
         );
         let listed = vec![(std::sync::Arc::from("alice"), view)];
