@@ -15,7 +15,7 @@
 //! snapshot when one is missing, which it notices from the next change or from the `pv` every envelope
 //! of that node carries. A snapshot replaces the node's part.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
