@@ -66,7 +66,7 @@ impl HubInner {
             .unwrap_or_else(null_view)
     }
 
-    /// 1. This node's changes, and its snapshot when asked (at most once per heartbeat).
+    /// Step 1: this node's changes, and its snapshot when asked (at most once per heartbeat).
     fn share_changes(&self, last_snapshot: &mut Option<Instant>) {
         let Some(broker) = &self.broker else {
             return;
@@ -91,7 +91,7 @@ impl HubInner {
         }
     }
 
-    /// 2. Nodes not heard for a while leave with their users.
+    /// Step 2: nodes not heard for a while leave with their users.
     fn drop_silent_nodes(&self) {
         let Some(broker) = &self.broker else {
             return;
@@ -108,8 +108,9 @@ impl HubInner {
         });
     }
 
-    /// 3. Each changed path's list to its connections: a diff to those that hold its list, the whole
-    /// list to the others. Only with a presence mapping: without one, user keys are not shown to users.
+    /// Step 3: each changed path's list to its connections, a diff to those that hold its list and the
+    /// whole list to the others. Only with a presence mapping: without one, user keys are not shown to
+    /// users.
     fn send_lists(&self) {
         let listings = self.roster.flush([]);
         if self.presence_map.is_none() {

@@ -144,6 +144,12 @@ pub(crate) struct Listing {
     pub diff: Option<Arc<str>>,
 }
 
+/// A user on a path: `(path, user)`.
+type Spot = (Arc<str>, Arc<str>);
+
+/// A user on a path with their view: `(path, user, view)`.
+pub(crate) type Entry = (Arc<str>, Arc<str>, View);
+
 /// One user on one path.
 struct Member {
     order: u64,
@@ -175,7 +181,7 @@ struct State {
     rooms: HashMap<Arc<str>, Room>,
     next_order: u64,
     /// What every other node announced: node -> its `(path, user)`.
-    remote: HashMap<u64, HashSet<(Arc<str>, Arc<str>)>>,
+    remote: HashMap<u64, HashSet<Spot>>,
     /// Paths whose list changed since the last `flush`.
     dirty: HashSet<Arc<str>>,
     /// The number of this node's last change.
@@ -296,7 +302,7 @@ impl Roster {
     }
 
     /// This node's own part and the number of its last change: what a snapshot for the others holds.
-    pub fn local(&self) -> (u64, Vec<(Arc<str>, Arc<str>, View)>) {
+    pub fn local(&self) -> (u64, Vec<Entry>) {
         let state = self.read();
         let entries = state
             .rooms

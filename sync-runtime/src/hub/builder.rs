@@ -11,11 +11,14 @@ use crate::handler::AnyArc;
 use crate::registry::{Registration, SyncTable};
 use crate::{Refusal, SyncHub};
 
+/// Session -> what others may see of it (`None`: the session was of another type).
+pub(crate) type ViewFn = Arc<dyn Fn(&AnyArc) -> Option<crate::roster::View> + Send + Sync>;
+
 /// The app's presence mapping, its session type erased.
 #[derive(Clone)]
 pub(crate) struct PresenceMap {
     pub session: std::any::TypeId,
-    pub view: Arc<dyn Fn(&AnyArc) -> Option<crate::roster::View> + Send + Sync>,
+    pub view: ViewFn,
 }
 
 /// Limits and timings of a hub. Every field has a safe default; set them through [`SyncHubBuilder`].
