@@ -538,3 +538,39 @@ async fn a_missed_change_is_repaired_by_a_snapshot() {
         "older than the snapshot: ignored"
     );
 }
+
+#[tokio::test]
+async fn an_updated_session_reaches_the_users_connections_on_every_node() {
+    let bus = MemoryBus::new();
+    let (a, b) = (node(&bus), node(&bus));
+    until("both subscribed", || {
+        [&a, &b]
+            .iter()
+            .all(|h| h.backplane_status().is_some_and(|s| s.subscribed))
+    })
+    .await;
+    let mut on_b = Watcher::connect(&b, "ann:team-1", "/room/1").await;
+    on_b.until_listed(&["ann"]).await;
+    assert_eq!(
+        a.update_session("ann", "team-2".to_owned())
+            .expect("the session type"),
+        0,
+        "no connection of hers on node a"
+    );
+    on_b.until("her view on node b", |w| {
+        w.users.first().is_some_and(|(_, v)| v["name"] == "team-2")
+    })
+    .await;
+    let session = on_b.client.conn.credentials().session;
+    assert_eq!(
+        session.downcast_ref::<String>().map(String::as_str),
+        Some("team-2"),
+        "node b's filters see the new session"
+    );
+    until("node a lists her new view too", || {
+        a.presence("/room/1")
+            .first()
+            .is_some_and(|p| p.view_json() == r#"{"name":"team-2"}"#)
+    })
+    .await;
+}
