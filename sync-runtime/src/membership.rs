@@ -112,10 +112,7 @@ impl HubInner {
     /// whole list to the others. Only with a presence mapping: without one, user keys are not shown to
     /// users.
     fn send_lists(&self) {
-        let listings = self.roster.flush([]);
-        if self.presence_map.is_none() {
-            return;
-        }
+        let listings = self.roster.flush(self.presence_map.is_some());
         for listing in listings {
             for conn in self.presence.recipients(&listing.path) {
                 if conn.phase() != Phase::Live {
@@ -133,7 +130,7 @@ impl HubInner {
                 {
                     conn.set_listed(Some(listing.path.clone()));
                     self.conns
-                        .push(&conn, Outbound::Control(listing.snapshot.clone()));
+                        .push(&conn, Outbound::Control(listing.snapshot().clone()));
                 }
             }
         }

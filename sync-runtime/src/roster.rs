@@ -5,7 +5,7 @@
 //! however many tabs (connections) and nodes they are there on: this node counts its own tabs, and keeps
 //! for every other node the set of `(path, user)` it announced. A user leaves a path when the last tab on
 //! the last node goes. Changes made here on this node are numbered (`version`), so that another node that
-//! missed one can tell and ask for a snapshot (`presence_sync`).
+//! missed one can tell and ask for a snapshot (`membership`).
 //!
 //! [`SyncHub::presence`]: crate::SyncHub::presence
 
@@ -138,7 +138,10 @@ pub(crate) struct Announce {
 /// have none yet, and the difference from the previous list for the others.
 pub(crate) struct Listing {
     pub path: Arc<str>,
-    pub snapshot: Arc<str>,
+    count: usize,
+    now: Vec<(Arc<str>, View)>,
+    /// The `presence` frame, made when the first connection without a list needs it.
+    snapshot: std::sync::OnceLock<Arc<str>>,
     /// `None` when the list clients have is still right (a change past the first `limit` users that left
     /// the count as it was).
     pub diff: Option<Arc<str>>,
@@ -149,6 +152,15 @@ type Spot = (Arc<str>, Arc<str>);
 
 /// A user on a path with their view: `(path, user, view)`.
 pub(crate) type Entry = (Arc<str>, Arc<str>, View);
+
+impl Listing {
+    /// The whole list, as a `presence` frame.
+    pub fn snapshot(&self) -> &Arc<str> {
+        self.snapshot.get_or_init(|| {
+            crate::protocol::server::presence_frame(&self.path, self.count, &self.now)
+        })
+    }
+}
 
 /// One user on one path.
 struct Member {
@@ -349,13 +361,22 @@ impl Roster {
             .collect()
     }
 
-    /// The frames for every path whose list changed since the last call, and for `also` (paths where a
-    /// connection waits for its first list). Each path's list is what its clients are now assumed to
-    /// have: a client that gets `snapshot` and then the later diffs always holds the current list.
-    pub fn flush(&self, also: impl IntoIterator<Item = Arc<str>>) -> Vec<Listing> {
+    /// The frames for every path whose list changed since the last call, or where a connection waits for
+    /// its first list (`want`). Each path's list is what its clients are now assumed to have: a client
+    /// that gets `snapshot` and then the later diffs always holds the current list.
+    ///
+    /// Without `frames` (no browser gets lists) it only lets go of the rooms nobody is in.
+    pub fn flush(&self, frames: bool) -> Vec<Listing> {
         let mut state = self.write();
-        let mut paths: HashSet<Arc<str>> = std::mem::take(&mut state.dirty);
-        paths.extend(also);
+        let paths: HashSet<Arc<str>> = std::mem::take(&mut state.dirty);
+        if !frames {
+            for path in paths {
+                if state.rooms.get(&path).is_some_and(|r| r.members.is_empty()) {
+                    state.rooms.remove(&path);
+                }
+            }
+            return Vec::new();
+        }
         let limit = self.limit;
         let mut out = Vec::with_capacity(paths.len());
         for path in paths {
@@ -368,15 +389,16 @@ impl Roster {
                 .collect();
             let count = room.members.len();
             let diff = listing_diff(&path, &room.sent, &now, room.sent_count, count);
-            let snapshot = crate::protocol::server::presence_frame(&path, count, &now);
-            room.sent = now;
+            room.sent.clone_from(&now);
             room.sent_count = count;
             if room.members.is_empty() {
                 state.rooms.remove(&path);
             }
             out.push(Listing {
                 path,
-                snapshot,
+                count,
+                now,
+                snapshot: std::sync::OnceLock::new(),
                 diff,
             });
         }
@@ -601,9 +623,9 @@ mod tests {
         for u in ["a", "b", "c"] {
             roster.join(&path, &Arc::from(u), &null_view());
         }
-        let first = roster.flush([]);
+        let first = roster.flush(true);
         assert_eq!(first.len(), 1);
-        let snapshot: serde_json::Value = serde_json::from_str(&first[0].snapshot).unwrap();
+        let snapshot: serde_json::Value = serde_json::from_str(first[0].snapshot()).unwrap();
         assert_eq!(snapshot["count"], 3);
         assert_eq!(
             snapshot["users"].as_array().unwrap().len(),
@@ -611,7 +633,7 @@ mod tests {
             "at most `limit` users"
         );
         roster.leave(&path, &Arc::from("a"));
-        let next = roster.flush([]);
+        let next = roster.flush(true);
         let diff: serde_json::Value =
             serde_json::from_str(next[0].diff.as_deref().unwrap()).unwrap();
         assert_eq!(diff["t"], "presence_diff");
@@ -621,7 +643,10 @@ mod tests {
             "the next user moves into the list"
         );
         assert_eq!(diff["count"], 2);
-        assert!(roster.flush([]).is_empty(), "nothing changed, nothing sent");
+        assert!(
+            roster.flush(true).is_empty(),
+            "nothing changed, nothing sent"
+        );
     }
 
     #[test]
@@ -629,10 +654,10 @@ mod tests {
         let roster = Roster::new(10, false);
         let path: Arc<str> = Arc::from("/p");
         roster.join(&path, &Arc::from("a"), &null_view());
-        roster.flush([]);
+        roster.flush(true);
         roster.join(&path, &Arc::from("b"), &null_view());
         roster.leave(&path, &Arc::from("b"));
-        let out = roster.flush([]);
+        let out = roster.flush(true);
         assert!(out.iter().all(|l| l.diff.is_none()), "coalesced away");
     }
 }
