@@ -26,15 +26,21 @@
 //! }
 //! ```
 //!
+//! Who is on a page is part of it: with [`SyncHubBuilder::presence`] every user is listed once per path
+//! however many tabs and nodes they are on ([`SyncHub::presence`], [`ServerCx::here`], the browser's
+//! `data-sync-presence`), every reaction knows its sender ([`ClientCx::sender`]), and sessions can change
+//! or expire while connected ([`SyncHub::update_session`], [`Identity::expires_at`]).
+//!
 //! See the README for the whole flow and `docs/PROTOCOL.md` for the wire protocol.
 
 // The layers, bottom up (each imports only from those above it in this list):
-// protocol, routes, handler, reaction, error, random, stats, auth  what everything speaks
+// protocol, routes, handler, reaction, error, random, stats, auth, roster  what everything speaks
 // conn        one connection: lifecycle, outbox, writer
 // registry, presence, conns  the sync table; who is where; admission, resume and parking
 // fanout      lanes and the broadcast
 // broker      the engine between nodes (knows only its own traits)
 // hub         the handle and builder that put the pieces together
+// membership  keeping the roster right: browsers' lists, other nodes, session changes
 // trigger     every way a trigger comes in
 // transport   WebSocket and SSE endpoints, inbound messages
 mod auth;
@@ -67,7 +73,7 @@ pub use broker::{Backplane, BackplaneStatus, MemoryBus};
 pub use error::SyncError;
 pub use handler::{
     ClientCx, ConnectionId, Filter, GateCx, IntoFilter, Location, NoServerData, Peer, Refusal,
-    ServerCx,
+    Sender, ServerCx,
 };
 pub use hub::{BuildError, BuildProblem, SyncHub, SyncHubBuilder};
 pub use protocol::{ErrorCode, Outcome, PROTOCOL_VERSION, close_code};

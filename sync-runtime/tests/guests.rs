@@ -13,7 +13,12 @@ use tokio_tungstenite::tungstenite::Message;
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn serve() -> std::net::SocketAddr {
-    let hub = SyncHub::builder().guests().build().expect("a guest hub");
+    // Guests see each other as "a guest": each connection is its own user.
+    let hub = SyncHub::builder()
+        .guests()
+        .presence(|_: &()| "a guest")
+        .build()
+        .expect("a guest hub");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free port");
@@ -84,4 +89,40 @@ async fn a_guest_can_use_the_sse_transport() {
         .expect("in time")
         .expect("the POST is accepted");
     assert_eq!(located.path, "/hall");
+}
+
+#[tokio::test]
+async fn guests_are_listed_each_as_their_own_user_over_both_transports() {
+    let addr = serve().await;
+    let connect = |url: String| async move {
+        tokio::time::timeout(
+            WAIT,
+            SyncClient::connect(&url, ConnectOptions::new().path("/lobby")),
+        )
+        .await
+        .expect("connected in time")
+        .expect("a guest connects")
+    };
+    let mut over_ws = connect(format!("ws://{addr}/_sync/ws")).await;
+    let over_sse = connect(format!("http://{addr}/_sync/sse")).await;
+    let status = tokio::time::timeout(
+        WAIT,
+        over_ws.status_until(|s| s.presence.as_ref().is_some_and(|p| p.count == 2)),
+    )
+    .await
+    .expect("both guests listed in time")
+    .expect("the client runs");
+    let list = status.presence.expect("a list");
+    let keys = list.user_keys();
+    assert!(keys.iter().all(|k| k.starts_with("guest-")), "{keys:?}");
+    assert_ne!(keys[0], keys[1], "two guests, two users");
+    assert!(list.users.iter().all(|(_, view)| view == "a guest"));
+    over_sse.close().await;
+    tokio::time::timeout(
+        WAIT,
+        over_ws.status_until(|s| s.presence.as_ref().is_some_and(|p| p.count == 1)),
+    )
+    .await
+    .expect("the SSE guest left in time")
+    .expect("the client runs");
 }

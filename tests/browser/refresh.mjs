@@ -1,0 +1,83 @@
+// Credentials that expire, in real Chromium, over both transports: a page whose client has `refreshToken`
+// refreshes its credential over the live connection and is never closed; a page without one is closed
+// with 4001 and told `sync:expired`.
+//
+//   node refresh.mjs <base-url of a fixture server>
+//
+// Run by tests/fixture/tests/browser.rs. The fixture's tokens are `name:team[:ms]`, `ms` being how long
+// the credential lives. Every wait has a timeout.
+
+import { chromium } from "playwright-core";
+
+const [base] = process.argv.slice(2);
+const WAIT = { timeout: 15000 };
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+
+/** A page on the fixture's origin whose module script builds a client with `options` (JS source). */
+async function page(name, options) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`[${name}] page error: ${e}`));
+  const html = `<!doctype html><title>${name}</title><script type="module">
+    import { SyncClient } from "/_sync/client.js";
+    window.log = [];
+    window.refreshes = 0;
+    addEventListener("sync:expired", () => log.push("expired"));
+    addEventListener("sync:error", (e) => log.push("error:" + e.detail.code));
+    const client = new SyncClient(${options});
+    client.onState((s) => log.push(s));
+    window.client = client;
+  </script>`;
+  // Served from the fixture's own origin, so that the upgrade's Origin is the server's.
+  await page.route(`${base}/page/${name}`, (route) =>
+    route.fulfill({ status: 200, contentType: "text/html", body: html }),
+  );
+  await page.goto(`${base}/page/${name}`);
+  await page.waitForFunction(() => window.client && window.client.state === "open", null, WAIT);
+  return page;
+}
+
+let failed = false;
+function check(ok, what) {
+  console.log(`${ok ? "ok" : "FAILED"}: ${what}`);
+  if (!ok) failed = true;
+}
+
+for (const transport of ["websocket", "sse"]) {
+  // Lives 1.5 s; refreshed 1.2 s in (a fifth before), for a credential of a minute.
+  const kept = await page(
+    `kept-${transport}`,
+    `{ transport: "${transport}", token: "eve:red:1500",
+       refreshToken: async () => { window.refreshes++; return "eve:red:60000"; } }`,
+  );
+  // Lives 0.8 s, and nothing can renew it.
+  const lapsed = await page(`lapsed-${transport}`, `{ transport: "${transport}", token: "zoe:red:800" }`);
+
+  await lapsed.waitForFunction(() => log.includes("expired"), null, WAIT);
+  const lapsedLog = await lapsed.evaluate(() => log);
+  check(
+    lapsedLog.at(-1) === "expired" && lapsedLog.includes("closed"),
+    `${transport}: without refreshToken the page is closed and told sync:expired (${lapsedLog})`,
+  );
+
+  // Past the first credential's end: the page refreshed once and its connection never dropped.
+  await kept.waitForFunction(() => window.refreshes >= 1, null, WAIT);
+  // What is tested is that the old credential's end (1.5 s after connecting) passes without a close: let
+  // it pass, with room to spare.
+  await kept.waitForTimeout(1000);
+  const keptLog = await kept.evaluate(() => ({ log, refreshes, state: client.state }));
+  check(
+    keptLog.state === "open" && keptLog.refreshes === 1 && !keptLog.log.includes("reconnecting"),
+    `${transport}: with refreshToken the credential is refreshed over the live connection (${JSON.stringify(keptLog)})`,
+  );
+}
+
+await browser.close();
+process.exit(failed ? 1 : 0);
