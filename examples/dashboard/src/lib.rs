@@ -3,6 +3,7 @@
 //!
 //! * `App` is the app's `functions`: an SQLite database (rusqlite, bundled) every filter can query.
 //! * `User` is the session: found from the `sid` cookie, by the hub's authenticator and by page handlers.
+//!   Switching teams (`POST /team`) hands the new one to the user's live connections, so filters trust it.
 //! * Each page's syncs are in its `_sync` folder; page handlers request them with `sync_request!`.
 //! * Others see a user's name and team (the hub's presence view): `layout` lists them with markup only.
 //! * [`serve`] serves the router with a header-read and an idle timeout (which `axum::serve` lacks).
@@ -10,6 +11,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -26,7 +28,7 @@ mod serving;
 pub use serving::{Timeouts, serve};
 
 /// The session: who is logged in on a connection or request. Serializable, so that it can travel with a
-/// trigger to the other processes when several share a Redis.
+/// trigger (or a team switch) to the other processes when several share a Redis.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     /// The login name.
@@ -109,13 +111,16 @@ impl App {
             .ok()
     }
 
-    /// `name`'s team, as the database has it now.
-    pub fn team_of(&self, name: &str) -> Option<String> {
-        self.db()
-            .query_row("SELECT team FROM users WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .ok()
+    /// Move `name` to `team`; their user as it is now, `None` for an unknown name.
+    pub fn set_team(&self, name: &str, team: &str) -> Option<User> {
+        let changed = self
+            .db()
+            .execute("UPDATE users SET team = ?2 WHERE name = ?1", (name, team))
+            .unwrap_or(0);
+        (changed == 1).then(|| User {
+            name: name.to_owned(),
+            team: team.to_owned(),
+        })
     }
 
     /// Add a task to `team`'s list.
@@ -200,13 +205,41 @@ pub fn hub_with(app: App, backplane: Option<Backplane>) -> SyncHub {
     .expect("every handler uses User and App")
 }
 
+/// What the page handlers share: the database, and the hub for the one that changes a live session
+/// (`POST /team`). Handlers take `State<App>` or `State<SyncHub>`, whichever they need.
+///
+/// A state rather than an `Extension`: a handler that asks for the hub is checked when the router is
+/// compiled, not when a request comes (an `Extension` missing its layer is a 500 at run time).
+#[derive(Clone)]
+pub struct Site {
+    app: App,
+    hub: SyncHub,
+}
+
+impl FromRef<Site> for App {
+    fn from_ref(site: &Site) -> App {
+        site.app.clone()
+    }
+}
+
+impl FromRef<Site> for SyncHub {
+    fn from_ref(site: &Site) -> SyncHub {
+        site.hub.clone()
+    }
+}
+
 /// The app's routes, with the sync endpoints and the hub in scope for `sync_request!`.
 pub fn router(app: App, hub: &SyncHub) -> Router {
+    let site = Site {
+        app,
+        hub: hub.clone(),
+    };
     hub.attach(
         Router::new()
             .route("/", get(|| async { Redirect::to("/dashboard") }))
             .route("/login", get(login::form).post(login::submit))
             .route("/logout", get(login::logout))
+            .route("/team", axum::routing::post(login::switch_team))
             .route("/dashboard", get(dashboard::page::show))
             .route(
                 "/dashboard/tasks",
@@ -214,7 +247,7 @@ pub fn router(app: App, hub: &SyncHub) -> Router {
             )
             .route("/home", get(home::show))
             .route("/boards/{id}", get(boards::show))
-            .with_state(app),
+            .with_state(site),
     )
 }
 
