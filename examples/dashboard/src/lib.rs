@@ -280,10 +280,11 @@ pub fn layout(title: &str, user: &User, body: &str) -> Response {
   form {{ display: flex; gap: .5rem; margin-top: 1rem; }}
   input, select {{ flex: 1; padding: .5rem .7rem; border: 1px solid #cdd3dd; border-radius: 6px; font: inherit; }}
   button {{ padding: .5rem 1rem; border: 0; border-radius: 6px; background: #3b6df0; color: #fff; font: inherit; cursor: pointer; }}
+  form.compact {{ width: fit-content; align-items: center; font-size: .9rem; }} form.compact select {{ flex: none; }}
   .team {{ display: inline-block; padding: 0 .5rem; border-radius: 4px; background: #e8edfb; color: #3b6df0; }}
   .here {{ display: flex; flex-wrap: wrap; align-items: center; gap: .5rem .8rem; margin-bottom: 1.2rem; font-size: .9rem; }}
   .here h2 {{ margin: 0; font-size: .9rem; color: #7a8394; }}
-  .here h2 b {{ display: inline-block; min-width: 1.3rem; margin-left: .2rem; border-radius: 999px; background: #3ccf7a; color: #fff; text-align: center; }}
+  .here h2 b {{ display: inline-block; min-width: 1.3rem; margin-left: .35rem; border-radius: 999px; background: #3ccf7a; color: #fff; text-align: center; }}
   .here ul {{ display: flex; flex-wrap: wrap; gap: .4rem; padding: 0; list-style: none; }}
   .here li {{ display: flex; align-items: center; gap: .4rem; margin: 0; padding: .15rem .55rem .15rem .15rem; border-radius: 999px; background: #fff; box-shadow: 0 1px 3px #0001; }}
   .here .team {{ font-size: .8rem; }}

@@ -21,7 +21,7 @@ pub async fn show(State(app): State<App>, headers: HeaderMap) -> Response {
 <form id="add-task"><input name="text" placeholder="A new task for your team" required maxlength="200"><button>Add</button></form></div>
 <p><small>Open this page as another member of your team in a second window: new tasks appear there without a reload.
 Members of other teams see nothing.</small></p>
-<form id="switch-team" method="post" action="/team"><select name="team" aria-label="Team">{teams}</select><button>Switch team</button></form>
+<form id="switch-team" class="compact" method="post" action="/team"><small>Moved to another team?</small><select name="team" aria-label="Team">{teams}</select><button>Switch</button></form>
 <script type="module">
   const form = document.querySelector("#add-task");
   form.addEventListener("submit", async (e) => {{
