@@ -211,7 +211,7 @@ pub fn hub_with(app: App, backplane: Option<Backplane>) -> SyncHub {
 /// A state rather than an `Extension`: a handler that asks for the hub is checked when the router is
 /// compiled, not when a request comes (an `Extension` missing its layer is a 500 at run time).
 #[derive(Clone)]
-pub struct Site {
+struct Site {
     app: App,
     hub: SyncHub,
 }
