@@ -1,13 +1,17 @@
-//! The example app: team task lists on `/dashboard`, a live wall on `/home`, boards on `/boards/[id]`.
+//! The example app: team task lists on `/dashboard`, a live wall on `/home`, boards on `/boards/[id]`,
+//! and on every page a live list of who is on it.
 //!
 //! * `App` is the app's `functions`: an SQLite database (rusqlite, bundled) every filter can query.
 //! * `User` is the session: found from the `sid` cookie, by the hub's authenticator and by page handlers.
+//!   Switching teams (`POST /team`) hands the new one to the user's live connections, so filters trust it.
 //! * Each page's syncs are in its `_sync` folder; page handlers request them with `sync_request!`.
+//! * Others see a user's name and team (the hub's presence view): `layout` lists them with markup only.
 //! * [`serve`] serves the router with a header-read and an idle timeout (which `axum::serve` lacks).
 
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -24,7 +28,7 @@ mod serving;
 pub use serving::{Timeouts, serve};
 
 /// The session: who is logged in on a connection or request. Serializable, so that it can travel with a
-/// trigger to the other processes when several share a Redis.
+/// trigger (or a team switch) to the other processes when several share a Redis.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     /// The login name.
@@ -107,13 +111,16 @@ impl App {
             .ok()
     }
 
-    /// `name`'s team, as the database has it now.
-    pub fn team_of(&self, name: &str) -> Option<String> {
-        self.db()
-            .query_row("SELECT team FROM users WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .ok()
+    /// Move `name` to `team`; their user as it is now, `None` for an unknown name.
+    pub fn set_team(&self, name: &str, team: &str) -> Option<User> {
+        let changed = self
+            .db()
+            .execute("UPDATE users SET team = ?2 WHERE name = ?1", (name, team))
+            .unwrap_or(0);
+        (changed == 1).then(|| User {
+            name: name.to_owned(),
+            team: team.to_owned(),
+        })
     }
 
     /// Add a task to `team`'s list.
@@ -175,6 +182,9 @@ pub fn hub(app: App) -> SyncHub {
 
 /// The hub, sharing triggers with the app's other processes through `backplane` when given (call inside
 /// a Tokio runtime then).
+///
+/// Everyone on a page sees who else is there by name and team (the presence view); the session id never
+/// leaves the server.
 pub fn hub_with(app: App, backplane: Option<Backplane>) -> SyncHub {
     let auth_app = app.clone();
     let builder = SyncHub::builder()
@@ -185,6 +195,7 @@ pub fn hub_with(app: App, backplane: Option<Backplane>) -> SyncHub {
                 Ok(Identity::new(user.name.clone(), user))
             }
         })
+        .presence(|user: &User| serde_json::json!({ "name": user.name, "team": user.team }))
         .functions(app);
     match backplane {
         Some(backplane) => builder.backplane(backplane),
@@ -194,13 +205,41 @@ pub fn hub_with(app: App, backplane: Option<Backplane>) -> SyncHub {
     .expect("every handler uses User and App")
 }
 
+/// What the page handlers share: the database, and the hub for the one that changes a live session
+/// (`POST /team`). Handlers take `State<App>` or `State<SyncHub>`, whichever they need.
+///
+/// A state rather than an `Extension`: a handler that asks for the hub is checked when the router is
+/// compiled, not when a request comes (an `Extension` missing its layer is a 500 at run time).
+#[derive(Clone)]
+struct Site {
+    app: App,
+    hub: SyncHub,
+}
+
+impl FromRef<Site> for App {
+    fn from_ref(site: &Site) -> App {
+        site.app.clone()
+    }
+}
+
+impl FromRef<Site> for SyncHub {
+    fn from_ref(site: &Site) -> SyncHub {
+        site.hub.clone()
+    }
+}
+
 /// The app's routes, with the sync endpoints and the hub in scope for `sync_request!`.
 pub fn router(app: App, hub: &SyncHub) -> Router {
+    let site = Site {
+        app,
+        hub: hub.clone(),
+    };
     hub.attach(
         Router::new()
             .route("/", get(|| async { Redirect::to("/dashboard") }))
             .route("/login", get(login::form).post(login::submit))
             .route("/logout", get(login::logout))
+            .route("/team", axum::routing::post(login::switch_team))
             .route("/dashboard", get(dashboard::page::show))
             .route(
                 "/dashboard/tasks",
@@ -208,11 +247,15 @@ pub fn router(app: App, hub: &SyncHub) -> Router {
             )
             .route("/home", get(home::show))
             .route("/boards/{id}", get(boards::show))
-            .with_state(app),
+            .with_state(site),
     )
 }
 
-/// A full page around `body`: navigation, the connection indicator and the sync client.
+/// A full page around `body`: navigation, the connection indicator, who is here, and the sync client.
+///
+/// "Here now" is markup only: the sync client fills `data-sync-presence` with one copy of its template
+/// per user on this page (however many tabs or servers they are on) and `data-sync-presence-count` with
+/// the count, from the hub's presence view (`name`, `team`), as text, never as HTML.
 pub fn layout(title: &str, user: &User, body: &str) -> Response {
     Html(format!(
         r##"<!doctype html>
@@ -237,13 +280,27 @@ pub fn layout(title: &str, user: &User, body: &str) -> Response {
   form {{ display: flex; gap: .5rem; margin-top: 1rem; }}
   input, select {{ flex: 1; padding: .5rem .7rem; border: 1px solid #cdd3dd; border-radius: 6px; font: inherit; }}
   button {{ padding: .5rem 1rem; border: 0; border-radius: 6px; background: #3b6df0; color: #fff; font: inherit; cursor: pointer; }}
+  form.compact {{ width: fit-content; align-items: center; font-size: .9rem; }} form.compact select {{ flex: none; }}
   .team {{ display: inline-block; padding: 0 .5rem; border-radius: 4px; background: #e8edfb; color: #3b6df0; }}
+  .here {{ display: flex; flex-wrap: wrap; align-items: center; gap: .5rem .8rem; margin-bottom: 1.2rem; font-size: .9rem; }}
+  .here h2 {{ margin: 0; font-size: .9rem; color: #7a8394; }}
+  .here h2 b {{ display: inline-block; min-width: 1.3rem; margin-left: .35rem; border-radius: 999px; background: #3ccf7a; color: #fff; text-align: center; }}
+  .here ul {{ display: flex; flex-wrap: wrap; gap: .4rem; padding: 0; list-style: none; }}
+  .here li {{ display: flex; align-items: center; gap: .4rem; margin: 0; padding: .15rem .55rem .15rem .15rem; border-radius: 999px; background: #fff; box-shadow: 0 1px 3px #0001; }}
+  .here .team {{ font-size: .8rem; }}
+  /* The circle shows the name's first letter only: the rest of the name is there at size 0. */
+  .avatar {{ display: inline-block; width: 1.6rem; height: 1.6rem; border-radius: 50%; overflow: hidden; background: #7a8394; color: #fff; font-size: 0; line-height: 1.6rem; text-align: center; white-space: nowrap; }}
+  .avatar::first-letter {{ font-size: .85rem; font-weight: 600; text-transform: uppercase; }}
+  .avatar[data-team="red"] {{ background: #e5534b; }} .avatar[data-team="blue"] {{ background: #3b6df0; }}
 </style>
 </head>
 <body>
 <nav><a href="/dashboard">Dashboard</a><a href="/home">Home</a><a href="/boards/1">Board 1</a><a href="/boards/2">Board 2</a>
 <span class="who">{name} <span class="team">{team}</span> · <a href="/logout">log out</a></span><span class="conn"></span></nav>
-<main>{body}</main>
+<main>
+<aside class="here" aria-label="Who is on this page"><h2>Here now<b data-sync-presence-count>0</b></h2>
+<ul data-sync-presence><template><li><span class="avatar" aria-hidden="true" data-sync-field="name" data-sync-attr="data-team:team"></span><span data-sync-field="name"></span><span class="team" data-sync-field="team"></span></li></template></ul></aside>
+{body}</main>
 <script type="module">
   import {{ sync }} from "/_sync/client.js";
   window.syncClient = sync();

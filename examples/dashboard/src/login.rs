@@ -1,11 +1,14 @@
-//! Log in by name (the example has no passwords); the session lives in a `sid` cookie.
+//! Log in by name (the example has no passwords); the session lives in a `sid` cookie. A logged-in user
+//! can switch teams, and their open pages follow without reconnecting.
 
 use axum::Form;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::header::SET_COOKIE;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use sync_runtime::SyncHub;
 
-use crate::{App, escape};
+use crate::{App, current_user, escape};
 
 /// The login form's fields.
 #[derive(serde::Deserialize)]
@@ -44,6 +47,35 @@ pub async fn submit(State(app): State<App>, Form(login): Form<Login>) -> Respons
         Redirect::to("/dashboard"),
     )
         .into_response()
+}
+
+/// The team switch's field.
+#[derive(serde::Deserialize)]
+pub struct TeamSwitch {
+    team: String,
+}
+
+/// `POST /team`: move the user to another team, in the database and in every live connection they have
+/// (on every process): the dashboard's filter reads the team from the connection's session, so the
+/// user's next update is their new team's, and the others' "here now" lists show the new team.
+pub async fn switch_team(
+    State(app): State<App>,
+    State(hub): State<SyncHub>,
+    headers: HeaderMap,
+    Form(switch): Form<TeamSwitch>,
+) -> Response {
+    let Some(user) = current_user(&app, &headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    let team = switch.team.trim();
+    if team.is_empty() || team.len() > 40 {
+        return Redirect::to("/dashboard").into_response();
+    }
+    if let Some(moved) = app.set_team(&user.name, team) {
+        hub.update_session(&user.name, moved)
+            .expect("`User` is the session type the hub's authenticator produces");
+    }
+    Redirect::to("/dashboard").into_response()
 }
 
 /// `GET /logout`.

@@ -2,6 +2,7 @@
 //!
 //! Serves the example on http://127.0.0.1:3000 (`PORT` or `ADDR=host:port` override it), with a seeded
 //! in-memory SQLite database: log in as alice or bob (team red) and carol (team blue) in separate windows.
+//! Every page lists who is on it; `/dashboard` also switches your team, and your open pages follow.
 //! `example_dashboard::serve` serves it, with a header-read and an idle timeout (see `Timeouts`).
 //!
 //! Several processes: give each the same `DATABASE` (an SQLite file they share) and `REDIS_URL`, and its

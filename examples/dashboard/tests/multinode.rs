@@ -1,11 +1,13 @@
-//! The example app as two processes behind one Redis (the README's "several processes" recipe), with a
-//! browser on each: a task added through either shows up on the other's page without a reload.
+//! The example app as two processes behind one Redis (the README's "several processes" recipe), with
+//! browsers on both: a task added through either shows up on the other's page without a reload
+//! (`tests/browser/multinode.mjs`), and every page's "here now" list shows who is on it, whichever process
+//! serves them (`tests/browser/presence.mjs`). Screenshots land in `target/browser-screenshots/`.
 //!
 //! Needs `redis-server`, Debian's `chromium` and `npm ci` in `tests/browser` (`.ci/run` installs them).
 //! Without them the test says loudly that it was skipped; under CI (`CI` set) it fails instead.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -74,64 +76,139 @@ fn example(database: &Path, redis_url: &str) -> (Running, String) {
     (running, url)
 }
 
+/// The browser tests take turns: two Chromiums and four servers at once on a small machine only make
+/// all of them slower.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Two example processes sharing one SQLite file and one Redis, started for one test and stopped (killed)
+/// when it ends.
+struct Cluster {
+    workspace: PathBuf,
+    browser_dir: PathBuf,
+    node_a: String,
+    node_b: String,
+    // Dropped in this order: the processes, then Redis, then their database.
+    _nodes: [Running; 2],
+    _redis: Running,
+    _dir: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// Wait for this test's turn and start the cluster; `None` (after saying so loudly) when a
+    /// prerequisite is missing outside CI. Under CI (`CI` set) a missing prerequisite fails the test.
+    fn start(test: &str) -> Option<Cluster> {
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let browser_dir = workspace.join("tests/browser");
+        let missing = missing_prerequisites(&browser_dir);
+        if !missing.is_empty() {
+            let message = format!("the multi-node browser tests need: {}", missing.join(", "));
+            assert!(std::env::var_os("CI").is_none(), "{message}");
+            eprintln!(
+                "\nSKIPPED {test}: {message}\nRun `bash .ci/run`, or install them and rerun `cargo test -p example-dashboard --test multinode`.\n"
+            );
+            return None;
+        }
+        let port = free_port();
+        let redis = Running(
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server starts"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server never accepted connections"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let redis_url = format!("redis://127.0.0.1:{port}");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let database = dir.path().join("dashboard.db");
+        let (a, node_a) = example(&database, &redis_url);
+        let (b, node_b) = example(&database, &redis_url);
+        Some(Cluster {
+            workspace,
+            browser_dir,
+            node_a,
+            node_b,
+            _nodes: [a, b],
+            _redis: redis,
+            _dir: dir,
+            _turn: turn,
+        })
+    }
+
+    /// Run `tests/browser/<script>` against both nodes, saving into the screenshot directory; asserts
+    /// that it passed and saved `shots`.
+    fn run(&self, script: &str, shots: &[&str]) {
+        let dir = self.workspace.join("target/browser-screenshots");
+        // A screenshot left by an earlier run must not pass for one of this run.
+        for shot in shots {
+            let _ = std::fs::remove_file(dir.join(shot));
+        }
+        let out = Command::new("node")
+            .arg(self.browser_dir.join(script))
+            .args([&self.node_a, &self.node_b])
+            .arg(&dir)
+            .output()
+            .expect("node runs");
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{script} failed (see its output above)"
+        );
+        for shot in shots {
+            assert!(dir.join(shot).exists(), "screenshot {shot} was saved");
+        }
+    }
+}
+
 #[test]
 fn two_processes_behind_one_redis_keep_two_browsers_in_sync() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let browser_dir = workspace.join("tests/browser");
-    let missing = missing_prerequisites(&browser_dir);
-    if !missing.is_empty() {
-        let message = format!("the multi-node browser test needs: {}", missing.join(", "));
-        assert!(std::env::var_os("CI").is_none(), "{message}");
-        eprintln!(
-            "\nSKIPPED: {message}\nRun `bash .ci/run`, or install them and rerun `cargo test -p example-dashboard --test multinode`.\n"
-        );
+    let Some(cluster) = Cluster::start("two_processes_behind_one_redis_keep_two_browsers_in_sync")
+    else {
         return;
-    }
-    let port = free_port();
-    let _redis = Running(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts"),
+    };
+    cluster.run(
+        "multinode.mjs",
+        &["multinode-alice-node-a.png", "multinode-bob-node-b.png"],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server never accepted connections"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let redis_url = format!("redis://127.0.0.1:{port}");
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let database = dir.path().join("dashboard.db");
-    let (_a, url_a) = example(&database, &redis_url);
-    let (_b, url_b) = example(&database, &redis_url);
+}
 
-    let shots = workspace.join("target/browser-screenshots");
-    let out = Command::new("node")
-        .arg(browser_dir.join("multinode.mjs"))
-        .args([&url_a, &url_b])
-        .arg(&shots)
-        .output()
-        .expect("node runs");
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "the two browsers did not stay in sync"
+/// Three users, two pages, two processes: alice (two tabs) and carol on node A, bob on node B. Each
+/// page lists its users once (alice's two tabs are one entry), a user who moves to another page moves
+/// in every list, and one who closes their last tab leaves the lists on both nodes.
+#[test]
+fn three_users_see_who_is_here_across_two_pages_and_two_processes() {
+    let Some(cluster) =
+        Cluster::start("three_users_see_who_is_here_across_two_pages_and_two_processes")
+    else {
+        return;
+    };
+    cluster.run(
+        "presence.mjs",
+        &[
+            "presence-home-carol-node-a.png",
+            "presence-dashboard-alice-node-a.png",
+            "presence-dashboard-bob-node-b.png",
+            "presence-dashboard-after-bob-left.png",
+        ],
     );
-    for shot in ["multinode-alice-node-a.png", "multinode-bob-node-b.png"] {
-        assert!(shots.join(shot).exists(), "screenshot {shot} was saved");
-    }
 }

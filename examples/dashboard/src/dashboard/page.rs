@@ -1,4 +1,4 @@
-//! The dashboard page and its one action.
+//! The dashboard page and adding a task (the page's team switch posts to `/team`, see `login`).
 
 use axum::Form;
 use axum::extract::State;
@@ -21,6 +21,7 @@ pub async fn show(State(app): State<App>, headers: HeaderMap) -> Response {
 <form id="add-task"><input name="text" placeholder="A new task for your team" required maxlength="200"><button>Add</button></form></div>
 <p><small>Open this page as another member of your team in a second window: new tasks appear there without a reload.
 Members of other teams see nothing.</small></p>
+<form id="switch-team" class="compact" method="post" action="/team"><small>Moved to another team?</small><select name="team" aria-label="Team">{teams}</select><button>Switch</button></form>
 <script type="module">
   const form = document.querySelector("#add-task");
   form.addEventListener("submit", async (e) => {{
@@ -32,6 +33,12 @@ Members of other teams see nothing.</small></p>
         greeting = crate::login::greeting(&user.name),
         team = escape(&user.team),
         tasks = app.tasks_html(&user.team),
+        teams = ["red", "blue"]
+            .map(|team| {
+                let selected = if team == user.team { " selected" } else { "" };
+                format!(r#"<option value="{team}"{selected}>team {team}</option>"#)
+            })
+            .concat(),
     );
     layout("Dashboard", &user, &body)
 }
@@ -57,7 +64,7 @@ pub async fn add_task(
     }
     app.add_task(&user.team, text, &user.name);
     // Every user on /dashboard is considered; the filter keeps the team's members only.
-    let outcome = sync_request!("refreshData", refreshData::Data { team: user.team }).await;
+    let outcome = sync_request!("refreshData", refreshData::Data::new(user.team)).await;
     match outcome {
         Ok(o) => axum::Json(serde_json::json!({ "delivered": o.delivered, "matched": o.matched }))
             .into_response(),

@@ -1,5 +1,6 @@
-//! Only members of the changed team get the update, checked against the database (not the session's
-//! copy, so a team change takes effect at once); they get their team's list, rendered here.
+//! Only members of the changed team get the update, with the team's list. The team is the recipient's
+//! session's, read from no database: `POST /team` hands a switched user's new session to their live
+//! connections (`SyncHub::update_session`), so the session is never stale.
 
 use sync_runtime::{Filter, ServerCx};
 
@@ -8,8 +9,12 @@ use crate::{App, User};
 
 /// Deliver the team's list to its members.
 pub fn filter(cx: ServerCx<Data, User, App>) -> Filter<String> {
-    match cx.functions.team_of(&cx.recipient.session.name) {
-        Some(team) if team == cx.data.team => Filter::Deliver(cx.functions.tasks_html(&team)),
-        _ => Filter::Skip,
+    if cx.recipient.session.team != cx.data.team {
+        return Filter::Skip;
     }
+    let list = cx
+        .data
+        .list
+        .get_or_init(|| cx.functions.tasks_html(&cx.data.team));
+    Filter::Deliver(list.clone())
 }
