@@ -283,7 +283,7 @@ impl SyncHub {
         let inner = &self.inner;
         if std::any::TypeId::of::<S>() != inner.session_type {
             return Err(SyncError::new(
-                ErrorCode::BadData,
+                ErrorCode::SessionType,
                 format!(
                     "`update_session` takes the authenticator's session type, not `{}`",
                     std::any::type_name::<S>()

@@ -389,8 +389,9 @@ async fn an_updated_session_reaches_the_next_filter_and_every_list() {
         .expect("accepted");
     let reaction = ann.client.next_of("reaction").await;
     assert_eq!(reaction["reaction"]["payload"]["session"], "team-2");
-    assert!(
-        hub.update_session("ann", 7_u32).is_err(),
+    assert_eq!(
+        hub.update_session("ann", 7_u32).map_err(|e| e.code),
+        Err(crate::ErrorCode::SessionType),
         "another type than the authenticator's is refused"
     );
 }

@@ -45,6 +45,8 @@ pub enum ErrorCode {
     NoHub,
     /// The params given do not fill the route pattern.
     BadParams,
+    /// (Rust only) `SyncHub::update_session` was given another type than the authenticator's session.
+    SessionType,
     /// A `refresh` whose token the authenticator refused, or that belongs to another user; the
     /// connection keeps its old credential until it expires.
     RefreshRefused,
@@ -68,6 +70,7 @@ impl ErrorCode {
             ErrorCode::BadPath => "bad_path",
             ErrorCode::NoHub => "no_hub",
             ErrorCode::BadParams => "bad_params",
+            ErrorCode::SessionType => "session_type",
             ErrorCode::RefreshRefused => "refresh_refused",
         }
     }
