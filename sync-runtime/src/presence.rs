@@ -53,10 +53,12 @@ impl Presence {
         if moved {
             let view = conn.credentials().view;
             self.roster.join(location.path_arc(), conn.user(), &view);
+            // Its client starts this path's list afresh (it clears it on a `located` elsewhere). A `nav`
+            // to where it already is changes nothing: resending the list would let a client make the
+            // server send 5 KB (a list of 100) per 50-byte message.
+            conn.set_listed(None);
+            self.roster.want(location.path_arc());
         }
-        // Its client starts this path's list afresh (it clears it on `located`).
-        conn.set_listed(None);
-        self.roster.want(location.path_arc());
         location
     }
 

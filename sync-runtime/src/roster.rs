@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
+use axum::extract::ws::Utf8Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
@@ -141,10 +142,10 @@ pub(crate) struct Listing {
     count: usize,
     now: Vec<(Arc<str>, View)>,
     /// The `presence` frame, made when the first connection without a list needs it.
-    snapshot: std::sync::OnceLock<Arc<str>>,
-    /// `None` when the list clients have is still right (a change past the first `limit` users that left
-    /// the count as it was).
-    pub diff: Option<Arc<str>>,
+    snapshot: std::sync::OnceLock<Utf8Bytes>,
+    /// `None` when the list clients have is still right, or only its count changed and the last count
+    /// went out less than `COUNT_WINDOWS` windows ago.
+    pub diff: Option<Utf8Bytes>,
 }
 
 /// A user on a path: `(path, user)`.
@@ -155,9 +156,9 @@ pub(crate) type Entry = (Arc<str>, Arc<str>, View);
 
 impl Listing {
     /// The whole list, as a `presence` frame.
-    pub fn snapshot(&self) -> &Arc<str> {
+    pub fn snapshot(&self) -> &Utf8Bytes {
         self.snapshot.get_or_init(|| {
-            crate::protocol::server::presence_frame(&self.path, self.count, &self.now)
+            crate::protocol::server::presence_frame(&self.path, self.count, &self.now).into()
         })
     }
 }
@@ -183,9 +184,10 @@ struct Room {
     members: HashMap<Arc<str>, Member>,
     /// Join order -> user: the first `limit` are the ones listed to clients.
     order: BTreeMap<u64, Arc<str>>,
-    /// The list clients on this path were last sent, and its count.
+    /// The list clients on this path were last sent, its count, and the `flush` that sent it.
     sent: Vec<(Arc<str>, View)>,
     sent_count: usize,
+    sent_at: u64,
 }
 
 #[derive(Default)]
@@ -196,12 +198,19 @@ struct State {
     remote: HashMap<u64, HashSet<Spot>>,
     /// Paths whose list changed since the last `flush`.
     dirty: HashSet<Arc<str>>,
+    /// `flush` calls so far.
+    flushes: u64,
     /// The number of this node's last change.
     version: u64,
     /// Changes not yet handed to the other nodes (only with a backplane), at most `OUTGOING`.
     outgoing: Vec<Announce>,
     sharing: bool,
 }
+
+/// A change to a path's count alone (a user past the first `limit` came or went) goes out at most once
+/// per this many windows: in a room of 10,000, every diff is 10,000 frames, and most changes there touch
+/// only the count.
+const COUNT_WINDOWS: u64 = 10;
 
 /// Changes waiting for the backplane, at most: past it they are dropped, and the other nodes, seeing
 /// a version they lack in this node's heartbeats, ask for a snapshot.
@@ -378,6 +387,9 @@ impl Roster {
             return Vec::new();
         }
         let limit = self.limit;
+        state.flushes += 1;
+        let tick = state.flushes;
+        let mut later = Vec::new();
         let mut out = Vec::with_capacity(paths.len());
         for path in paths {
             let room = state.rooms.entry(path.clone()).or_default();
@@ -388,9 +400,23 @@ impl Roster {
                 .map(|user| (user.clone(), room.members[user].view.clone()))
                 .collect();
             let count = room.members.len();
-            let diff = listing_diff(&path, &room.sent, &now, room.sent_count, count);
+            let diff = match Change::between(&room.sent, &now) {
+                Some(change) => Some(change.frame(&path, count)),
+                None if count == room.sent_count => None,
+                None if tick.saturating_sub(room.sent_at) >= COUNT_WINDOWS || count == 0 => {
+                    Some(Change::default().frame(&path, count))
+                }
+                None => {
+                    // Only the count changed, and it went out lately: it waits (the path stays dirty).
+                    later.push(path.clone());
+                    None
+                }
+            };
+            if diff.is_some() {
+                room.sent_count = count;
+                room.sent_at = tick;
+            }
             room.sent.clone_from(&now);
-            room.sent_count = count;
             if room.members.is_empty() {
                 state.rooms.remove(&path);
             }
@@ -402,6 +428,7 @@ impl Roster {
                 diff,
             });
         }
+        state.dirty.extend(later);
         out
     }
 }
@@ -493,32 +520,36 @@ impl Room {
     }
 }
 
-/// The `presence_diff` frame from list `before` (count `was`) to `now` (count `count`), or `None` when
-/// nothing a client holds changed.
-fn listing_diff(
-    path: &str,
-    before: &[(Arc<str>, View)],
-    now: &[(Arc<str>, View)],
-    was: usize,
-    count: usize,
-) -> Option<Arc<str>> {
-    let old: HashMap<&str, &str> = before.iter().map(|(u, v)| (&**u, v.get())).collect();
-    let new: HashSet<&str> = now.iter().map(|(u, _)| &**u).collect();
-    let leave: Vec<&str> = before
-        .iter()
-        .map(|(u, _)| &**u)
-        .filter(|u| !new.contains(u))
-        .collect();
-    let join: Vec<&(Arc<str>, View)> = now
-        .iter()
-        .filter(|(u, v)| old.get(&**u) != Some(&v.get()))
-        .collect();
-    if leave.is_empty() && join.is_empty() && was == count {
-        return None;
+/// What changed in a path's list (not its count): who left it, who joined it or changed their view.
+#[derive(Default)]
+struct Change<'a> {
+    join: Vec<&'a (Arc<str>, View)>,
+    leave: Vec<&'a str>,
+}
+
+impl<'a> Change<'a> {
+    /// From list `before` to `now`; `None` when they are the same.
+    fn between(before: &'a [(Arc<str>, View)], now: &'a [(Arc<str>, View)]) -> Option<Self> {
+        let old: HashMap<&str, &str> = before.iter().map(|(u, v)| (&**u, v.get())).collect();
+        let new: HashSet<&str> = now.iter().map(|(u, _)| &**u).collect();
+        let change = Change {
+            leave: before
+                .iter()
+                .map(|(u, _)| &**u)
+                .filter(|u| !new.contains(u))
+                .collect(),
+            join: now
+                .iter()
+                .filter(|(u, v)| old.get(&**u) != Some(&v.get()))
+                .collect(),
+        };
+        (!change.join.is_empty() || !change.leave.is_empty()).then_some(change)
     }
-    Some(crate::protocol::server::presence_diff_frame(
-        path, count, &join, &leave,
-    ))
+
+    /// The `presence_diff` frame, with the path's count.
+    fn frame(&self, path: &str, count: usize) -> Utf8Bytes {
+        crate::protocol::server::presence_diff_frame(path, count, &self.join, &self.leave).into()
+    }
 }
 
 /// What this node knows of the other nodes' parts of the roster (kept up by `membership`).
@@ -659,5 +690,34 @@ mod tests {
         roster.leave(&path, &Arc::from("b"));
         let out = roster.flush(true);
         assert!(out.iter().all(|l| l.diff.is_none()), "coalesced away");
+    }
+
+    #[test]
+    fn a_change_to_the_count_alone_waits_for_its_window_and_the_list_never_does() {
+        let roster = Roster::new(1, false);
+        let path: Arc<str> = Arc::from("/big");
+        roster.join(&path, &Arc::from("first"), &null_view());
+        assert!(roster.flush(true)[0].diff.is_some());
+        // Past the listed one: only the count changes, and it went out just now.
+        roster.join(&path, &Arc::from("second"), &null_view());
+        let mut waited = 0;
+        let diff = loop {
+            let out = roster.flush(true);
+            assert_eq!(out.len(), 1, "the path stays due until its count goes out");
+            if let Some(diff) = &out[0].diff {
+                break serde_json::from_str::<serde_json::Value>(diff).unwrap();
+            }
+            waited += 1;
+        };
+        assert_eq!(waited, COUNT_WINDOWS as usize - 1);
+        assert_eq!(diff["count"], 2);
+        assert_eq!(diff["join"], serde_json::json!([]));
+        // The listed user leaves: the list changes, and that goes out at once.
+        roster.leave(&path, &Arc::from("first"));
+        let out = roster.flush(true);
+        let diff: serde_json::Value =
+            serde_json::from_str(out[0].diff.as_deref().unwrap()).unwrap();
+        assert_eq!(diff["leave"], serde_json::json!(["first"]));
+        assert_eq!(diff["join"][0]["user"], "second");
     }
 }

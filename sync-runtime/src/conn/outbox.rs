@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use axum::extract::ws::Utf8Bytes;
+
 use crate::protocol::server::REACTION_HEAD;
 
 /// A frame waiting in a connection's queue.
@@ -13,12 +15,13 @@ use crate::protocol::server::REACTION_HEAD;
 pub(crate) enum Outbound {
     /// A reaction: the writer prefixes `{"t":"reaction","seq":N` to this shared tail.
     Reaction(Arc<str>),
-    /// A complete control frame.
-    Control(Arc<str>),
+    /// A complete control frame; shared by every recipient it is queued for (presence lists), so that
+    /// the writer hands the same bytes to each transport instead of copying them.
+    Control(Utf8Bytes),
 }
 
 impl Outbound {
-    pub fn control(text: impl Into<Arc<str>>) -> Self {
+    pub fn control(text: impl Into<Utf8Bytes>) -> Self {
         Outbound::Control(text.into())
     }
 

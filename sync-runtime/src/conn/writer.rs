@@ -162,7 +162,7 @@ pub(crate) async fn write(
             scratch.reserve(needed);
             conn.with_outbox(|outbox, keep| {
                 frames.extend(batch.drain(..).map(|out| match out {
-                    Outbound::Control(text) => (None, Utf8Bytes::from(&*text)),
+                    Outbound::Control(text) => (None, text),
                     Outbound::Reaction(tail) => {
                         let seq = outbox.record(tail.clone(), keep);
                         (Some(seq), reaction_text(&mut scratch, seq, &tail))

@@ -575,3 +575,21 @@ async fn an_updated_session_reaches_the_users_connections_on_every_node() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_nav_to_where_the_connection_already_is_does_not_resend_the_list() {
+    let hub = hub(|b| b);
+    let mut ann = Watcher::connect(&hub, "ann", "/room/1").await;
+    ann.until_listed(&["ann"]).await;
+    for _ in 0..3 {
+        ann.client.send(r#"{"t":"nav","path":"/room/1"}"#).await;
+        ann.client.next_of("located").await;
+    }
+    // Windows pass (10 ms each); then a marker: nothing but it may come.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hub.request("/room/1", "signed", json!({ "n": 1 }))
+        .await
+        .expect("accepted");
+    let next = ann.client.next().await;
+    assert_eq!(next["t"], "reaction", "no list was resent: {next}");
+}

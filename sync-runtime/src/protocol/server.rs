@@ -40,7 +40,7 @@ pub(crate) fn presence_frame(
         std::sync::Arc<str>,
         std::sync::Arc<serde_json::value::RawValue>,
     )],
-) -> std::sync::Arc<str> {
+) -> String {
     #[derive(Serialize)]
     struct Frame<'a> {
         t: &'static str,
@@ -52,15 +52,13 @@ pub(crate) fn presence_frame(
         .iter()
         .map(|(user, view)| Entry { user, view })
         .collect();
-    std::sync::Arc::from(
-        serde_json::to_string(&Frame {
-            t: "presence",
-            path,
-            count,
-            users,
-        })
-        .expect("a presence frame is strings and JSON"),
-    )
+    serde_json::to_string(&Frame {
+        t: "presence",
+        path,
+        count,
+        users,
+    })
+    .expect("a presence frame is strings and JSON")
 }
 
 /// What changed in the list of `path` since the previous `presence` or `presence_diff`.
@@ -72,7 +70,7 @@ pub(crate) fn presence_diff_frame(
         std::sync::Arc<serde_json::value::RawValue>,
     )],
     leave: &[&str],
-) -> std::sync::Arc<str> {
+) -> String {
     #[derive(Serialize)]
     struct Frame<'a> {
         t: &'static str,
@@ -85,16 +83,14 @@ pub(crate) fn presence_diff_frame(
         .iter()
         .map(|(user, view)| Entry { user, view })
         .collect();
-    std::sync::Arc::from(
-        serde_json::to_string(&Frame {
-            t: "presence_diff",
-            path,
-            count,
-            join,
-            leave,
-        })
-        .expect("a presence frame is strings and JSON"),
-    )
+    serde_json::to_string(&Frame {
+        t: "presence_diff",
+        path,
+        count,
+        join,
+        leave,
+    })
+    .expect("a presence frame is strings and JSON")
 }
 
 /// One listed user.
