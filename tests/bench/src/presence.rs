@@ -18,7 +18,9 @@
 //! Rows, each `--presence-seconds` long, on the same connections: triggers published in a closed loop
 //! (the next when every subscriber has the last), alternately without and with churn (no churn, churn,
 //! no churn, churn, no churn), so that each churn row is measured against the no-churn rows either side
-//! of it; then churn with no triggers, where the server's CPU is what presence costs, divided by the
+//! of it; then the same at a fixed rate (`OPEN_SHARE` of the no-churn closed loop), without, with and
+//! without churn, for whether the server still keeps up and how late triggers arrive; then churn with
+//! no triggers, where the server's CPU is what presence costs, divided by the
 //! joins and leaves it served and compared with what a trigger delivery cost in the no-churn rows.
 
 use std::sync::Arc;
@@ -30,8 +32,8 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
-    Counts, Env, LIVE, Publisher, Running, Server, connect_all, cpu, ms, next_text, percentiles,
-    sibling, spawn_server, ws_connect,
+    Counts, Env, LIVE, MAX_OPEN, Publisher, Running, Server, connect_all, cpu, ms, next_text,
+    open_loop, percentiles, sibling, spawn_server, ws_connect,
 };
 
 /// Trigger subscribers on `/bench`.
@@ -104,6 +106,9 @@ impl Tally {
 /// Triggers delivered during a row.
 struct Triggers {
     deliveries_per_sec: f64,
+    /// Open loop: the deliveries/s offered.
+    offered: Option<f64>,
+    /// Closed loop: from publish to last receipt; open loop: from the publish's scheduled time.
     p99: Duration,
 }
 
@@ -298,6 +303,7 @@ async fn closed_loop(
     let (_, p99, _) = percentiles(latencies);
     Triggers {
         deliveries_per_sec: ((*next - first) * counts.per_publish) as f64 / elapsed,
+        offered: None,
         p99,
     }
 }
@@ -323,7 +329,7 @@ async fn churn_off(on: &watch::Sender<bool>, churn: &Churn) {
 pub(crate) async fn phase(env: &Env, n: usize, m: usize, seconds: f64) {
     println!(
         "\n== presence: a room of {n} on /room; {m} users navigating in and out of it ({} ms in, {} ms out, \
-         each); {SUBSCRIBERS} subscribers on /bench get triggers in a closed loop; {seconds} s per row; \
+         each); {SUBSCRIBERS} subscribers on /bench get triggers (closed loop, then open); {seconds} s per row; \
          presence limit 100, window 100 ms (the runtime's defaults)",
         DWELL.as_millis(),
         DWELL.as_millis()
@@ -388,23 +394,42 @@ pub(crate) async fn phase(env: &Env, n: usize, m: usize, seconds: f64) {
         Kind::Quiet,
         Kind::Churn,
         Kind::Quiet,
+        Kind::OpenQuiet,
+        Kind::OpenChurn,
+        Kind::OpenQuiet,
         Kind::ChurnOnly,
     ] {
-        if kind == Kind::Quiet {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        } else {
+        if kind.churns() {
             churn_on(&on).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let a = tally();
         let triggers = match kind {
+            Kind::Quiet | Kind::Churn => {
+                Some(closed_loop(&counts, &mut publisher, &mut next, seconds).await)
+            }
+            Kind::OpenQuiet | Kind::OpenChurn => {
+                // A share of what the closed loop reached without churn: a rate the server sustains
+                // with room to spare, to see whether it still does under churn, and how late.
+                let rate = OPEN_SHARE * quiet_mean(&rows) / SUBSCRIBERS as f64;
+                let open =
+                    open_loop(Server::Ours, &counts, &mut publisher, next, rate, seconds).await;
+                // As many as `open_loop` published: the numbering goes on after them.
+                next += ((rate * seconds) as usize).clamp(5, MAX_OPEN) as u64;
+                Some(Triggers {
+                    deliveries_per_sec: open.deliveries_per_sec,
+                    offered: Some(rate * SUBSCRIBERS as f64),
+                    p99: open.p99,
+                })
+            }
             Kind::ChurnOnly => {
                 tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
                 None
             }
-            _ => Some(closed_loop(&counts, &mut publisher, &mut next, seconds).await),
         };
         rows.push(Row::new(kind, triggers, a, tally(), &running));
-        if kind != Kind::Quiet {
+        if kind.churns() {
             churn_off(&on, &churn).await;
         }
     }
@@ -434,10 +459,14 @@ pub(crate) async fn phase(env: &Env, n: usize, m: usize, seconds: f64) {
 /// What a row does.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// Triggers, no churn.
+    /// Triggers in a closed loop, no churn.
     Quiet,
-    /// Triggers and churn.
+    /// Triggers in a closed loop, and churn.
     Churn,
+    /// Triggers at a fixed rate, no churn.
+    OpenQuiet,
+    /// Triggers at a fixed rate, and churn.
+    OpenChurn,
     /// Churn, no triggers: the server's CPU is what presence costs.
     ChurnOnly,
 }
@@ -447,16 +476,25 @@ impl Kind {
         match self {
             Kind::Quiet => "no churn",
             Kind::Churn => "churn",
+            Kind::OpenQuiet => "no churn, open loop",
+            Kind::OpenChurn => "churn, open loop",
             Kind::ChurnOnly => "churn, no triggers",
         }
     }
+
+    fn churns(self) -> bool {
+        matches!(self, Kind::Churn | Kind::OpenChurn | Kind::ChurnOnly)
+    }
 }
+
+/// The open-loop rows' rate: this share of the no-churn closed loop's.
+const OPEN_SHARE: f64 = 0.25;
 
 fn deliveries(row: &Row) -> Option<f64> {
     row.triggers.as_ref().map(|t| t.deliveries_per_sec)
 }
 
-/// The mean trigger rate of the no-churn rows.
+/// The mean trigger rate of the no-churn closed-loop rows.
 fn quiet_mean(rows: &[Row]) -> f64 {
     let quiet: Vec<f64> = rows
         .iter()
@@ -468,10 +506,11 @@ fn quiet_mean(rows: &[Row]) -> f64 {
 
 fn print_rows(rows: &[Row], n: usize) {
     println!(
-        "{:<20} {:>9} {:>6} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10} {:>9} {:>8}",
+        "{:<20} {:>9} {:>6} {:>7} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10} {:>9} {:>8}",
         "row",
         "deliv/s",
         "ratio",
+        "kept up",
         "p99 ms",
         "joins/s",
         "leaves/s",
@@ -483,19 +522,27 @@ fn print_rows(rows: &[Row], n: usize) {
     );
     let base = quiet_mean(rows);
     for row in rows {
-        let (rate, ratio, p99) = match &row.triggers {
+        let dash = || "-".to_owned();
+        let (rate, ratio, kept, p99) = match &row.triggers {
             Some(t) => (
                 format!("{:.0}", t.deliveries_per_sec),
-                format!("{:.2}", t.deliveries_per_sec / base),
+                match t.offered {
+                    None => format!("{:.2}", t.deliveries_per_sec / base),
+                    Some(_) => dash(),
+                },
+                t.offered.map_or_else(dash, |o| {
+                    format!("{:.0}%", 100.0 * t.deliveries_per_sec / o)
+                }),
                 ms(t.p99),
             ),
-            None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+            None => (dash(), dash(), dash(), dash()),
         };
         println!(
-            "{:<20} {:>9} {:>6} {:>8} {:>8.0} {:>8.0} {:>6.0}% {:>7.0}% {:>10.1} {:>9.0} {:>8}",
+            "{:<20} {:>9} {:>6} {:>7} {:>8} {:>8.0} {:>8.0} {:>6.0}% {:>7.0}% {:>10.1} {:>9.0} {:>8}",
             row.kind.label(),
             rate,
             ratio,
+            kept,
             p99,
             row.joins as f64 / row.secs,
             row.leaves as f64 / row.secs,
@@ -513,7 +560,9 @@ fn report(rows: &[Row], n: usize, churn: &Churn, room: &Room) {
     // Each churn row against the mean of the no-churn rows either side of it.
     let against: Vec<String> = rows
         .windows(3)
-        .filter(|w| w[1].kind == Kind::Churn)
+        .filter(|w| {
+            w[1].kind == Kind::Churn && w[0].kind == Kind::Quiet && w[2].kind == Kind::Quiet
+        })
         .filter_map(|w| Some(deliveries(&w[1])? * 2.0 / (deliveries(&w[0])? + deliveries(&w[2])?)))
         .map(|r| format!("{r:.2}"))
         .collect();
@@ -530,6 +579,24 @@ fn report(rows: &[Row], n: usize, churn: &Churn, room: &Room) {
         against.join(", "),
         spread
     );
+    let open = |kind| {
+        rows.iter()
+            .find(|r| r.kind == kind)
+            .and_then(|r| r.triggers.as_ref())
+    };
+    if let (Some(quiet), Some(churn)) = (open(Kind::OpenQuiet), open(Kind::OpenChurn)) {
+        let offered = churn.offered.unwrap_or(f64::NAN);
+        println!(
+            "presence: open loop at {offered:.0} deliveries/s offered ({:.0}% of the no-churn closed loop): \
+             kept up {:.0}% without churn, {:.0}% with; p99 {} ms without, {} ms with",
+            OPEN_SHARE * 100.0,
+            100.0 * quiet.deliveries_per_sec / quiet.offered.unwrap_or(f64::NAN),
+            100.0 * churn.deliveries_per_sec / offered,
+            ms(quiet.p99),
+            ms(churn.p99)
+        );
+    }
+    // What the room received: the closed-loop churn rows (the open-loop one is alike).
     let churning: Vec<&Row> = rows.iter().filter(|r| r.kind == Kind::Churn).collect();
     let sum = |f: fn(&Row) -> f64| churning.iter().map(|r| f(r)).sum::<f64>();
     let secs = sum(|r| r.secs);
@@ -554,6 +621,7 @@ fn report(rows: &[Row], n: usize, churn: &Churn, room: &Room) {
     );
     // Server CPU per trigger delivery in the no-churn rows: the yardstick a join is measured with.
     let quiet_rows = rows.iter().filter(|r| r.kind == Kind::Quiet);
+    // (Closed-loop rows only: the open-loop ones leave the server idle part of the time.)
     let (cpu, delivered) = quiet_rows.fold((0.0, 0.0), |(c, d), r| {
         (
             c + r.server_cpu * r.secs,
