@@ -2,7 +2,7 @@
 # The default benchmark run: raises the open-files soft limit to 20,000 (the memory phase holds ~19,000
 # sockets in the load generator and ~19,000 in the server, separate processes with separate limits, both
 # inheriting this one), builds the release binaries and runs the harness. Extra arguments go to the
-# harness, e.g. `bash tests/bench/run.sh --pin`.
+# harness, e.g. `bash tests/bench/run.sh --pin`. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -14,4 +14,4 @@ else
   ulimit -n 20000
 fi
 cargo build --release -p sync-bench
-exec ./target/release/sync-bench "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/sync-bench" "$@"

@@ -9,10 +9,12 @@ use sync_runtime::{Backplane, BackplaneStatus, Identity, Refusal, SyncHub};
 
 sync_runtime::include_routes!();
 
-/// A hub where token `u<n>` is user `n` (the session is the number, for the half-passing filter). With
-/// `redis`, the hub shares triggers with other nodes through the Redis backplane at that URL. Must be
+/// A hub where token `u<n>` is user `u<n>` (the session is the number, for the half-passing filter). With
+/// `redis`, the hub shares triggers with other nodes through the Redis backplane at that URL. With
+/// `presence`, every connection gets its path's user list (`presence`, then `presence_diff` frames) with
+/// the view `{"name":"u<n>"}`, at the runtime's default limit (100 listed) and window (100 ms). Must be
 /// called on a Tokio runtime (the backplane starts its tasks there).
-pub fn hub(redis: Option<&str>) -> SyncHub {
+pub fn hub(redis: Option<&str>, presence: bool) -> SyncHub {
     let builder = SyncHub::builder()
         .authenticate(|req| async move {
             let n: u64 = req
@@ -25,6 +27,13 @@ pub fn hub(redis: Option<&str>) -> SyncHub {
         .max_connections_per_user(1_000_000)
         .rate_limit(1_000_000, 1_000_000)
         .user_rate_limit(1_000_000, 1_000_000);
+    // The view has no `"n":` key: the load generator reads a trigger's number from the first `"n":` or
+    // `"payload":` in a frame.
+    let builder = if presence {
+        builder.presence(|n: &u64| serde_json::json!({ "name": format!("u{n}") }))
+    } else {
+        builder
+    };
     let builder = match redis {
         Some(url) => builder.backplane(Backplane::redis(url)),
         None => builder,

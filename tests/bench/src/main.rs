@@ -14,6 +14,8 @@
 //! 2. Memory per idle connection: connect N idle subscribers, server RSS growth / N.
 //! 3. Connection churn: while broadcasts go on at a modest rate to 1,000 subscribers, connect and
 //!    disconnect as fast as possible for a fixed time; connects/s.
+//! 4. Presence (`presence.rs`): trigger deliveries/s elsewhere on the server without and with users
+//!    joining and leaving a big room, side by side, and what the room's members receive meanwhile.
 //!
 //! Every subscriber checks that numbers arrive in order without gaps or duplicates; any violation fails
 //! the run.
@@ -29,6 +31,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
+
+mod presence;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -105,6 +109,9 @@ usage: sync-bench [options]
   --open-seconds S      open-loop duration per run (default 3; 0 skips the open-loop table)
   --memory LIST         idle-connection counts for the memory phase (default 10000,19000; none skips)
   --churn-seconds S     connection churn duration per server (default 5; 0 skips)
+  --presence-room N     connections in the presence phase's big room (default 10000; 0 skips)
+  --presence-churn N    users joining and leaving that room, each once a second (default 1000; 0 skips)
+  --presence-seconds S  duration of each presence row (default 3)
   --pin                 server on CPU 1 (taskset -c 1), load generator on CPU 0
   --help                this text";
 
@@ -116,6 +123,9 @@ struct Args {
     open_seconds: f64,
     memory: Vec<usize>,
     churn_seconds: f64,
+    presence_room: usize,
+    presence_churn: usize,
+    presence_seconds: f64,
     pin: bool,
 }
 
@@ -132,6 +142,9 @@ fn args() -> Args {
         open_seconds: 3.0,
         memory: vec![10000, 19000],
         churn_seconds: 5.0,
+        presence_room: 10_000,
+        presence_churn: 1000,
+        presence_seconds: 3.0,
         pin: false,
     };
     let mut argv = std::env::args().skip(1);
@@ -159,6 +172,9 @@ fn args() -> Args {
             "--open-seconds" => a.open_seconds = number(&value),
             "--memory" => a.memory = list(&value),
             "--churn-seconds" => a.churn_seconds = number(&value),
+            "--presence-room" => a.presence_room = number(&value) as usize,
+            "--presence-churn" => a.presence_churn = number(&value) as usize,
+            "--presence-seconds" => a.presence_seconds = number(&value),
             other => panic!("unknown argument {other}\n{USAGE}"),
         }
     }
@@ -1202,6 +1218,15 @@ async fn main() {
     }
     if args.churn_seconds > 0.0 {
         churn(&env, &single, args.churn_seconds).await;
+    }
+    if args.presence_room > 0 && args.presence_churn > 0 && args.presence_seconds > 0.0 {
+        presence::phase(
+            &env,
+            args.presence_room,
+            args.presence_churn,
+            args.presence_seconds,
+        )
+        .await;
     }
     println!("\nelapsed: {:.0} s", began.elapsed().as_secs_f64());
 }
