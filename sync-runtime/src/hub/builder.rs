@@ -352,8 +352,10 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
     }
 
     /// How long changes to a path's user list gather before its browsers hear of them, in one
-    /// `presence_diff` (a user who comes and goes within it is never sent). Also how often this node
-    /// tells the others of its changes. Default: 100 ms, at least 10 ms.
+    /// `presence_diff` (a user who comes and goes within it is never sent). A change to the count alone
+    /// (a user past the listed ones) goes out at most once per ten windows: in a big room every diff is
+    /// one frame per member. Also how often this node tells the others of its changes. Default: 100 ms,
+    /// at least 10 ms.
     pub fn presence_window(mut self, window: Duration) -> Self {
         self.config.presence_window = window.max(Duration::from_millis(10));
         self
