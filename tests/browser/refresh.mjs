@@ -20,26 +20,13 @@ const browser = await chromium.launch({
   ],
 });
 
-/** A page on the fixture's origin whose module script builds a client with `options` (JS source). */
-async function page(name, options) {
+/** A page of the fixture's (`GET /browser`) whose client is built from `query`. */
+async function page(name, query) {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${name}] page error: ${e}`));
-  const html = `<!doctype html><title>${name}</title><script type="module">
-    import { SyncClient } from "/_sync/client.js";
-    window.log = [];
-    window.refreshes = 0;
-    addEventListener("sync:expired", () => log.push("expired"));
-    addEventListener("sync:error", (e) => log.push("error:" + e.detail.code));
-    const client = new SyncClient(${options});
-    client.onState((s) => log.push(s));
-    window.client = client;
-  </script>`;
-  // Served from the fixture's own origin, so that the upgrade's Origin is the server's.
-  await page.route(`${base}/page/${name}`, (route) =>
-    route.fulfill({ status: 200, contentType: "text/html", body: html }),
-  );
-  await page.goto(`${base}/page/${name}`);
+  page.on("console", (m) => console.error(`[${name}] console: ${m.text()}`));
+  await page.goto(`${base}/browser?${new URLSearchParams(query)}`);
   await page.waitForFunction(() => window.client && window.client.state === "open", null, WAIT);
   return page;
 }
@@ -52,13 +39,9 @@ function check(ok, what) {
 
 for (const transport of ["websocket", "sse"]) {
   // Lives 1.5 s; refreshed 1.2 s in (a fifth before), for a credential of a minute.
-  const kept = await page(
-    `kept-${transport}`,
-    `{ transport: "${transport}", token: "eve:red:1500",
-       refreshToken: async () => { window.refreshes++; return "eve:red:60000"; } }`,
-  );
+  const kept = await page(`kept-${transport}`, { transport, token: "eve:red:1500", renew: "eve:red:60000" });
   // Lives 0.8 s, and nothing can renew it.
-  const lapsed = await page(`lapsed-${transport}`, `{ transport: "${transport}", token: "zoe:red:800" }`);
+  const lapsed = await page(`lapsed-${transport}`, { transport, token: "zoe:red:800" });
 
   await lapsed.waitForFunction(() => log.includes("expired"), null, WAIT);
   const lapsedLog = await lapsed.evaluate(() => log);
