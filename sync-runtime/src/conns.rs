@@ -364,6 +364,13 @@ impl ConnTable {
         all.extend(self.presence.all(|_| true).into_iter().map(|c| (c.id, c)));
         all.into_values().collect()
     }
+
+    /// Every connection of `user` that is not gone (live and parked).
+    pub fn of_user(&self, user: &str) -> Vec<Arc<Conn>> {
+        let mut conns = self.all();
+        conns.retain(|c| &**c.user() == user);
+        conns
+    }
 }
 
 /// Whether a request made as `who` may act on a connection that belongs to `owner`.

@@ -146,11 +146,7 @@ impl HubInner {
                 view,
             } => {
                 let mut nodes = self.membership.nodes.lock().expect("nodes lock");
-                let known = nodes.entry(node).or_insert_with(|| Known {
-                    version: 0,
-                    heard: Instant::now(),
-                    asked: None,
-                });
+                let known = nodes.entry(node).or_insert_with(Known::new);
                 if v <= known.version {
                     return;
                 }
@@ -163,11 +159,7 @@ impl HubInner {
             }
             WireNote::Snapshot { v, entries } => {
                 let mut nodes = self.membership.nodes.lock().expect("nodes lock");
-                let known = nodes.entry(node).or_insert_with(|| Known {
-                    version: 0,
-                    heard: Instant::now(),
-                    asked: None,
-                });
+                let known = nodes.entry(node).or_insert_with(Known::new);
                 if v < known.version {
                     return;
                 }
@@ -200,11 +192,7 @@ impl HubInner {
     /// `node` is alive, and its part of the roster is at change `presence`.
     pub fn on_heard(&self, node: u64, presence: u64) {
         let mut nodes = self.membership.nodes.lock().expect("nodes lock");
-        let known = nodes.entry(node).or_insert_with(|| Known {
-            version: 0,
-            heard: Instant::now(),
-            asked: None,
-        });
+        let known = nodes.entry(node).or_insert_with(Known::new);
         known.heard = Instant::now();
         if presence > known.version {
             self.ask(node, known);
@@ -229,12 +217,7 @@ impl HubInner {
     /// Give every connection of `user` here `session`, and the view that goes with it; how many.
     pub fn set_session(&self, user: &str, session: AnyArc) -> usize {
         let view = self.view_of(&session);
-        let conns: Vec<_> = self
-            .conns
-            .all()
-            .into_iter()
-            .filter(|c| &**c.user() == user)
-            .collect();
+        let conns = self.conns.of_user(user);
         for conn in &conns {
             conn.update_credentials(|c| {
                 c.session = session.clone();

@@ -570,6 +570,17 @@ pub(crate) struct Known {
     pub asked: Option<tokio::time::Instant>,
 }
 
+impl Known {
+    /// A node heard just now, none of whose changes were applied yet.
+    pub fn new() -> Self {
+        Known {
+            version: 0,
+            heard: tokio::time::Instant::now(),
+            asked: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -270,8 +270,8 @@ impl SyncHub {
     pub fn disconnect_user(&self, user: &str) -> usize {
         let conns = &self.inner.conns;
         let mut closed = 0;
-        for conn in conns.all().iter().filter(|c| &**c.user() == user) {
-            if conns.close(conn, close_code::REVOKED, "disconnected by the server") {
+        for conn in conns.of_user(user) {
+            if conns.close(&conn, close_code::REVOKED, "disconnected by the server") {
                 closed += 1;
             }
         }
