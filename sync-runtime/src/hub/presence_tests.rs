@@ -444,16 +444,22 @@ fn node(bus: &MemoryBus) -> SyncHub {
     hub(|b| b.backplane(Backplane::memory(bus).heartbeat(Duration::from_millis(20))))
 }
 
-#[tokio::test]
-async fn a_user_on_two_nodes_is_listed_once_on_both_and_leaves_with_the_last_tab() {
-    let bus = MemoryBus::new();
-    let (a, b) = (node(&bus), node(&bus));
+/// Two nodes on `bus`, once both hear it.
+async fn two_nodes(bus: &MemoryBus) -> (SyncHub, SyncHub) {
+    let (a, b) = (node(bus), node(bus));
     until("both subscribed", || {
         [&a, &b]
             .iter()
             .all(|h| h.backplane_status().is_some_and(|s| s.subscribed))
     })
     .await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn a_user_on_two_nodes_is_listed_once_on_both_and_leaves_with_the_last_tab() {
+    let bus = MemoryBus::new();
+    let (a, b) = two_nodes(&bus).await;
     let mut watcher = Watcher::connect(&b, "bob", "/room/1").await;
     let on_a = TestClient::connect(&a, "ann", "/room/1").await;
     let on_b = TestClient::connect(&b, "ann", "/room/1").await;
@@ -543,13 +549,7 @@ async fn a_missed_change_is_repaired_by_a_snapshot() {
 #[tokio::test]
 async fn an_updated_session_reaches_the_users_connections_on_every_node() {
     let bus = MemoryBus::new();
-    let (a, b) = (node(&bus), node(&bus));
-    until("both subscribed", || {
-        [&a, &b]
-            .iter()
-            .all(|h| h.backplane_status().is_some_and(|s| s.subscribed))
-    })
-    .await;
+    let (a, b) = two_nodes(&bus).await;
     let mut on_b = Watcher::connect(&b, "ann:team-1", "/room/1").await;
     on_b.until_listed(&["ann"]).await;
     assert_eq!(
