@@ -622,7 +622,8 @@ async fn subscriber(kind: Kind, port: u16, i: usize, counts: Arc<Counts>, ready:
 /// Connect `n` subscribers to `running`, paced so that at most a few hundred handshakes are in flight.
 async fn connect_all(server: Server, running: &Running, n: usize, counts: &Arc<Counts>) {
     let ready = Arc::new(AtomicU64::new(0));
-    for i in 0..n {
+    let what = format!("{}: subscribers", server.label());
+    connect_paced(n, &ready, &what, |i| {
         let port = running.port_for(i, n);
         tokio::spawn(subscriber(
             server.kind(),
@@ -631,6 +632,17 @@ async fn connect_all(server: Server, running: &Running, n: usize, counts: &Arc<C
             counts.clone(),
             ready.clone(),
         ));
+    })
+    .await;
+    // Let the last connections settle (ours places them on the path during the upgrade).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// Spawn `n` connections with `spawn(i)`, at most a few hundred handshakes in flight, and wait (at most
+/// 60 s) until `ready` counts all of them through theirs; `what` names them if they are not.
+async fn connect_paced(n: usize, ready: &AtomicU64, what: &str, mut spawn: impl FnMut(usize)) {
+    for i in 0..n {
+        spawn(i);
         if i % 200 == 199 {
             for _ in 0..60_000 {
                 if ready.load(Ordering::Acquire) + 400 >= i as u64 {
@@ -648,11 +660,8 @@ async fn connect_all(server: Server, running: &Running, n: usize, counts: &Arc<C
     }
     assert!(
         ready.load(Ordering::Acquire) >= n as u64,
-        "{}: subscribers still connecting after 60 s",
-        server.label()
+        "{what} still connecting after 60 s"
     );
-    // Let the last connections settle (ours places them on the path during the upgrade).
-    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 struct Figures {

@@ -32,8 +32,8 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
-    Counts, Env, LIVE, MAX_OPEN, Publisher, Running, Server, connect_all, cpu, ms, next_text,
-    open_loop, percentiles, sibling, spawn_server, ws_connect,
+    Counts, Env, LIVE, MAX_OPEN, Publisher, Running, Server, connect_all, connect_paced, cpu, ms,
+    next_text, open_loop, percentiles, sibling, spawn_server, ws_connect,
 };
 
 /// Trigger subscribers on `/bench`.
@@ -252,32 +252,6 @@ async fn churner(
     LIVE.fetch_sub(1, Ordering::AcqRel);
 }
 
-/// Spawn `n` connections with `spawn(i)`, at most a few hundred handshakes in flight, and wait (at most
-/// 60 s) until all of them are through theirs.
-async fn connect_paced(n: usize, ready: &AtomicU64, mut spawn: impl FnMut(usize)) {
-    for i in 0..n {
-        spawn(i);
-        if i % 200 == 199 {
-            for _ in 0..60_000 {
-                if ready.load(Ordering::Acquire) + 400 >= i as u64 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-    }
-    for _ in 0..12_000 {
-        if ready.load(Ordering::Acquire) >= n as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(
-        ready.load(Ordering::Acquire) >= n as u64,
-        "presence: connections still connecting after 60 s"
-    );
-}
-
 /// Publish in a closed loop for `seconds`, numbering on from `next`.
 async fn closed_loop(
     counts: &Counts,
@@ -346,7 +320,7 @@ pub(crate) async fn phase(env: &Env, n: usize, m: usize, seconds: f64) {
     let room = Arc::new(Room::default());
     let ready = Arc::new(AtomicU64::new(0));
     let began = Instant::now();
-    connect_paced(n, &ready, |i| {
+    connect_paced(n, &ready, "presence: room members", |i| {
         tokio::spawn(member(port, i, room.clone(), ready.clone()));
     })
     .await;
@@ -356,7 +330,7 @@ pub(crate) async fn phase(env: &Env, n: usize, m: usize, seconds: f64) {
     let churn = Arc::new(Churn::default());
     let (on, on_rx) = watch::channel(false);
     let ready = Arc::new(AtomicU64::new(0));
-    connect_paced(m, &ready, |j| {
+    connect_paced(m, &ready, "presence: churn users", |j| {
         let stagger = DWELL * 2 * j as u32 / m.max(1) as u32;
         tokio::spawn(churner(
             port,
