@@ -26,11 +26,13 @@ use crate::stats::{Counters, Stats};
 mod builder;
 #[cfg(test)]
 mod presence_tests;
+mod problem;
 #[cfg(test)]
 mod tests;
 
-pub use builder::{BuildError, BuildProblem, SyncHubBuilder};
+pub use builder::SyncHubBuilder;
 pub(crate) use builder::{HubConfig, PresenceMap};
+pub use problem::{BuildError, BuildProblem};
 
 /// Everything a hub is made of.
 pub(crate) struct HubInner {
