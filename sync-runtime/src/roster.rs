@@ -198,6 +198,8 @@ struct State {
     remote: HashMap<u64, HashSet<Spot>>,
     /// Paths whose list changed since the last `flush`.
     dirty: HashSet<Arc<str>>,
+    /// Paths where a connection waits for the whole list (it landed there, or resumed).
+    wanted: HashSet<Arc<str>>,
     /// `flush` calls so far.
     flushes: u64,
     /// The number of this node's last change.
@@ -314,7 +316,7 @@ impl Roster {
 
     /// Connections on `path` wait for its list: the next `flush` includes it even if nothing changed.
     pub fn want(&self, path: &Arc<str>) {
-        self.write().dirty.insert(path.clone());
+        self.write().wanted.insert(path.clone());
     }
 
     /// A node died (or this one stopped hearing it): its users leave wherever only it had them.
@@ -377,7 +379,9 @@ impl Roster {
     /// Without `frames` (no browser gets lists) it only lets go of the rooms nobody is in.
     pub fn flush(&self, frames: bool) -> Vec<Listing> {
         let mut state = self.write();
-        let paths: HashSet<Arc<str>> = std::mem::take(&mut state.dirty);
+        let wanted = std::mem::take(&mut state.wanted);
+        let mut paths: HashSet<Arc<str>> = std::mem::take(&mut state.dirty);
+        paths.extend(wanted.iter().cloned());
         if !frames {
             for path in paths {
                 if state.rooms.get(&path).is_some_and(|r| r.members.is_empty()) {
@@ -419,6 +423,11 @@ impl Roster {
             room.sent.clone_from(&now);
             if room.members.is_empty() {
                 state.rooms.remove(&path);
+            }
+            // Nothing to send: no diff, and every connection there holds the list already (a
+            // connection without one made the path wanted).
+            if diff.is_none() && !wanted.contains(&path) {
+                continue;
             }
             out.push(Listing {
                 path,
