@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::broker::{Inbox, WireNote, WireSender, WireTrigger};
 use crate::conn::{Conn, Outbound};
 use crate::error::SyncError;
-use crate::fanout::{Job, Reply, Sender};
+use crate::fanout::{Job, Reply, Sender, Work};
 use crate::handler::{AnyArc, ConnectionId, ErasedPeer, Location};
 use crate::hub::{HubInner, SyncHub};
 use crate::protocol::server::RESYNC;
@@ -119,7 +119,7 @@ impl HubInner {
         let (tx, rx) = oneshot::channel();
         let job = self.job(accepted, None, Reply::Caller(tx));
         self.publish(&job);
-        match self.fanout.try_submit(job) {
+        match self.fanout.try_submit(Work::Trigger(job)) {
             Ok(()) => Pending {
                 state: PendingState::Waiting(rx),
             },
@@ -135,7 +135,7 @@ impl HubInner {
     pub async fn submit_from(&self, accepted: Accepted, sender: Sender, reply: Reply) {
         let job = self.job(accepted, Some(sender), reply);
         self.publish(&job);
-        self.fanout.submit(job).await;
+        self.fanout.submit(Work::Trigger(job)).await;
     }
 
     fn job(&self, accepted: Accepted, sender: Option<Sender>, reply: Reply) -> Job {
@@ -145,6 +145,7 @@ impl HubInner {
             data: accepted.data,
             sender,
             reply,
+            at: None,
         }
     }
 
@@ -225,10 +226,10 @@ impl Inbox for HubInner {
             })
         });
         let job = self.job(accepted, sender, Reply::None);
-        if let Err(job) = self.fanout.try_submit(job) {
+        if let Err(job) = self.fanout.try_submit(Work::Trigger(job)) {
             Counters::bump(&self.counters.remote_dropped);
-            tracing::warn!(target: "sync_runtime::backplane", path = job.location.path(), "a path's trigger queue is full; a trigger from another node was dropped and its connections resync");
-            self.resync(self.presence.recipients(job.location.path()));
+            tracing::warn!(target: "sync_runtime::backplane", path = %job.path(), "a path's trigger queue is full; a trigger from another node was dropped and its connections resync");
+            self.resync(self.presence.recipients(job.path()));
         }
     }
 

@@ -14,16 +14,20 @@ use crate::auth::{AuthFn, OriginPolicy};
 use crate::broker::{Backplane, BackplaneStatus, Broker, SessionCodec};
 use crate::conn::{Bound, Budget, ConnLimits};
 use crate::conns::{ConnTable, TableConfig};
-use crate::fanout::FanOut;
+use crate::error::SyncError;
+use crate::fanout::{FanOut, FanOutSettings, HistoryAt};
 use crate::handler::AnyArc;
+use crate::history::Cursor;
 use crate::presence::Presence;
-use crate::protocol::close_code;
+use crate::protocol::{ErrorCode, close_code};
 use crate::registry::SyncTable;
 use crate::roster::{Membership, Present, Roster};
 use crate::routes::normalize;
 use crate::stats::{Counters, Stats};
 
 mod builder;
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod presence_tests;
 mod problem;
@@ -119,9 +123,12 @@ fn assemble(parts: Parts) -> SyncHub {
         conns.clone(),
         counters.clone(),
         functions.clone(),
-        config.filter_deadline,
-        config.lane_queue,
-        config.lane_idle,
+        FanOutSettings {
+            deadline: config.filter_deadline,
+            lane_queue: config.lane_queue,
+            lane_idle: config.lane_idle,
+            history: HistoryAt::Here(config.history),
+        },
     ));
     let (broker, session_codec) = match &backplane {
         Some((backplane, codec)) => (Some(backplane.start()), Some(*codec)),
@@ -231,6 +238,29 @@ impl SyncHub {
     /// ```
     pub fn presence(&self, path: &str) -> Vec<Present> {
         normalize(path).map_or_else(Vec::new, |path| self.inner.roster.users(&path))
+    }
+
+    /// The current position of `path`'s history (SPEC 10), for a page rendered on the server to embed
+    /// ([`Cursor::meta`]): the browser client connects from it and gets every trigger accepted after it,
+    /// so an update between the render and the connect is not lost. On several nodes the position is
+    /// read from the backplane: `unavailable` when it cannot be reached.
+    ///
+    /// ```no_run
+    /// # async fn f(hub: sync_runtime::SyncHub) -> Result<(), sync_runtime::SyncError> {
+    /// let cursor = hub.cursor("/boards/7").await?;
+    /// let head = format!("<head>{}<script type=module src=/app.js></script></head>", cursor.meta());
+    /// # Ok(()) }
+    /// ```
+    pub async fn cursor(&self, path: &str) -> Result<Cursor, SyncError> {
+        let path = normalize(path).ok_or_else(|| {
+            SyncError::new(
+                ErrorCode::BadPath,
+                format!("`{path}` is not an absolute path"),
+            )
+        })?;
+        self.inner.fanout.top(&path).await.ok_or_else(|| {
+            SyncError::new(ErrorCode::Unavailable, "the backplane cannot be reached")
+        })
     }
 
     /// The backplane's connections and counters, or `None` when the hub has no backplane.
