@@ -56,6 +56,7 @@ impl Cursor {
     }
 
     /// The same history, `offset`.
+    #[cfg(test)]
     pub(crate) fn at(&self, offset: u64) -> Cursor {
         Cursor::new(self.epoch.clone(), offset)
     }

@@ -42,13 +42,19 @@ pub(crate) enum Work {
         path: Arc<str>,
         conns: Vec<Arc<Conn>>,
     },
+    /// This node's subscription to the path is confirmed (again): everyone here gets what was published
+    /// since `before` (the position read just before subscribing) or since this node last ran the path.
+    Follow {
+        path: Arc<str>,
+        before: Option<Cursor>,
+    },
 }
 
 impl Work {
     pub fn path(&self) -> &Arc<str> {
         match self {
             Work::Trigger(job) => job.location.path_arc(),
-            Work::CatchUp { path, .. } => path,
+            Work::CatchUp { path, .. } | Work::Follow { path, .. } => path,
         }
     }
 }

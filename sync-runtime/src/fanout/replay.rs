@@ -33,7 +33,7 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    fn into_job(self) -> Job {
+    pub fn into_job(self) -> Job {
         Job {
             entry: self.entry,
             location: self.location,
@@ -59,10 +59,10 @@ pub(crate) trait Recall: Send + Sync + 'static {
         epoch: Arc<str>,
         after: u64,
         upto: u64,
-    ) -> BoxFuture<'static, Recalled<Record>>;
+    ) -> BoxFuture<'_, Recalled<Record>>;
 
     /// The current position of `path`; `None` when it cannot be read now.
-    fn top(&self, path: Arc<str>) -> BoxFuture<'static, Option<Cursor>>;
+    fn top(&self, path: Arc<str>) -> BoxFuture<'_, Option<Cursor>>;
 }
 
 /// Which history a hub's fan-outs run against.
@@ -184,6 +184,53 @@ impl FanOut {
         } else {
             seen.insert(path.clone(), at.clone())
         }
+    }
+
+    /// This node follows `path` (again): everyone here gets what was published since this node last ran
+    /// the path, or since `before` (read just before subscribing) for a path it had not run.
+    pub(super) async fn follow(&self, path: Arc<str>, before: Option<Cursor>) {
+        let seen = self
+            .seen
+            .lock()
+            .expect("seen lock is never poisoned")
+            .get(&path)
+            .cloned()
+            .or(before);
+        let recipients = self.presence.recipients(&path);
+        let Some(top) = self.top(&path).await else {
+            // The history cannot be read: nobody here can know what they missed.
+            for conn in &recipients {
+                self.resync(conn);
+            }
+            return;
+        };
+        let mut behind = Vec::new();
+        for conn in recipients {
+            let mark = conn.mark();
+            if mark.path.as_deref() != Some(&*path) {
+                continue;
+            }
+            let Some(had) = mark.at.or_else(|| seen.clone()) else {
+                continue;
+            };
+            if had.epoch() != top.epoch() {
+                self.resync(&conn);
+                conn.mark_at(&path, top.clone());
+            } else if had.offset() < top.offset() {
+                behind.push((conn, had.offset()));
+            }
+        }
+        if !behind.is_empty() {
+            self.replay(&path, top.epoch_arc(), top.offset(), &behind)
+                .await;
+            for (conn, _) in behind {
+                conn.mark_at(&path, top.clone());
+            }
+        }
+        self.seen
+            .lock()
+            .expect("seen lock is never poisoned")
+            .insert(path, top);
     }
 
     /// Connections placed on `path` with a position: each gets what came after it, or `resync`.

@@ -128,6 +128,7 @@ impl FanOut {
         match work {
             Work::Trigger(job) => self.trigger(job).await,
             Work::CatchUp { path, conns } => self.catch_up(path, conns).await,
+            Work::Follow { path, before } => self.follow(path, before).await,
         }
     }
 

@@ -168,7 +168,7 @@ async fn connecting_from_a_cursor_while_triggers_run_gets_each_once_in_order() {
     let firing = tokio::spawn({
         let hub = hub.clone();
         async move {
-            for n in 1..=400 {
+            for n in 1..=400u64 {
                 drop(hub.request("/room/1", "note", json!({ "n": n })));
                 if n.is_multiple_of(16) {
                     tokio::task::yield_now().await;

@@ -64,6 +64,10 @@ pub(crate) struct HubInner {
     pub session_type: TypeId,
     /// What this node knows of the other nodes' parts of the roster.
     pub membership: Membership,
+    /// This node's triggers published and waiting for their position, by their number here.
+    pub waiting: std::sync::Mutex<std::collections::HashMap<u64, crate::trigger::Waiting>>,
+    /// The number of this node's next published trigger.
+    pub next_publish: std::sync::atomic::AtomicU64,
 }
 
 /// What `build` hands to `assemble`.
@@ -127,13 +131,20 @@ fn assemble(parts: Parts) -> SyncHub {
             deadline: config.filter_deadline,
             lane_queue: config.lane_queue,
             lane_idle: config.lane_idle,
-            history: HistoryAt::Here(config.history),
+            history: match backplane {
+                Some(_) => HistoryAt::Broker,
+                None => HistoryAt::Here(config.history),
+            },
         },
     ));
     let (broker, session_codec) = match &backplane {
-        Some((backplane, codec)) => (Some(backplane.start()), Some(*codec)),
+        Some((backplane, codec)) => (Some(backplane.start(config.history)), Some(*codec)),
         None => (None, None),
     };
+    if let Some(broker) = &broker {
+        let broker = broker.clone();
+        presence.set_watch(Box::new(move |path, used| broker.follow(path, used)));
+    }
     let inner = Arc::new(HubInner {
         config,
         table,
@@ -152,9 +163,13 @@ fn assemble(parts: Parts) -> SyncHub {
         presence_map,
         session_type,
         membership: Membership::default(),
+        waiting: std::sync::Mutex::new(std::collections::HashMap::new()),
+        next_publish: std::sync::atomic::AtomicU64::new(1),
     });
     // Only now that the hub exists: a subscriber started earlier could find no hub and stop for good.
     if let Some(broker) = &inner.broker {
+        let recall: std::sync::Weak<dyn crate::fanout::Recall> = Arc::downgrade(&inner) as _;
+        inner.fanout.share_history(recall);
         let inbox: std::sync::Weak<dyn crate::broker::Inbox> = Arc::downgrade(&inner) as _;
         broker.start(inbox);
         // With a backplane there is a runtime already; without one, the first connection starts it.
