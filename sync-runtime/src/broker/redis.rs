@@ -233,21 +233,28 @@ impl RedisTransport {
         Ok(connection)
     }
 
-    /// Run `read` on the reading connection; one that broke is reopened next time.
-    async fn read<T>(
-        &self,
-        read: impl AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, RedisError>,
-    ) -> Result<T, TransportError> {
-        let mut connection = self.reader().await?;
-        match read(&mut connection).await {
-            Ok(value) => Ok(value),
-            Err(e) => {
-                if !matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension) {
-                    *self.reader.lock().await = None;
+    /// Run `read` on the reading connection; one found broken (Redis restarted since it was last used)
+    /// is reopened and the read tried once more.
+    async fn read<T, F, Fut>(&self, read: F) -> Result<T, TransportError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>> + Send,
+    {
+        let mut last = None;
+        for _ in 0..2 {
+            let connection = self.reader().await?;
+            match read(connection).await {
+                Ok(value) => return Ok(value),
+                Err(e) if matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension) => {
+                    return Err(classify(e));
                 }
-                Err(classify(e))
+                Err(e) => {
+                    *self.reader.lock().await = None;
+                    last = Some(e);
+                }
             }
         }
+        Err(classify(last.expect("two attempts failed")))
     }
 }
 
@@ -368,9 +375,9 @@ impl Transport for RedisTransport {
         let keys = PathKeys::new(&self.prefix, path);
         type Entries = Vec<(String, Vec<(String, Value)>)>;
         let (position, head, range): ((Option<String>, Option<u64>), Entries, Entries) = self
-            .read(async |c| {
-                redis::pipe()
-                    .cmd("HMGET")
+            .read(|mut c| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("HMGET")
                     .arg(&keys.meta)
                     .arg("e")
                     .arg("o")
@@ -383,9 +390,8 @@ impl Transport for RedisTransport {
                     .cmd("XRANGE")
                     .arg(&keys.stream)
                     .arg(format!("{}-0", after.saturating_add(1)))
-                    .arg(format!("{upto}-0"))
-                    .query_async(c)
-                    .await
+                    .arg(format!("{upto}-0"));
+                async move { pipe.query_async(&mut c).await }
             })
             .await?;
         let (Some(current), top) = position else {
@@ -426,12 +432,13 @@ impl Transport for RedisTransport {
     async fn top(&self, path: &str) -> Result<Cursor, TransportError> {
         let keys = PathKeys::new(&self.prefix, path);
         let epoch = new_epoch();
-        self.read(async |c| {
-            self.top
-                .key(&keys.meta)
-                .arg(&*epoch)
+        let (script, meta, epoch) = (&self.top, &keys.meta, &*epoch);
+        self.read(|mut c| async move {
+            script
+                .key(meta)
+                .arg(epoch)
                 .arg(millis(META_TTL))
-                .invoke_async::<(String, u64)>(c)
+                .invoke_async::<(String, u64)>(&mut c)
                 .await
         })
         .await
