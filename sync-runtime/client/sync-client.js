@@ -537,6 +537,10 @@ export class SyncClient extends EventTarget {
         if (window.dispatchEvent(e)) location.reload();
         break;
       }
+      case "cursor":
+        // Its filter skipped the triggers since: the page had them all the same, as far as it cares.
+        if (m.path === this.here && typeof m.cursor === "string") this.setCursor(m.path, m.cursor);
+        break;
       case "reaction":
         if (m.seq <= this.lastSeq) return;
         this.lastSeq = m.seq;

@@ -115,11 +115,15 @@ const hello = (resumed, key = "k1") => ({ t: "hello", v: 1, conn: "c", resume: k
   ws.frame(reaction(2, "/dashboard", "ep:2")); // a duplicate: ignored
   ws.frame(reaction(3, "/elsewhere", "ep:99")); // another path's history: not this cursor
   check(c.cursor()?.cursor === "ep:3", "the last reaction on the path sets the cursor; duplicates and other paths do not", c.cursor());
+  ws.frame({ t: "cursor", path: "/elsewhere", cursor: "ep:98" });
+  check(c.cursor()?.cursor === "ep:3", "a cursor frame for another path does not move it", c.cursor());
+  ws.frame({ t: "cursor", path: "/dashboard", cursor: "ep:5" });
+  check(c.cursor()?.cursor === "ep:5", "a cursor frame (triggers its filter skipped) moves it", c.cursor());
   ws.cut();
   await turn();
   const again = sockets.at(-1);
   const q = again.url.searchParams;
-  check(again !== ws && q.get("resume") === "k1" && q.get("last_seq") === "3" && q.get("cursor") === "ep:3", "a reconnect sends resume, last_seq and the cursor", again.url.search);
+  check(again !== ws && q.get("resume") === "k1" && q.get("last_seq") === "3" && q.get("cursor") === "ep:5", "a reconnect sends resume, last_seq and the cursor", again.url.search);
 
   // Resuming failed (another node): a new connection, numbering from 1, caught up from the cursor.
   const got = [];

@@ -328,6 +328,11 @@ impl Pump {
                 s.expires_in = expires_in;
             }),
             Ok(ServerFrame::Pong) => {}
+            Ok(ServerFrame::Cursor { path, cursor }) => {
+                if self.location.as_deref() == Some(path.as_str()) {
+                    self.cursor = Some((path, cursor));
+                }
+            }
             // The SSE link ends its stream on a `close` event before it reaches here.
             Ok(ServerFrame::Close { .. }) => {}
             Err(e) => {

@@ -77,6 +77,8 @@ pub(crate) struct Credentials {
 pub(crate) struct Mark {
     pub path: Option<Arc<str>>,
     pub at: Option<Cursor>,
+    /// The offset of the last position frame its client was sent.
+    pub told: u64,
 }
 
 /// What a trigger at some position is to one connection (see [`Conn::step`]).
@@ -459,6 +461,7 @@ impl Conn {
         *self.mark.lock().expect("mark lock is never poisoned") = Mark {
             path: Some(path),
             at,
+            told: 0,
         };
     }
 
@@ -468,6 +471,17 @@ impl Conn {
         if mark.path.as_deref() == Some(path) {
             mark.at = Some(at);
         }
+    }
+
+    /// Its filter skipped the trigger at `offset` on `path`: whether its client is to be told its
+    /// position now (once per `every` triggers).
+    pub fn skipped(&self, path: &str, offset: u64, every: u64) -> bool {
+        let mut mark = self.mark.lock().expect("mark lock is never poisoned");
+        if mark.path.as_deref() != Some(path) || offset < mark.told + every {
+            return false;
+        }
+        mark.told = offset;
+        true
     }
 
     /// It goes on from whatever runs next on `path` (after a `resync`).

@@ -20,7 +20,7 @@ use crate::handler::{AnyArc, Call, FilterFailure, Handling, Location};
 use crate::history::{Cursor, HistoryLimits, Log};
 use crate::presence::Presence;
 use crate::protocol::Outcome;
-use crate::protocol::server::reaction_tail;
+use crate::protocol::server::{cursor_frame, reaction_tail};
 use crate::registry::SyncEntry;
 use crate::roster::Here;
 use crate::stats::Counters;
@@ -36,6 +36,8 @@ pub(crate) struct FanOut {
     pub(super) history: History,
     /// The position of the last trigger this node ran on each path someone here is on.
     pub(super) seen: Mutex<HashMap<Arc<str>, Cursor>>,
+    /// A connection skipped by its filter is told its position once per this many triggers.
+    position_every: u64,
 }
 
 /// How a hub's fan-outs run.
@@ -47,6 +49,8 @@ pub(crate) struct FanOutSettings {
     /// How long an empty lane's task lingers.
     pub lane_idle: Duration,
     pub history: HistoryAt,
+    /// Triggers kept per path (the position frames of skipped connections go out twice per history).
+    pub history_size: usize,
 }
 
 /// Where a hub's fan-outs find the history of a path.
@@ -70,6 +74,7 @@ impl FanOut {
             lane_queue,
             lane_idle,
             history,
+            history_size,
         } = settings;
         FanOut {
             presence,
@@ -83,6 +88,7 @@ impl FanOut {
                 HistoryAt::Broker => History::Shared(std::sync::OnceLock::new()),
             },
             seen: Mutex::new(HashMap::new()),
+            position_every: (history_size as u64 / 2).max(1),
         }
     }
 
@@ -188,6 +194,7 @@ impl FanOut {
                     entry: &entry,
                     location: &location,
                     cursor: &cursor,
+                    offset: at.offset(),
                     last: None,
                 };
                 for (i, conn) in recipients.iter().enumerate() {
@@ -239,6 +246,7 @@ impl FanOut {
                     entry: &entry,
                     location: &location,
                     cursor: &cursor,
+                    offset: at.offset(),
                     last: None,
                 };
                 while let Some((conn, result)) = running.next().await {
@@ -269,6 +277,7 @@ impl FanOut {
             entry,
             location,
             cursor,
+            offset,
             last,
         } = tally;
         let (route, name) = (entry.route, entry.name);
@@ -297,7 +306,14 @@ impl FanOut {
                     outcome.delivered += 1;
                 }
             }
-            Verdict::Skip => {}
+            Verdict::Skip => {
+                // A client whose filter skips trigger after trigger still moves on in the history: it is
+                // told its position now and then, so that the cursor it resumes from stays covered.
+                if conn.skipped(location.path(), *offset, self.position_every) {
+                    let frame = cursor_frame(location.path(), cursor);
+                    self.conns.push(conn, Outbound::control(frame));
+                }
+            }
             Verdict::Failed(FilterFailure::Error(e)) => {
                 failed(&self.counters.filter_errors, outcome);
                 tracing::warn!(target: "sync_runtime::fanout", route, name, conn = %conn.id, error = %e, "filter failed; recipient skipped");
@@ -325,6 +341,8 @@ struct Tally<'a> {
     entry: &'a SyncEntry,
     location: &'a Location,
     cursor: &'a str,
+    /// The trigger's offset in its path's history.
+    offset: u64,
     last: Option<(Reaction, Arc<str>)>,
 }
 

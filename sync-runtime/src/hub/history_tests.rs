@@ -194,3 +194,31 @@ async fn connecting_from_a_cursor_while_triggers_run_gets_each_once_in_order() {
         assert_eq!(reactions(client, count).await.0, expected);
     }
 }
+
+#[tokio::test]
+async fn a_connection_its_filter_skips_is_told_its_position_so_its_cursor_stays_covered() {
+    // Four kept: a skipped connection hears its position every second trigger.
+    let hub = hub(|b| b.history_size(4));
+    let mut odd = TestClient::connect(&hub, "odd", "/room/1").await;
+    odd.next_of("located").await;
+    for n in 1..=10 {
+        note(&hub, "/room/1", n * 2).await;
+    }
+    let mut last = None;
+    for _ in 0..5 {
+        let frame = odd.next_of("cursor").await;
+        assert_eq!(frame["path"], "/room/1");
+        last = frame["cursor"].as_str().map(str::to_owned);
+    }
+    let last = last.expect("a cursor");
+    assert_eq!(
+        last,
+        hub.cursor("/room/1").await.expect("a cursor").to_string()
+    );
+    // Back from there (on any node), nothing is missing: no resync, though the history holds only the
+    // last four of the ten it skipped.
+    let mut back = TestClient::from_cursor(&hub, "odd", "/room/1", &last).await;
+    note(&hub, "/room/1", 21).await;
+    assert_eq!(reactions(&mut back, 1).await.0, [21]);
+    assert_eq!(hub.stats().history_resyncs, 0);
+}

@@ -135,6 +135,7 @@ fn assemble(parts: Parts) -> SyncHub {
                 Some(_) => HistoryAt::Broker,
                 None => HistoryAt::Here(config.history),
             },
+            history_size: config.history.size,
         },
     ));
     let (broker, session_codec) = match &backplane {

@@ -195,6 +195,23 @@ pub(crate) fn reaction_tail(
     std::sync::Arc::from(tail)
 }
 
+/// `{"t":"cursor","path":…,"cursor":…}`: the client's position on `path` moved on without a reaction for
+/// it (its filter skipped the triggers).
+pub(crate) fn cursor_frame(path: &str, cursor: &str) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        t: &'static str,
+        path: &'a str,
+        cursor: &'a str,
+    }
+    serde_json::to_string(&Frame {
+        t: "cursor",
+        path,
+        cursor,
+    })
+    .expect("a cursor frame has only strings")
+}
+
 /// Write reaction frame `seq` (head and shared tail) into `out`.
 pub(crate) fn write_reaction(out: &mut impl std::fmt::Write, seq: u64, tail: &str) {
     let _ = write!(out, r#"{{"t":"reaction","seq":{seq}"#);
@@ -265,6 +282,10 @@ pub(crate) enum ServerFrame {
         message: String,
     },
     Pong,
+    Cursor {
+        path: String,
+        cursor: String,
+    },
     Close {
         code: u16,
         #[serde(default)]
