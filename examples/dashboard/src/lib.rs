@@ -15,7 +15,7 @@ use axum::extract::FromRef;
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use sync_runtime::{Backplane, Identity, Refusal, SyncHub};
+use sync_runtime::{Backplane, Cursor, Identity, Refusal, SyncHub};
 
 sync_runtime::include_routes!();
 
@@ -252,16 +252,19 @@ pub fn router(app: App, hub: &SyncHub) -> Router {
 }
 
 /// A full page around `body`: navigation, the connection indicator, who is here, and the sync client.
+/// With a `cursor` (its path's position, taken before the page's data was read), the sync client connects
+/// from it: a change between this render and the connect still reaches the page.
 ///
 /// "Here now" is markup only: the sync client fills `data-sync-presence` with one copy of its template
 /// per user on this page (however many tabs or servers they are on) and `data-sync-presence-count` with
 /// the count, from the hub's presence view (`name`, `team`), as text, never as HTML.
-pub fn layout(title: &str, user: &User, body: &str) -> Response {
+pub fn layout(title: &str, user: &User, body: &str, cursor: Option<&Cursor>) -> Response {
+    let cursor = cursor.map(Cursor::meta).unwrap_or_default();
     Html(format!(
         r##"<!doctype html>
 <html lang="en" data-sync-state="connecting">
 <head>
-<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">{cursor}
 <title>{title} · sync example</title>
 <style>
   body {{ font: 16px/1.5 system-ui, sans-serif; margin: 0; background: #f6f7f9; color: #1d2330; }}

@@ -38,6 +38,14 @@ pub fn hub(redis: Option<&str>, presence: bool) -> SyncHub {
         Some(url) => builder.backplane(Backplane::redis(url)),
         None => builder,
     };
+    // `BENCH_HISTORY=0`: offsets still count, but no trigger is kept (the history-off rows).
+    let builder = match std::env::var("BENCH_HISTORY")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        Some(size) => builder.history_size(size),
+        None => builder,
+    };
     builder
         .build()
         .expect("the bench handlers use u64 sessions and no functions")

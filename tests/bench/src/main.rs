@@ -50,6 +50,8 @@ enum Server {
     OursFilterHalf,
     /// This framework, no server file, two processes sharing triggers through Redis.
     OursTwoNodes,
+    /// The same, keeping no history (offsets only).
+    OursTwoNodesNoHistory,
     /// Socket.IO 4.8, a room broadcast.
     SocketIo,
     /// Socket.IO 4.8, a per-socket filter that passes everyone.
@@ -67,6 +69,7 @@ impl Server {
             Server::OursFilterAll => "sync, filter (all pass)",
             Server::OursFilterHalf => "sync, filter (half pass)",
             Server::OursTwoNodes => "sync, two nodes (Redis)",
+            Server::OursTwoNodesNoHistory => "sync, two nodes, history off",
             Server::SocketIo => "socket.io 4.8, room",
             Server::SocketIoFilterAll => "socket.io, filter (all)",
             Server::SocketIoFilterHalf => "socket.io, filter (half)",
@@ -79,7 +82,8 @@ impl Server {
             Server::Ours
             | Server::OursFilterAll
             | Server::OursFilterHalf
-            | Server::OursTwoNodes => Kind::Ours,
+            | Server::OursTwoNodes
+            | Server::OursTwoNodesNoHistory => Kind::Ours,
             Server::SocketIo | Server::SocketIoFilterAll | Server::SocketIoFilterHalf => {
                 Kind::SocketIo
             }
@@ -381,7 +385,7 @@ async fn start(server: Server, env: &Env) -> Running {
             let script = script.to_str().expect("a UTF-8 path");
             one(spawn_server(Path::new("node"), &[script], &[], env.pin).await)
         }
-        Kind::Ours if server != Server::OursTwoNodes => {
+        Kind::Ours if !matches!(server, Server::OursTwoNodes | Server::OursTwoNodesNoHistory) => {
             one(spawn_server(&sibling("bench-ours"), &[], &[], env.pin).await)
         }
         Kind::Ours => {
@@ -414,7 +418,10 @@ async fn start(server: Server, env: &Env) -> Running {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             assert!(up, "redis-server on port {redis_port}: no PONG after 5 s");
-            let url = vec![("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))];
+            let mut url = vec![("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))];
+            if server == Server::OursTwoNodesNoHistory {
+                url.push(("BENCH_HISTORY", "0".to_owned()));
+            }
             let a = spawn_server(&sibling("bench-ours"), &[], &url, env.pin).await;
             let b = spawn_server(&sibling("bench-ours"), &[], &url, env.pin).await;
             let pids = vec![a.0.id().expect("a pid"), b.0.id().expect("a pid")];
@@ -1208,8 +1215,9 @@ async fn main() {
     // What the ceiling reaches with frames as long as ours: how much of the gap is bytes on the wire.
     all.insert(1, Server::CeilingOurFrameSize);
     if env.redis {
-        // Next to the one-node row.
+        // Next to the one-node row: with the default history (100 per path) and without.
         all.insert(3, Server::OursTwoNodes);
+        all.insert(4, Server::OursTwoNodesNoHistory);
     }
     for &n in &args.subscribers {
         for repeat in 1..=args.repeats {

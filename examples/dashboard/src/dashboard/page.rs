@@ -4,16 +4,24 @@ use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use sync_runtime::sync_request;
+use sync_runtime::{SyncHub, sync_request};
 
 use crate::syncs::dashboard::refreshData;
 use crate::{App, current_user, escape, layout};
 
 /// `GET /dashboard`.
-pub async fn show(State(app): State<App>, headers: HeaderMap) -> Response {
+pub async fn show(
+    State(app): State<App>,
+    State(hub): State<SyncHub>,
+    headers: HeaderMap,
+) -> Response {
     let Some(user) = current_user(&app, &headers) else {
         return Redirect::to("/login").into_response();
     };
+    // Where /dashboard's history stands before its tasks are read: the page connects from there, so a task
+    // added between this read and the page's connect still reaches it (at worst twice: the page shows what
+    // the read found, then the reaction; `refreshData` replaces the list, so twice is harmless).
+    let cursor = hub.cursor("/dashboard").await.ok();
     let body = format!(
         r##"<h1>{greeting}</h1>
 <div class="card"><h2>Team <span class="team">{team}</span> tasks</h2>
@@ -40,7 +48,7 @@ Members of other teams see nothing.</small></p>
             })
             .concat(),
     );
-    layout("Dashboard", &user, &body)
+    layout("Dashboard", &user, &body, cursor.as_ref())
 }
 
 /// The add-task form.

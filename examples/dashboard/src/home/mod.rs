@@ -20,5 +20,5 @@ pub async fn show(State(app): State<App>, headers: HeaderMap) -> Response {
 <script type="module">
   window.addEventListener("sync:result", () => document.querySelector("#wall + form").reset());
 </script>"##;
-    layout("Home", &user, body)
+    layout("Home", &user, body, None)
 }

@@ -18,5 +18,5 @@ pub async fn show(State(app): State<App>, Path(id): Path<u32>, headers: HeaderMa
 <ul id="waves"></ul>
 <form><button type="button" data-sync="wave" data-sync-data="null">Wave 👋</button></form></div>"##
     );
-    layout(&format!("Board {id}"), &user, &body)
+    layout(&format!("Board {id}"), &user, &body, None)
 }
