@@ -185,16 +185,23 @@ impl HubInner {
             node: broker.node(),
             id,
         });
-        self.waiting
-            .lock()
-            .expect("waiting lock is never poisoned")
-            .insert(
-                id,
-                Waiting {
-                    job,
-                    since: Instant::now(),
-                },
+        let mut waiting = self.waiting.lock().expect("waiting lock is never poisoned");
+        if waiting.len() >= MAX_WAITING {
+            drop(waiting);
+            let error = SyncError::new(
+                ErrorCode::Overloaded,
+                "too many triggers wait for the backplane",
             );
+            job.reply.send(&self.conns, Err(error));
+            return None;
+        }
+        waiting.insert(
+            id,
+            Waiting {
+                job,
+                since: Instant::now(),
+            },
+        );
         Some((id, wire))
     }
 
@@ -316,6 +323,9 @@ impl HubInner {
         }
     }
 }
+
+/// This node's triggers that may wait for the backplane at once (published, their position not back yet).
+const MAX_WAITING: usize = 65_536;
 
 /// How long a published trigger's sender waits for its outcome at most.
 const OUTCOME_WAIT: Duration = Duration::from_secs(10);
