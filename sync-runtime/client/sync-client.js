@@ -8,6 +8,11 @@
 //
 // Tokens that expire: `sync({ token: () => auth.token, refreshToken: () => auth.fetchFreshToken() })`.
 //
+// Nothing lost between the server's render and the live connection: a page rendered with
+// `<meta name="sync-cursor" content="…">` (the server's `Cursor::meta()`) connects from that cursor, and the
+// server sends every reaction its path had since. An SPA that loads a page's data itself passes the cursor
+// that came with it: `sync().navigate("/boards/7", { cursor })`.
+//
 // Presence needs no code at all: `<ul data-sync-presence></ul>` lists the users on the current page and
 // `<span data-sync-presence-count></span>` counts them (see `renderPresence` below for templates).
 
@@ -19,7 +24,10 @@ let current = null;
 /**
  * One live connection to the sync hub. It reports `location.pathname` on connect and on every SPA
  * navigation, reconnects with backoff and resumes (the server replays what was missed), and applies the
- * reactions it receives. It uses a WebSocket, or SSE (an `EventSource` plus a `POST` per message) when told
+ * reactions it receives. It also keeps a cursor, its position in the current path's history (see
+ * `cursor()`): sent with every connect, it lets any server node catch the page up when resuming cannot
+ * (another node, a resume window past) and sends `resync` (the page reloads) only when history no longer
+ * covers the gap. It uses a WebSocket, or SSE (an `EventSource` plus a `POST` per message) when told
  * to or when a WebSocket cannot be opened at all.
  */
 export class SyncClient extends EventTarget {
@@ -37,6 +45,10 @@ export class SyncClient extends EventTarget {
    *   latest token is used for every later reconnect. Without it an expired connection closes for good and
    *   `sync:expired` is dispatched on `window`.
    * @param {boolean} [options.spa] Apply `navigate` reactions with `history.pushState` instead of a page load.
+   * @param {string|null} [options.cursor] Where the page's data stands in its path's history
+   *   (`<epoch>:<offset>`, from the server's `hub.cursor(path)`): the first connect asks for every reaction
+   *   since. Default: the `<meta name="sync-cursor" content="…">` of a server-rendered page, if it has one;
+   *   `null`: none.
    */
   constructor(options = {}) {
     super();
@@ -69,13 +81,23 @@ export class SyncClient extends EventTarget {
     this.attempt = 0;
     this.queryAdapter = null;
     this.path = location.pathname;
+    /** The current path, normalized as the server does (reaction and `located` paths are). */
+    this.here = normalizePath(this.path);
+    /** The normalized path the server was last told on this connection (connect or `nav`). */
+    this.reported = null;
+    /** `{ path, cursor }`: the last position seen in the current path's history, or `null`. */
+    this.position = null;
+    this.navCursor = null;
+    const cursor = "cursor" in options ? options.cursor : renderCursor();
+    if (cursor != null) this.setCursor(this.here, cursor);
     this.presenceUsers = new Map();
     this.presenceState = Object.freeze({ path: null, count: 0, users: Object.freeze([]) });
     current = this;
     this.watchNavigation();
     // Leaving the page: a WebSocket sends its close frame by itself; an SSE stream says goodbye.
     window.addEventListener("pagehide", () => this.conn && this.conn.bye && this.conn.bye());
-    // Back from the back-forward cache after that goodbye: connect again (the server answers `resync`).
+    // Back from the back-forward cache after that goodbye: connect again (a new connection, caught up from
+    // the cursor).
     window.addEventListener("pageshow", (e) => {
       if (e.persisted && this.conn && this.conn.bye && this.state !== "closed") this.closed(this.conn, 1006);
     });
@@ -92,6 +114,10 @@ export class SyncClient extends EventTarget {
       params.set("resume", this.resumeKey);
       params.set("last_seq", String(this.lastSeq));
     }
+    // Every time, not only when resuming fails: a resume works only on the node that held the connection,
+    // and the client cannot know which node it reaches. A cursor is for one path: the one it was seen on.
+    this.reported = normalizePath(this.openedAt);
+    if (this.position && this.position.path === this.reported) params.set("cursor", this.position.cursor);
     if (this.transport === "sse") return this.openSse(params);
     const ws = new WebSocket(`${this.url}?${params}`);
     let opened = false;
@@ -361,9 +387,55 @@ export class SyncClient extends EventTarget {
     this.queryAdapter = adapter;
   }
 
+  /**
+   * Go to `url` in an SPA (`history.pushState`, or `replaceState` with `replace`) and report it, with the
+   * cursor of the data the page shows for it, if it has one: the server then sends every reaction the new
+   * path had after that cursor. A plain `history.pushState` reports the move too, without a cursor.
+   * @param {string} url
+   * @param {{ cursor?: string, replace?: boolean, state?: any }} [options] `cursor`: `<epoch>:<offset>`, as
+   *   the server's `hub.cursor(path)` gave it when the data was read.
+   */
+  navigate(url, { cursor = null, replace = false, state = null } = {}) {
+    // The hooked history methods call nav(), which takes this cursor for the path they moved to.
+    this.navCursor = cursor;
+    try {
+      history[replace ? "replaceState" : "pushState"](state, "", url);
+    } finally {
+      this.navCursor = null;
+    }
+  }
+
+  /**
+   * Where the page stands in its path's history: `{ path, cursor }` (frozen; `path` normalized as the
+   * server does), or `null` before the first reaction on a page rendered without a cursor. It moves with
+   * every reaction on the current path and is dropped when the page moves to another path.
+   * @returns {{ path: string, cursor: string }|null}
+   */
+  cursor() {
+    return this.position;
+  }
+
+  setCursor(path, cursor) {
+    if (typeof cursor === "string" && CURSOR.test(cursor)) this.position = Object.freeze({ path, cursor });
+    else console.warn("sync: ignoring a malformed cursor", cursor);
+  }
+
   nav() {
+    const cursor = this.navCursor;
+    this.navCursor = null;
     this.path = location.pathname;
-    if (this.state === "open") this.conn.send(JSON.stringify({ t: "nav", path: this.path }));
+    this.here = normalizePath(this.path);
+    // A cursor belongs to one path: leaving it (a query or hash change is no move) forgets it.
+    if (cursor != null) this.setCursor(this.here, cursor);
+    else if (this.position && this.position.path !== this.here) this.position = null;
+    if (this.state !== "open") return;
+    const frame = { t: "nav", path: this.path };
+    // The cursor goes with the nav that brings it, and with the first report of a path the connection is
+    // not at (one navigated to while connecting). Never again for a path the connection is on: whatever
+    // was already on its way would come twice.
+    if (this.position && (cursor != null || this.reported !== this.here)) frame.cursor = this.position.cursor;
+    this.reported = this.here;
+    this.conn.send(JSON.stringify(frame));
   }
 
   watchNavigation() {
@@ -414,7 +486,9 @@ export class SyncClient extends EventTarget {
     }
     switch (m.t) {
       case "hello":
-        // A resumed connection keeps its list (a fresh snapshot follows); a new one starts from nobody.
+        // A resumed connection keeps its list (a fresh snapshot follows); a new one starts from nobody, and
+        // numbers from 1. A new one is no resync by itself: the server catches the page up from the cursor,
+        // and says `resync` only when it cannot.
         if (!m.resumed) {
           this.lastSeq = 0;
           this.clearPresence(null);
@@ -445,6 +519,9 @@ export class SyncClient extends EventTarget {
         // Presence is per page: a new path starts empty. The same path again (say after a resume) keeps the
         // list, which the server's next snapshot replaces anyway.
         if (m.path !== this.presenceState.path) this.clearPresence(m.path);
+        // The cursor needs nothing here: nav() dropped it when the page left its path, before this answer.
+        // (Dropping it here instead would be wrong for a late answer to an earlier nav, after which the
+        // page moved on with a new cursor.)
         break;
       case "presence":
       case "presence_diff":
@@ -455,7 +532,7 @@ export class SyncClient extends EventTarget {
         this.scheduleRefresh(m.expires_in);
         break;
       case "resync": {
-        // Too much was missed to replay: the page must reload its data.
+        // What was missed can be neither replayed nor caught up from the cursor: the page must reload.
         const e = new CustomEvent("sync:resync", { cancelable: true });
         if (window.dispatchEvent(e)) location.reload();
         break;
@@ -463,6 +540,8 @@ export class SyncClient extends EventTarget {
       case "reaction":
         if (m.seq <= this.lastSeq) return;
         this.lastSeq = m.seq;
+        // Before applying it: a `navigate` reaction moves the page, and the cursor with it.
+        if (m.path === this.here && typeof m.cursor === "string") this.setCursor(m.path, m.cursor);
         this.apply(m.reaction, m);
         this.ack();
         break;
@@ -518,6 +597,38 @@ export class SyncClient extends EventTarget {
         break;
     }
   }
+}
+
+// `<epoch>:<offset>`. The epoch is opaque to clients.
+const CURSOR = /^[0-9A-Za-z_-]+:[0-9]+$/;
+
+// The cursor a server-rendered page carries for its own path, if any.
+function renderCursor() {
+  const meta = document.querySelector('meta[name="sync-cursor"]');
+  return meta ? meta.content : null;
+}
+
+/**
+ * A location as the server sees it (section "Connecting" of docs/PROTOCOL.md), so that the page's path
+ * compares with the paths in `located` and reactions: query and fragment dropped, empty segments and a
+ * trailing slash collapsed, each segment percent-decoded, an encoded `/` kept as `%2F`. Escapes that do not
+ * decode are left as they are (the server refuses such a path anyway).
+ * @param {string} path
+ */
+function normalizePath(path) {
+  let out = "";
+  for (const segment of path.split(/[?#]/)[0].split("/")) {
+    if (!segment) continue;
+    const decoded = segment.replace(/(%[0-9A-Fa-f]{2})+/g, (run) => {
+      try {
+        return decodeURIComponent(run);
+      } catch {
+        return run;
+      }
+    });
+    out += "/" + decoded.replaceAll("/", "%2F");
+  }
+  return out || "/";
 }
 
 // Views are shared by every snapshot and listener: frozen, so that none can change what the others see.
@@ -584,6 +695,16 @@ export function presence() {
  */
 export function onPresence(fn) {
   return sync().onPresence(fn);
+}
+
+/**
+ * Go to `url` in an SPA with the shared client, with the cursor of the data shown there (see
+ * `SyncClient#navigate`).
+ * @param {string} url
+ * @param {{ cursor?: string, replace?: boolean, state?: any }} [options]
+ */
+export function navigate(url, options) {
+  sync().navigate(url, options);
 }
 
 // Declarative use: <button data-sync="refreshData" data-sync-data='{"team":1}'>, or a <form data-sync="x">

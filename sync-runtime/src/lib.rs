@@ -50,6 +50,7 @@ mod conns;
 mod error;
 mod fanout;
 mod handler;
+mod history;
 mod hub;
 mod membership;
 mod presence;
@@ -75,6 +76,7 @@ pub use handler::{
     ClientCx, ConnectionId, Filter, GateCx, IntoFilter, Location, NoServerData, Peer, Refusal,
     Sender, ServerCx,
 };
+pub use history::{BadCursor, Cursor};
 pub use hub::{BuildError, BuildProblem, SyncHub, SyncHubBuilder};
 pub use protocol::{ErrorCode, Outcome, PROTOCOL_VERSION, close_code};
 pub use reaction::{Reaction, Swap};

@@ -54,6 +54,7 @@ impl HubInner {
                 hub.share_changes(&mut last_snapshot);
                 hub.drop_silent_nodes();
                 hub.send_lists();
+                hub.sweep_waiting();
             }
         });
     }

@@ -15,10 +15,15 @@ struct Bucket {
     conns: HashMap<ConnectionId, Arc<Conn>>,
 }
 
+/// Told when a path gets its first connection here (`true`) and loses its last (`false`), under the
+/// index's lock, so the calls for one path come in order: the broker follows the paths in use.
+pub(crate) type Watch = Box<dyn Fn(&Arc<str>, bool) + Send + Sync>;
+
 /// Path -> connections.
 pub(crate) struct Presence {
     paths: RwLock<HashMap<Arc<str>, Bucket>>,
     roster: Arc<Roster>,
+    watch: std::sync::OnceLock<Watch>,
 }
 
 impl Presence {
@@ -26,6 +31,18 @@ impl Presence {
         Presence {
             paths: RwLock::default(),
             roster,
+            watch: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Tell `watch` about the paths in use from now on.
+    pub fn set_watch(&self, watch: Watch) {
+        let _ = self.watch.set(watch);
+    }
+
+    fn watch(&self, path: &Arc<str>, used: bool) {
+        if let Some(watch) = self.watch.get() {
+            watch(path, used);
         }
     }
 
@@ -38,6 +55,9 @@ impl Presence {
         locate: impl FnOnce(Arc<str>) -> Location,
     ) -> Location {
         let mut paths = self.paths.write().expect("presence lock is never poisoned");
+        if !paths.contains_key(&path) {
+            self.watch(&path, true);
+        }
         let bucket = paths.entry(path.clone()).or_insert_with(|| Bucket {
             location: locate(path),
             conns: HashMap::new(),
@@ -47,7 +67,7 @@ impl Presence {
         let old = conn.swap_location(Some(location.clone()));
         let moved = old.as_ref().is_none_or(|old| old.path() != location.path());
         if let Some(old) = old.filter(|_| moved) {
-            leave(&mut paths, conn, &old);
+            self.leave(&mut paths, conn, &old);
             self.roster.leave(old.path_arc(), conn.user());
         }
         if moved {
@@ -66,7 +86,7 @@ impl Presence {
     pub fn remove(&self, conn: &Conn) {
         let mut paths = self.paths.write().expect("presence lock is never poisoned");
         if let Some(old) = conn.swap_location(None) {
-            leave(&mut paths, conn, &old);
+            self.leave(&mut paths, conn, &old);
             self.roster.leave(old.path_arc(), conn.user());
         }
     }
@@ -116,12 +136,15 @@ impl Presence {
     }
 }
 
-/// Take `conn` out of `old`'s bucket, and the bucket away once empty.
-fn leave(paths: &mut HashMap<Arc<str>, Bucket>, conn: &Conn, old: &Location) {
-    if let Some(bucket) = paths.get_mut(old.path_arc()) {
-        bucket.conns.remove(&conn.id);
-        if bucket.conns.is_empty() {
-            paths.remove(old.path_arc());
+impl Presence {
+    /// Take `conn` out of `old`'s bucket, and the bucket away once empty.
+    fn leave(&self, paths: &mut HashMap<Arc<str>, Bucket>, conn: &Conn, old: &Location) {
+        if let Some(bucket) = paths.get_mut(old.path_arc()) {
+            bucket.conns.remove(&conn.id);
+            if bucket.conns.is_empty() {
+                paths.remove(old.path_arc());
+                self.watch(old.path_arc(), false);
+            }
         }
     }
 }

@@ -30,6 +30,11 @@ pub struct Stats {
     /// Triggers from other nodes that could not be queued (the path's queue was full); that path's
     /// connections were told to resync.
     pub remote_dropped: u64,
+    /// Reactions re-run from a path's history for connections that stood behind (a cursor from a page's
+    /// render or an earlier connection, a trigger this node missed).
+    pub replayed: u64,
+    /// `resync`s sent because a connection's position was no longer in its path's history.
+    pub history_resyncs: u64,
 }
 
 #[derive(Default)]
@@ -45,11 +50,17 @@ pub(crate) struct Counters {
     pub parked_evicted: AtomicU64,
     pub rejected_messages: AtomicU64,
     pub remote_dropped: AtomicU64,
+    pub replayed: AtomicU64,
+    pub history_resyncs: AtomicU64,
 }
 
 impl Counters {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> Stats {
@@ -66,6 +77,8 @@ impl Counters {
             parked_evicted: get(&self.parked_evicted),
             rejected_messages: get(&self.rejected_messages),
             remote_dropped: get(&self.remote_dropped),
+            replayed: get(&self.replayed),
+            history_resyncs: get(&self.history_resyncs),
         }
     }
 }

@@ -55,12 +55,17 @@ pub(crate) struct TestClient {
 impl TestClient {
     /// Connect as `token` (the test hub's authenticator decides what it means) on `path`.
     pub async fn connect(hub: &SyncHub, token: &str, path: &str) -> TestClient {
-        Self::open(hub, token, Some(path), None).await
+        Self::open(hub, token, Some(path), None, None).await
     }
 
     /// Connect, resuming `key` after `last_seq`.
     pub async fn resume(hub: &SyncHub, token: &str, key: &str, last_seq: u64) -> TestClient {
-        Self::open(hub, token, None, Some((key.to_owned(), last_seq))).await
+        Self::open(hub, token, None, Some((key.to_owned(), last_seq)), None).await
+    }
+
+    /// Connect at `path`, having had everything there up to `cursor`.
+    pub async fn from_cursor(hub: &SyncHub, token: &str, path: &str, cursor: &str) -> TestClient {
+        Self::open(hub, token, Some(path), None, Some(cursor)).await
     }
 
     async fn open(
@@ -68,6 +73,7 @@ impl TestClient {
         token: &str,
         path: Option<&str>,
         resume: Option<(String, u64)>,
+        cursor: Option<&str>,
     ) -> TestClient {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -81,6 +87,7 @@ impl TestClient {
             last_seq: None,
             // No acknowledgements: the test reads at its own pace and the writer never waits for it.
             ack: None,
+            cursor: None,
         };
         let inner = hub.inner.clone();
         let admitted = admit(
@@ -89,6 +96,7 @@ impl TestClient {
             Uri::from_static("/_sync/ws"),
             &query,
             resume,
+            cursor,
         )
         .await
         .expect("admitted");

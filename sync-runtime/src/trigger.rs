@@ -10,11 +10,17 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-use crate::broker::{Inbox, WireNote, WireSender, WireTrigger};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+
+use crate::broker::{Broker, Inbox, Origin, WireNote, WireSender, WireTrigger};
 use crate::conn::{Conn, Outbound};
 use crate::error::SyncError;
-use crate::fanout::{Job, Reply, Sender};
+use crate::fanout::{Job, Recall, Record, Reply, Sender, Work};
 use crate::handler::{AnyArc, ConnectionId, ErasedPeer, Location};
+use crate::history::{Cursor, Recalled};
 use crate::hub::{HubInner, SyncHub};
 use crate::protocol::server::RESYNC;
 use crate::protocol::{ErrorCode, Outcome};
@@ -113,29 +119,44 @@ impl HubInner {
             .map_err(|(code, message)| SyncError::new(code, message))
     }
 
-    /// Hand an accepted trigger to the other nodes and to its lane without waiting (Rust code and the
-    /// runtime API, which return at once).
+    /// Hand an accepted trigger on without waiting (Rust code and the runtime API, which return at once):
+    /// to its lane, or, with a backplane, to the broker, which gives it its position.
     pub fn submit(&self, accepted: Accepted) -> Pending {
         let (tx, rx) = oneshot::channel();
         let job = self.job(accepted, None, Reply::Caller(tx));
-        self.publish(&job);
-        match self.fanout.try_submit(job) {
-            Ok(()) => Pending {
-                state: PendingState::Waiting(rx),
-            },
-            Err(_) => Pending::failed(SyncError::new(
-                ErrorCode::Overloaded,
-                "this path's trigger queue is full",
-            )),
+        match &self.broker {
+            None => {
+                if let Err(Work::Trigger(job)) = self.fanout.try_submit(Work::Trigger(job)) {
+                    job.reply.send(&self.conns, Err(overloaded()));
+                }
+            }
+            Some(broker) => {
+                if let Some((id, wire)) = self.hold(broker, job)
+                    && !broker.publish(id, wire)
+                {
+                    self.refuse(id, ErrorCode::Overloaded, "the backplane's queue is full");
+                }
+            }
+        }
+        Pending {
+            state: PendingState::Waiting(rx),
         }
     }
 
-    /// Hand a client's accepted trigger on, waiting for room in its lane: backpressure reaches the
-    /// sending connection.
+    /// Hand a client's accepted trigger on, waiting for room in its lane (or the broker's queue):
+    /// backpressure reaches the sending connection.
     pub async fn submit_from(&self, accepted: Accepted, sender: Sender, reply: Reply) {
         let job = self.job(accepted, Some(sender), reply);
-        self.publish(&job);
-        self.fanout.submit(job).await;
+        match &self.broker {
+            None => self.fanout.submit(Work::Trigger(job)).await,
+            Some(broker) => {
+                if let Some((id, wire)) = self.hold(broker, job)
+                    && !broker.publish_wait(id, wire).await
+                {
+                    self.refuse(id, ErrorCode::Unavailable, "the backplane is gone");
+                }
+            }
+        }
     }
 
     fn job(&self, accepted: Accepted, sender: Option<Sender>, reply: Reply) -> Job {
@@ -145,24 +166,81 @@ impl HubInner {
             data: accepted.data,
             sender,
             reply,
+            at: None,
         }
     }
 
-    /// Hand a trigger accepted on this node to the other nodes.
-    fn publish(&self, job: &Job) {
-        let Some(broker) = &self.broker else {
-            return;
+    /// Keep `job` until the broker has given it its position: its number here, and the trigger as it
+    /// crosses. `None` (its sender told why) when it cannot cross.
+    fn hold(&self, broker: &Arc<dyn Broker>, job: Job) -> Option<(u64, WireTrigger)> {
+        let Some(mut wire) = self.wire(&job) else {
+            // `build` checked that every `Data` serializes; a type whose `Serialize` fails lands here.
+            tracing::error!(target: "sync_runtime::backplane", route = job.entry.route, name = job.entry.name, "data failed to serialize; the trigger was refused");
+            let error = SyncError::new(ErrorCode::BadData, "the data does not serialize");
+            job.reply.send(&self.conns, Err(error));
+            return None;
         };
+        let id = self.next_publish.fetch_add(1, Ordering::Relaxed);
+        wire.origin = Some(Origin {
+            node: broker.node(),
+            id,
+        });
+        self.waiting
+            .lock()
+            .expect("waiting lock is never poisoned")
+            .insert(
+                id,
+                Waiting {
+                    job,
+                    since: Instant::now(),
+                },
+            );
+        Some((id, wire))
+    }
+
+    /// The trigger numbered `id` here was not taken: its sender learns why.
+    fn refuse(&self, id: u64, code: ErrorCode, message: &str) {
+        let waiting = self
+            .waiting
+            .lock()
+            .expect("waiting lock is never poisoned")
+            .remove(&id);
+        if let Some(waiting) = waiting {
+            waiting
+                .job
+                .reply
+                .send(&self.conns, Err(SyncError::new(code, message)));
+        }
+    }
+
+    /// Answer the senders of triggers published long ago whose outcome never came back (their path's
+    /// subscription dropped meanwhile; the history caught their recipients up).
+    pub fn sweep_waiting(&self) {
+        let old: Vec<Waiting> = {
+            let mut waiting = self.waiting.lock().expect("waiting lock is never poisoned");
+            let ids: Vec<u64> = waiting
+                .iter()
+                .filter(|(_, w)| w.since.elapsed() > OUTCOME_WAIT)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| waiting.remove(id)).collect()
+        };
+        for waiting in old {
+            let error = SyncError::new(
+                ErrorCode::Unavailable,
+                "the trigger was published, but its outcome was lost with the backplane's connection",
+            );
+            waiting.job.reply.send(&self.conns, Err(error));
+        }
+    }
+
+    /// A trigger as it crosses nodes: its data as JSON, and its sender.
+    fn wire(&self, job: &Job) -> Option<WireTrigger> {
         let data = job
             .entry
             .data_json
             .and_then(|to_json| to_json(&*job.data))
-            .and_then(|json| serde_json::value::RawValue::from_string(json).ok());
-        let Some(data) = data else {
-            // `build` checked that every `Data` serializes; a type whose `Serialize` fails lands here.
-            tracing::error!(target: "sync_runtime::backplane", route = job.entry.route, name = job.entry.name, "data failed to serialize; delivered on this node only");
-            return;
-        };
+            .and_then(|json| serde_json::value::RawValue::from_string(json).ok())?;
         let sender = job.sender.as_ref().and_then(|s| {
             let encode = self.session_codec?.encode;
             Some(WireSender {
@@ -173,12 +251,62 @@ impl HubInner {
                 view: RawValue::from_string(s.peer.view.get().to_owned()).ok(),
             })
         });
-        broker.publish(WireTrigger {
+        Some(WireTrigger {
             path: job.location.path().to_owned(),
             name: job.entry.name.to_owned(),
             data,
             sender,
+            origin: None,
+        })
+    }
+
+    /// A trigger from the broker (another node's, or this node's own from its history), ready to run
+    /// here; `None` when this node cannot run it (another version of the app).
+    fn record(&self, trigger: WireTrigger) -> Option<Record> {
+        let accepted = match self.accept(
+            Target::Path(&trigger.path),
+            &trigger.name,
+            Payload::Json(trigger.data.get()),
+        ) {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(target: "sync_runtime::backplane", path = trigger.path, name = trigger.name, error = %e, "a trigger from another node cannot run here; ignored");
+                return None;
+            }
+        };
+        let sender = trigger.sender.and_then(|s| {
+            let session = (self.session_codec?.decode)(s.session.get())?;
+            let location = match s.path.and_then(|p| normalize(&p)) {
+                Some(path) => self.table.locate(path),
+                None => Location::new(Arc::from("/"), None, Vec::new()),
+            };
+            Some(ErasedPeer {
+                user: Arc::from(s.user),
+                session,
+                token: None,
+                location,
+                connection: ConnectionId(s.conn),
+                view: s.view.map_or_else(null_view, View::from),
+            })
         });
+        Some(Record {
+            entry: accepted.entry,
+            location: accepted.location,
+            data: accepted.data,
+            sender,
+            skip: None,
+        })
+    }
+
+    /// Queue a trigger that has its position on its lane; when the lane is full it is dropped here, and
+    /// the path's connections resync.
+    fn run_at(&self, job: Job) {
+        if let Err(Work::Trigger(job)) = self.fanout.try_submit(Work::Trigger(job)) {
+            Counters::bump(&self.counters.remote_dropped);
+            tracing::warn!(target: "sync_runtime::backplane", path = job.location.path(), "a path's trigger queue is full; a trigger was dropped here and its connections resync");
+            self.resync(self.presence.recipients(job.location.path()));
+            job.reply.send(&self.conns, Err(overloaded()));
+        }
     }
 
     /// Tell `conns` they may have missed reactions.
@@ -189,51 +317,86 @@ impl HubInner {
     }
 }
 
+/// How long a published trigger's sender waits for its outcome at most.
+const OUTCOME_WAIT: Duration = Duration::from_secs(10);
+
+fn overloaded() -> SyncError {
+    SyncError::new(ErrorCode::Overloaded, "this path's trigger queue is full")
+}
+
+/// A trigger of this node's, published, waiting to come back with its position.
+pub(crate) struct Waiting {
+    job: Job,
+    since: Instant,
+}
+
 impl Inbox for HubInner {
-    /// A trigger another node accepted, fanned out to this node's connections. Never waits: when the
-    /// path's lane is full, the trigger is dropped and that path's connections resync.
-    fn trigger(&self, trigger: WireTrigger) {
-        let accepted = match self.accept(
-            Target::Path(&trigger.path),
-            &trigger.name,
-            Payload::Json(trigger.data.get()),
-        ) {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Another version of the app is deployed on that node.
-                tracing::warn!(target: "sync_runtime::backplane", path = trigger.path, name = trigger.name, error = %e, "a trigger from another node cannot run here; ignored");
-                return;
+    /// A trigger on a path this node follows: this node's own (its sender and whoever waits for its
+    /// outcome are still here), or another node's. Never waits.
+    fn trigger(&self, trigger: WireTrigger, at: Cursor) {
+        let node = self.broker.as_ref().map(|b| b.node());
+        let own = trigger
+            .origin
+            .filter(|o| Some(o.node) == node)
+            .and_then(|o| {
+                self.waiting
+                    .lock()
+                    .expect("waiting lock is never poisoned")
+                    .remove(&o.id)
+            });
+        let mut job = match own {
+            Some(waiting) => waiting.job,
+            None => match self.record(trigger) {
+                Some(record) => record.into_job(),
+                None => return,
+            },
+        };
+        job.at = Some(at);
+        self.run_at(job);
+    }
+
+    fn published(&self, id: u64, result: Result<Cursor, String>) {
+        let at = match result {
+            Ok(at) => at,
+            Err(why) => {
+                tracing::warn!(target: "sync_runtime::backplane", error = why, "the backplane did not take a trigger; refused to its sender");
+                return self.refuse(id, ErrorCode::Unavailable, &why);
             }
         };
-        let sender = trigger.sender.and_then(|s| {
-            let session = (self.session_codec?.decode)(s.session.get())?;
-            let location = match s.path.and_then(|p| normalize(&p)) {
-                Some(path) => self.table.locate(path),
-                None => Location::new(Arc::from("/"), None, Vec::new()),
-            };
-            Some(Sender {
-                conn: None,
-                peer: ErasedPeer {
-                    user: Arc::from(s.user),
-                    session,
-                    token: None,
-                    location,
-                    connection: ConnectionId(s.conn),
-                    view: s.view.map_or_else(null_view, View::from),
-                },
-                echo: true,
-            })
-        });
-        let job = self.job(accepted, sender, Reply::None);
-        if let Err(job) = self.fanout.try_submit(job) {
-            Counters::bump(&self.counters.remote_dropped);
-            tracing::warn!(target: "sync_runtime::backplane", path = job.location.path(), "a path's trigger queue is full; a trigger from another node was dropped and its connections resync");
-            self.resync(self.presence.recipients(job.location.path()));
+        let job = {
+            let mut waiting = self.waiting.lock().expect("waiting lock is never poisoned");
+            match waiting.get(&id) {
+                // Back already, or coming back: this node follows its path.
+                None => return,
+                Some(w)
+                    if self
+                        .broker
+                        .as_ref()
+                        .is_some_and(|b| b.follows(w.job.location.path())) =>
+                {
+                    return;
+                }
+                Some(_) => waiting.remove(&id).map(|w| w.job),
+            }
+        };
+        if let Some(mut job) = job {
+            // Nobody here follows its path: run it now, for the outcome.
+            job.at = Some(at);
+            self.run_at(job);
         }
     }
 
-    fn lost(&self) {
-        self.resync(self.conns.all());
+    fn followed(&self, path: Arc<str>, before: Option<Cursor>) {
+        if self
+            .fanout
+            .try_submit(Work::Follow {
+                path: path.clone(),
+                before,
+            })
+            .is_err()
+        {
+            self.resync(self.presence.recipients(&path));
+        }
     }
 
     fn note(&self, node: u64, note: WireNote) {
@@ -242,6 +405,36 @@ impl Inbox for HubInner {
 
     fn heard(&self, node: u64, presence: u64) {
         self.on_heard(node, presence);
+    }
+}
+
+impl Recall for HubInner {
+    fn since(
+        &self,
+        path: Arc<str>,
+        epoch: Arc<str>,
+        after: u64,
+        upto: u64,
+    ) -> BoxFuture<'_, Recalled<Record>> {
+        Box::pin(async move {
+            let Some(broker) = &self.broker else {
+                return Recalled::Lost;
+            };
+            match broker.since(path, epoch, after, upto).await {
+                None | Some(Recalled::Lost) => Recalled::Lost,
+                Some(Recalled::Entries { first, entries }) => Recalled::Entries {
+                    first,
+                    entries: entries
+                        .into_iter()
+                        .filter_map(|(offset, trigger)| Some((offset, self.record(trigger)?)))
+                        .collect(),
+                },
+            }
+        })
+    }
+
+    fn top(&self, path: Arc<str>) -> BoxFuture<'_, Option<Cursor>> {
+        Box::pin(async move { self.broker.as_ref()?.top(path).await })
     }
 }
 

@@ -26,6 +26,8 @@ const ROOT_NAMES: &[(&str, &str)] = &[
     ("SyncError", "error"),
     ("Backplane", "broker"),
     ("Stats", "stats"),
+    ("Cursor", "history"),
+    ("BadCursor", "history"),
 ];
 
 fn imports(graph: &mut BTreeMap<String, BTreeSet<String>>, module: &str, file: &Path) {

@@ -1,16 +1,16 @@
-//! The engine every broker shares: publisher and subscriber tasks over a [`Transport`], with numbering,
-//! heartbeats, gap detection, backoff, outage logging and status. A transport only connects, publishes,
-//! subscribes and reads.
+//! The engine every broker shares: the publisher and subscriber tasks over a [`Transport`], with
+//! heartbeats, following paths, backoff, outage logging and status. A transport only connects, appends,
+//! publishes, subscribes, follows and reads.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::*;
 
@@ -20,19 +20,27 @@ pub(crate) enum TransportError {
     /// Unreachable, or the connection broke: reconnect.
     #[error("{0}")]
     Broken(String),
-    /// It answered but refused (a permission): the connection still works, the publish did not.
+    /// It answered but refused (a permission): the connection still works, the command did not.
     // Only Redis refuses; the memory bus is either up or down.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     #[error("refused: {0}")]
     Refused(String),
 }
 
-/// How the engine reaches the other nodes: connect, publish, subscribe, read. Everything else (numbering,
-/// heartbeats, gaps, reconnects) is the engine's, the same for every transport.
+/// A message a subscription delivers.
+pub(crate) enum Message {
+    /// On the deployment's channel: an [`Envelope`].
+    Node(Bytes),
+    /// On a path's channel: a trigger and its position ([`read_path_message`]).
+    Path(Bytes),
+}
+
+/// How the engine reaches the other nodes. Everything else (heartbeats, following, reconnects) is the
+/// engine's, the same for every transport.
 pub(crate) trait Transport: Send + Sync + 'static {
     /// A connection that publishes.
     type Publisher: Send + 'static;
-    /// A confirmed subscription to the deployment's channel.
+    /// A confirmed subscription to the deployment's channel, and to the paths followed on it.
     type Subscription: Send + 'static;
 
     /// What the logs call the service ("Redis").
@@ -44,21 +52,50 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// Open a publishing connection.
     fn connect(&self) -> impl Future<Output = Result<Self::Publisher, TransportError>> + Send;
 
-    /// Publish `payloads`, in order, on the channel.
+    /// Publish `payloads`, in order, on the deployment's channel.
     fn publish(
         &self,
         publisher: &mut Self::Publisher,
         payloads: &[Bytes],
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
-    /// Subscribe to the channel; `Ok` once the subscription is confirmed.
+    /// Append each `(path, trigger JSON)` to its path's history and publish it on the path's channel,
+    /// in one atomic step each, in order: each one's position, or why it was not taken.
+    fn append(
+        &self,
+        publisher: &mut Self::Publisher,
+        triggers: &[(Arc<str>, Bytes)],
+    ) -> impl Future<Output = Result<Vec<Result<Cursor, String>>, TransportError>> + Send;
+
+    /// The triggers of `path` after `after` up to `upto` in history `epoch` (a connection of its own).
+    fn since(
+        &self,
+        path: &str,
+        epoch: &str,
+        after: u64,
+        upto: u64,
+    ) -> impl Future<Output = Result<Recalled<Bytes>, TransportError>> + Send;
+
+    /// The position of `path`, starting its history if it has none (a connection of its own).
+    fn top(&self, path: &str) -> impl Future<Output = Result<Cursor, TransportError>> + Send;
+
+    /// Subscribe to the deployment's channel; `Ok` once confirmed.
     fn subscribe(&self) -> impl Future<Output = Result<Self::Subscription, TransportError>> + Send;
 
-    /// The next message; `None` when the subscription ended.
+    /// Subscribe to (`on`) or leave the channels of `paths`; `Ok` once confirmed.
+    fn follow(
+        &self,
+        subscription: &mut Self::Subscription,
+        paths: &[Arc<str>],
+        on: bool,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// The next message; `None` when the subscription ended. Cancel-safe: dropped before it is ready,
+    /// it loses nothing.
     fn next(
         &self,
         subscription: &mut Self::Subscription,
-    ) -> impl Future<Output = Option<Bytes>> + Send;
+    ) -> impl Future<Output = Option<Message>> + Send;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,40 +106,49 @@ pub(crate) struct Settings {
 
 /// Heartbeats of silence after which the subscription is taken for dead.
 const SILENT_HEARTBEATS: u32 = 5;
-/// Heartbeats of silence after which a node is forgotten.
-const FORGET_HEARTBEATS: u32 = 600;
-/// Triggers numbered and published in one go.
+/// Items published in one go.
 const BATCH: usize = 256;
 
 /// Shared by the engine, its publisher and its subscriber.
 struct Shared {
     node: u64,
-    /// Triggers refused by the full queue since the publisher last numbered: it skips as many numbers.
-    skipped: AtomicU64,
     publishing: AtomicBool,
     subscribed: AtomicBool,
     published: AtomicU64,
     received: AtomicU64,
     dropped: AtomicU64,
-    gaps: AtomicU64,
     /// The last roster change that went out or was given up, repeated in every envelope.
     pv: AtomicU64,
+    /// Where published triggers' outcomes go; set by `start`.
+    inbox: OnceLock<Weak<dyn Inbox>>,
+    /// Paths whose following changed since the subscriber last looked: the last word for each.
+    wanted: Mutex<HashMap<Arc<str>, bool>>,
+    /// Wakes the subscriber when `wanted` changed.
+    changed: Notify,
+    /// Paths whose subscription is confirmed.
+    following: Mutex<HashSet<Arc<str>>>,
 }
 
 /// What waits in the publisher's queue.
 pub(crate) enum Outgoing {
-    Trigger(WireTrigger),
+    Trigger { id: u64, trigger: WireTrigger },
     Note(WireNote),
 }
 
 impl Shared {
-    /// A queued item that will never go out: a trigger consumes its number, a presence change still
+    fn inbox(&self) -> Option<Arc<dyn Inbox>> {
+        self.inbox.get().and_then(Weak::upgrade)
+    }
+
+    /// A queued item that will never go out: a trigger is refused to its sender, a presence change still
     /// counts in `pv`.
-    fn given_up(&self, item: Outgoing) {
+    fn given_up(&self, item: Outgoing, why: &str) {
         match item {
-            Outgoing::Trigger(_) => {
-                self.skipped.fetch_add(1, Ordering::AcqRel);
+            Outgoing::Trigger { id, .. } => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(inbox) = self.inbox() {
+                    inbox.published(id, Err(why.to_owned()));
+                }
             }
             Outgoing::Note(note) => {
                 if let Some(v) = note.version() {
@@ -110,10 +156,6 @@ impl Shared {
                 }
             }
         }
-    }
-
-    fn take_skipped(&self) -> u64 {
-        self.skipped.swap(0, Ordering::AcqRel)
     }
 }
 
@@ -135,14 +177,16 @@ impl<T: Transport> Engine<T> {
         let (tx, rx) = mpsc::channel(settings.queue);
         let shared = Arc::new(Shared {
             node: node_id(),
-            skipped: AtomicU64::new(0),
             publishing: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
             published: AtomicU64::new(0),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            gaps: AtomicU64::new(0),
             pv: AtomicU64::new(0),
+            inbox: OnceLock::new(),
+            wanted: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            following: Mutex::new(HashSet::new()),
         });
         let transport = Arc::new(transport);
         tokio::spawn(publish_loop(
@@ -163,20 +207,102 @@ impl<T: Transport> Engine<T> {
     }
 }
 
+/// A trigger as the publisher hands it to the transport.
+fn encode(trigger: &WireTrigger) -> Bytes {
+    Bytes::from(serde_json::to_vec(trigger).expect("a trigger is plain JSON"))
+}
+
 impl<T: Transport> Broker for Engine<T> {
-    fn publish(&self, trigger: WireTrigger) {
-        if self.tx.try_send(Outgoing::Trigger(trigger)).is_err() {
-            self.shared.skipped.fetch_add(1, Ordering::AcqRel);
+    fn publish(&self, id: u64, trigger: WireTrigger) -> bool {
+        let accepted = self.tx.try_send(Outgoing::Trigger { id, trigger }).is_ok();
+        if !accepted {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        accepted
+    }
+
+    fn publish_wait(&self, id: u64, trigger: WireTrigger) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            self.tx
+                .send(Outgoing::Trigger { id, trigger })
+                .await
+                .is_ok()
+        })
     }
 
     fn share(&self, note: WireNote) {
         if let Err(e) = self.tx.try_send(Outgoing::Note(note)) {
             let (mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item)) =
                 e;
-            self.shared.given_up(item);
+            self.shared.given_up(item, "the publish queue is full");
         }
+    }
+
+    fn follow(&self, path: &Arc<str>, on: bool) {
+        self.shared
+            .wanted
+            .lock()
+            .expect("wanted lock is never poisoned")
+            .insert(path.clone(), on);
+        self.shared.changed.notify_one();
+    }
+
+    fn follows(&self, path: &str) -> bool {
+        self.shared
+            .following
+            .lock()
+            .expect("following lock is never poisoned")
+            .contains(path)
+    }
+
+    fn since(
+        &self,
+        path: Arc<str>,
+        epoch: Arc<str>,
+        after: u64,
+        upto: u64,
+    ) -> BoxFuture<'static, Option<Recalled<WireTrigger>>> {
+        let transport = self.transport.clone();
+        Box::pin(async move {
+            let recalled = match transport.since(&path, &epoch, after, upto).await {
+                Ok(recalled) => recalled,
+                Err(e) => {
+                    tracing::warn!(target: "sync_runtime::backplane", path = %path, error = %e, "could not read a path's history");
+                    return None;
+                }
+            };
+            Some(match recalled {
+                Recalled::Lost => Recalled::Lost,
+                Recalled::Entries { first, entries } => Recalled::Entries {
+                    first,
+                    entries: entries
+                        .into_iter()
+                        .filter_map(|(offset, json)| {
+                            match serde_json::from_slice::<WireTrigger>(&json) {
+                                Ok(trigger) => Some((offset, trigger)),
+                                Err(e) => {
+                                    tracing::warn!(target: "sync_runtime::backplane", path = %path, offset, error = %e, "unreadable trigger in a path's history; skipped");
+                                    None
+                                }
+                            }
+                        })
+                        .collect(),
+                },
+            })
+        })
+    }
+
+    fn top(&self, path: Arc<str>) -> BoxFuture<'static, Option<Cursor>> {
+        let transport = self.transport.clone();
+        Box::pin(async move {
+            match transport.top(&path).await {
+                Ok(top) => Some(top),
+                Err(e) => {
+                    tracing::warn!(target: "sync_runtime::backplane", path = %path, error = %e, "could not read a path's position");
+                    None
+                }
+            }
+        })
     }
 
     fn node(&self) -> u64 {
@@ -197,10 +323,10 @@ impl<T: Transport> Broker for Engine<T> {
             tracing::error!(target: "sync_runtime::backplane", "the broker was started twice; the second start is ignored");
             return;
         };
+        let _ = self.shared.inbox.set(inbox);
         tokio::spawn(subscribe_loop(
             self.transport.clone(),
             self.shared.clone(),
-            inbox,
             self.settings.heartbeat,
             stop,
         ));
@@ -214,7 +340,11 @@ impl<T: Transport> Broker for Engine<T> {
             published: s.published.load(Ordering::Relaxed),
             received: s.received.load(Ordering::Relaxed),
             dropped: s.dropped.load(Ordering::Relaxed),
-            gaps: s.gaps.load(Ordering::Relaxed),
+            following: s
+                .following
+                .lock()
+                .expect("following lock is never poisoned")
+                .len() as u64,
         }
     }
 }
@@ -257,9 +387,9 @@ impl Health {
         if self.down {
             tracing::debug!(target: "sync_runtime::backplane", place, error = %error, "{role} still cannot reach {service}");
         } else if self.ever_up {
-            tracing::warn!(target: "sync_runtime::backplane", place, error = %error, "{role} lost {service}; local delivery goes on, reconnecting");
+            tracing::warn!(target: "sync_runtime::backplane", place, error = %error, "{role} lost {service}; triggers are refused until it is back, reconnecting");
         } else {
-            tracing::warn!(target: "sync_runtime::backplane", place, error = %error, "{role} could not connect to {service}; local delivery goes on, retrying");
+            tracing::warn!(target: "sync_runtime::backplane", place, error = %error, "{role} could not connect to {service}; triggers are refused until it is reached, retrying");
         }
         self.down = true;
     }
@@ -289,7 +419,6 @@ async fn publish_loop<T: Transport>(
     mut rx: mpsc::Receiver<Outgoing>,
     heartbeat: Duration,
 ) {
-    let mut numbering = Numbering::new(shared.node);
     let mut health = Health::new("publisher", transport.service());
     let mut backoff = Backoff::new();
     let mut batch = Vec::with_capacity(BATCH);
@@ -298,16 +427,13 @@ async fn publish_loop<T: Transport>(
             Ok(publisher) => publisher,
             Err(e) => {
                 health.failed(transport.place(), &e);
-                // Whatever waits now would arrive late and out of context: give it up, so that the other
-                // nodes see the gap and resync instead.
+                // Whatever waits now would be taken late: refuse it, so that its sender knows.
                 while let Ok(item) = rx.try_recv() {
-                    shared.given_up(item);
+                    shared.given_up(item, "the backplane cannot be reached");
                 }
-                numbering.give_up(shared.take_skipped());
-                if rx.is_closed() && rx.is_empty() {
-                    return;
-                }
-                if !wait_dropping(&mut backoff, &mut rx, &shared, &mut numbering).await {
+                if (rx.is_closed() && rx.is_empty())
+                    || !wait_refusing(&mut backoff, &mut rx, &shared).await
+                {
                     return;
                 }
                 continue;
@@ -321,113 +447,184 @@ async fn publish_loop<T: Transport>(
         // Refusals are logged once per streak: the connection works, each trigger would log again.
         let mut refusing = false;
         let error = loop {
-            let mut out = Vec::new();
-            let mut count = 0u64;
+            let mut notes = Vec::new();
+            let mut triggers = Vec::new();
+            let mut ids = Vec::new();
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         shared.publishing.store(false, Ordering::Release);
                         return;
                     }
-                    numbering.give_up(shared.take_skipped());
                     for item in batch.drain(..) {
-                        let mut envelope = match item {
-                            Outgoing::Trigger(trigger) => {
-                                count += 1;
-                                numbering.trigger(trigger)
+                        match item {
+                            Outgoing::Trigger { id, trigger } => {
+                                triggers.push((Arc::from(trigger.path.as_str()), encode(&trigger)));
+                                ids.push(id);
                             }
                             Outgoing::Note(note) => {
                                 if let Some(v) = note.version() {
                                     shared.pv.fetch_max(v, Ordering::AcqRel);
                                 }
-                                let mut envelope = numbering.heartbeat();
-                                envelope.note = Some(note);
-                                envelope
+                                notes.push(Envelope {
+                                    node: shared.node,
+                                    note: Some(note),
+                                    pv: Some(shared.pv.load(Ordering::Acquire)),
+                                }.encode());
                             }
-                        };
-                        envelope.pv = Some(shared.pv.load(Ordering::Acquire));
-                        out.push(envelope.encode());
+                        }
                     }
                 }
                 _ = beat.tick() => {
-                    numbering.give_up(shared.take_skipped());
-                    let mut envelope = numbering.heartbeat();
-                    envelope.pv = Some(shared.pv.load(Ordering::Acquire));
-                    out.push(envelope.encode());
+                    notes.push(Envelope {
+                        node: shared.node,
+                        note: None,
+                        pv: Some(shared.pv.load(Ordering::Acquire)),
+                    }.encode());
                 }
             }
-            match transport.publish(&mut publisher, &out).await {
-                Ok(()) => {
-                    shared.published.fetch_add(count, Ordering::Relaxed);
+            let mut broke = None;
+            if !triggers.is_empty() {
+                match transport.append(&mut publisher, &triggers).await {
+                    Ok(results) => {
+                        let inbox = shared.inbox();
+                        for (id, result) in ids.iter().zip(results) {
+                            match &result {
+                                Ok(_) => shared.published.fetch_add(1, Ordering::Relaxed),
+                                Err(_) => shared.dropped.fetch_add(1, Ordering::Relaxed),
+                            };
+                            if let Some(inbox) = &inbox {
+                                inbox.published(*id, result);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        shared
+                            .dropped
+                            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+                        if let Some(inbox) = shared.inbox() {
+                            for id in &ids {
+                                inbox.published(*id, Err(e.to_string()));
+                            }
+                        }
+                        broke = Some(e);
+                    }
+                }
+            }
+            if broke.is_none() && !notes.is_empty() {
+                broke = transport.publish(&mut publisher, &notes).await.err();
+            }
+            match broke {
+                None => {
                     if refusing {
                         tracing::warn!(target: "sync_runtime::backplane", place = transport.place(), "{} accepts publishes again", transport.service());
                         refusing = false;
                     }
                 }
-                Err(e) => {
-                    if count > 0 {
-                        numbering.unsent();
-                        shared.dropped.fetch_add(count, Ordering::Relaxed);
-                    }
-                    match e {
-                        TransportError::Refused(_) => {
-                            if !refusing {
-                                tracing::error!(target: "sync_runtime::backplane", place = transport.place(), error = %e, "{} refused a publish; triggers are given up until it accepts", transport.service());
-                                refusing = true;
-                            }
-                        }
-                        TransportError::Broken(_) => break e,
+                Some(e @ TransportError::Refused(_)) => {
+                    if !refusing {
+                        tracing::error!(target: "sync_runtime::backplane", place = transport.place(), error = %e, "{} refused a publish; triggers are refused until it accepts", transport.service());
+                        refusing = true;
                     }
                 }
+                Some(e @ TransportError::Broken(_)) => break e,
             }
         };
         shared.publishing.store(false, Ordering::Release);
         health.failed(transport.place(), &error);
-        if !wait_dropping(&mut backoff, &mut rx, &shared, &mut numbering).await {
+        if !wait_refusing(&mut backoff, &mut rx, &shared).await {
             return;
         }
     }
 }
 
-/// Wait out a reconnect delay, giving up every trigger that arrives meanwhile (as the failed connect
-/// gave up those already queued): published after the outage, it would reach the other nodes late and
-/// out of context, whereas a skipped number makes them resync. False when the engine is gone.
-async fn wait_dropping(
+/// Wait out a reconnect delay, refusing every trigger that arrives meanwhile (as the failed connect
+/// refused those already queued). False when the engine is gone.
+async fn wait_refusing(
     backoff: &mut Backoff,
     rx: &mut mpsc::Receiver<Outgoing>,
     shared: &Shared,
-    numbering: &mut Numbering,
 ) -> bool {
     let delay = backoff.wait();
     tokio::pin!(delay);
     loop {
         tokio::select! {
-            () = &mut delay => {
-                numbering.give_up(shared.take_skipped());
-                return true;
-            }
+            () = &mut delay => return true,
             item = rx.recv() => match item {
-                Some(item) => shared.given_up(item),
+                Some(item) => shared.given_up(item, "the backplane cannot be reached"),
                 None => return false,
             },
         }
     }
 }
 
+/// Follow (or leave) `paths` on `subscription`: for each path followed, its position is read first and
+/// handed to the hub with the confirmation, so that what was published in between is caught up.
+async fn apply<T: Transport>(
+    transport: &T,
+    shared: &Shared,
+    subscription: &mut T::Subscription,
+    paths: Vec<Arc<str>>,
+    on: bool,
+) -> Result<(), TransportError> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    if !on {
+        transport.follow(subscription, &paths, false).await?;
+        let mut following = shared.following.lock().expect("following lock");
+        for path in &paths {
+            following.remove(path);
+        }
+        return Ok(());
+    }
+    let mut before = Vec::with_capacity(paths.len());
+    for path in &paths {
+        before.push(transport.top(path).await.ok());
+    }
+    transport.follow(subscription, &paths, true).await?;
+    shared
+        .following
+        .lock()
+        .expect("following lock")
+        .extend(paths.iter().cloned());
+    if let Some(inbox) = shared.inbox() {
+        for (path, before) in paths.into_iter().zip(before) {
+            inbox.followed(path, before);
+        }
+    }
+    Ok(())
+}
+
+/// The changes to following asked for since the last call, against what is followed now: paths to
+/// follow, paths to leave.
+fn changes(shared: &Shared, followed: &HashSet<Arc<str>>) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
+    let wanted = std::mem::take(&mut *shared.wanted.lock().expect("wanted lock"));
+    let (mut join, mut leave) = (Vec::new(), Vec::new());
+    for (path, on) in wanted {
+        match (on, followed.contains(&path)) {
+            (true, false) => join.push(path),
+            (false, true) => leave.push(path),
+            _ => {}
+        }
+    }
+    (join, leave)
+}
+
 async fn subscribe_loop<T: Transport>(
     transport: Arc<T>,
     shared: Arc<Shared>,
-    inbox: Weak<dyn Inbox>,
     heartbeat: Duration,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let mut receiver = Receiver::new(shared.node, heartbeat * FORGET_HEARTBEATS, Instant::now());
     let mut health = Health::new("subscriber", transport.service());
     let mut backoff = Backoff::new();
     // Five missed heartbeats: the subscription is dead even if the connection does not say so.
     let silence = heartbeat * SILENT_HEARTBEATS;
+    // What this subscriber follows (or is to follow again after a reconnect).
+    let mut followed: HashSet<Arc<str>> = HashSet::new();
     loop {
-        if inbox.strong_count() == 0 {
+        if shared.inbox().is_none() {
             return;
         }
         let attempt = tokio::select! {
@@ -437,7 +634,6 @@ async fn subscribe_loop<T: Transport>(
         let mut subscription = match attempt {
             Ok(subscription) => subscription,
             Err(e) => {
-                receiver.interrupted();
                 health.failed(transport.place(), &e);
                 tokio::select! {
                     () = backoff.wait() => continue,
@@ -445,20 +641,48 @@ async fn subscribe_loop<T: Transport>(
                 }
             }
         };
+        // Everything followed before is followed again, caught up from its position.
+        let (join, leave) = changes(&shared, &followed);
+        for path in leave {
+            followed.remove(&path);
+        }
+        followed.extend(join);
+        let again: Vec<Arc<str>> = followed.iter().cloned().collect();
+        if let Err(e) = apply(&*transport, &shared, &mut subscription, again, true).await {
+            health.failed(transport.place(), &e);
+            tokio::select! {
+                () = backoff.wait() => continue,
+                _ = &mut stop => return,
+            }
+        }
         health.up(transport.place());
         backoff = Backoff::new();
-        receiver.subscribed(Instant::now());
         shared.subscribed.store(true, Ordering::Release);
         let error = loop {
             let next = tokio::select! {
                 next = tokio::time::timeout(silence, transport.next(&mut subscription)) => next,
+                () = shared.changed.notified() => {
+                    let (join, leave) = changes(&shared, &followed);
+                    for path in &leave {
+                        followed.remove(path);
+                    }
+                    followed.extend(join.iter().cloned());
+                    let applied = match apply(&*transport, &shared, &mut subscription, leave, false).await {
+                        Ok(()) => apply(&*transport, &shared, &mut subscription, join, true).await,
+                        Err(e) => Err(e),
+                    };
+                    match applied {
+                        Ok(()) => continue,
+                        Err(e) => break e,
+                    }
+                }
                 _ = &mut stop => {
                     shared.subscribed.store(false, Ordering::Release);
                     return;
                 }
             };
-            let payload = match next {
-                Ok(Some(payload)) => payload,
+            let message = match next {
+                Ok(Some(message)) => message,
                 Ok(None) => break TransportError::Broken("the subscription ended".to_owned()),
                 Err(_) => {
                     break TransportError::Broken(format!(
@@ -466,52 +690,36 @@ async fn subscribe_loop<T: Transport>(
                     ));
                 }
             };
-            let mut envelope = match serde_json::from_slice::<Envelope>(&payload) {
-                Ok(envelope) => envelope,
-                Err(e) => {
-                    tracing::warn!(target: "sync_runtime::backplane", error = %e, "unreadable message on the channel; ignored");
-                    continue;
-                }
-            };
-            if inbox.strong_count() == 0 {
-                shared.subscribed.store(false, Ordering::Release);
-                return;
-            }
-            let (node, note, pv) = (envelope.node, envelope.note.take(), envelope.pv);
-            let received = receiver.receive(envelope, Instant::now());
-            let from_other = node != shared.node;
-            if received.gap.is_none() && received.trigger.is_none() && !from_other {
-                continue;
-            }
-            let Some(inbox) = inbox.upgrade() else {
+            let Some(inbox) = shared.inbox() else {
                 shared.subscribed.store(false, Ordering::Release);
                 return;
             };
-            if from_other {
-                if let Some(note) = note {
-                    inbox.note(node, note);
-                }
-                inbox.heard(node, pv.unwrap_or(0));
-            }
-            if let Some(gap) = received.gap {
-                shared.gaps.fetch_add(1, Ordering::Relaxed);
-                match gap.missed {
-                    Some(missed) => {
-                        tracing::warn!(target: "sync_runtime::backplane", node = gap.node, missed, "triggers from another node were lost; connections here resync");
+            match message {
+                Message::Path(payload) => match read_path_message(&payload) {
+                    Some((at, trigger)) => {
+                        shared.received.fetch_add(1, Ordering::Relaxed);
+                        inbox.trigger(trigger, at);
                     }
                     None => {
-                        tracing::warn!(target: "sync_runtime::backplane", node = gap.node, "a node heard for the first time may have published triggers this node missed; connections here resync");
+                        tracing::warn!(target: "sync_runtime::backplane", "unreadable trigger on a path's channel; ignored");
                     }
-                }
-                inbox.lost();
-            }
-            if let Some(trigger) = received.trigger {
-                shared.received.fetch_add(1, Ordering::Relaxed);
-                inbox.trigger(trigger);
+                },
+                Message::Node(payload) => match serde_json::from_slice::<Envelope>(&payload) {
+                    Ok(envelope) if envelope.node != shared.node => {
+                        if let Some(note) = envelope.note {
+                            inbox.note(envelope.node, note);
+                        }
+                        inbox.heard(envelope.node, envelope.pv.unwrap_or(0));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(target: "sync_runtime::backplane", error = %e, "unreadable message on the deployment's channel; ignored");
+                    }
+                },
             }
         };
         shared.subscribed.store(false, Ordering::Release);
-        receiver.interrupted();
+        shared.following.lock().expect("following lock").clear();
         health.failed(transport.place(), &error);
         tokio::select! {
             () = backoff.wait() => {}

@@ -1,76 +1,56 @@
-//! The engine between nodes (SPEC 8.2): several server processes act as one hub.
+//! The engine between nodes (SPEC 8, 10): several server processes act as one hub.
 //!
-//! A trigger accepted on a node fans out to that node's own connections at once and is handed to the
-//! [`Broker`], which publishes it once; every other node's broker delivers it to its hub (the [`Inbox`]),
-//! which fans it out to *its* connections, running filters only for them. Only triggers cross (route
-//! path, sync name, data, sender), never reactions, so the traffic is one message per trigger whatever
-//! the number of recipients.
+//! A trigger accepted on a node is handed to the [`Broker`], which appends it to its path's history and
+//! publishes it on its path's channel in one atomic step (a Lua script on Redis; one lock on the
+//! [`MemoryBus`]): that step gives it its offset, so every node sees a path's triggers in one order, the
+//! order of their offsets. Every node that has users on the path, the publishing one included, gets it
+//! back from its subscription and fans it out to *its* connections, running filters only for them. Only
+//! triggers cross (route path, sync name, data, sender), never reactions: one message per trigger and
+//! per node that follows its path, whatever the number of recipients.
 //!
-//! Two transports carry the same envelopes through the same engine: Redis pub/sub
-//! ([`Backplane::redis`], one channel `<prefix>:sync:v1`) and an in-process bus ([`MemoryBus`]) for
-//! tests. A transport only connects, publishes, subscribes and reads; the numbering, heartbeats, gap
-//! detection, reconnects and outage logging below are shared, so that a Redis Cluster transport (sharded
-//! pub/sub) can be added beside them without touching any of it.
+//! # Per-path channels
 //!
-//! # Delivery: at most once, and never silently less
+//! A node follows (subscribes to) a path's channel while it has connections there: from the first
+//! connection placed until the last leaves. It reads the path's position just before subscribing and
+//! hands it to the hub with the confirmation, so whatever was published in between is fetched from the
+//! history; nothing is lost between the first user's arrival and the subscription. A node therefore
+//! receives the triggers of its own paths, not everyone's.
 //!
-//! Each node (a random 64-bit id per process, from the OS random source) numbers the triggers it hands
-//! to its broker, 1, 2, 3… A trigger it *gives up* still consumes its number: the publish queue was full,
-//! the transport was down, it arrived while the publisher waited to reconnect, or a publish failed (it
-//! may not have reached the wire). Published late, after an outage, it would reach the others out of
-//! context; a skipped number makes them resync instead. Every `heartbeat` (default 1 s) each node also
-//! publishes its last number, so a loss at the end of a burst shows too.
+//! # Delivery: nothing lost silently
 //!
-//! An envelope is `{"node", "seq", "from", "trigger"}`: `seq` is the trigger's number (or, in a
-//! heartbeat, which has no `trigger`, the node's last number), and `from` says that every number from
-//! `from` up to `seq` went onto the wire, one after the other, while `from - 1` (if any) was given up.
-//! A node that never gave anything up sends `from: 1`; a heartbeat right after a loss has
-//! `from = seq + 1`.
+//! A trigger is accepted only once the broker has given it an offset; one the broker cannot take (its
+//! queue is full, the transport is down, the script failed) is refused to its sender (`overloaded`,
+//! `unavailable`) and reaches nobody. A trigger with an offset is in the history: a node that misses it
+//! (its subscription dropped, a lane was full) sees the next offset skip, or catches up when its
+//! subscription is back, and replays what its connections missed from the history; past the history,
+//! they get `resync`. Positions do not depend on which node published, so a node started during an
+//! outage, or never heard of before, cannot hide a loss.
 //!
-//! A receiving node keeps the last number it heard from each node. Let `before` be the node's numbers
-//! before this envelope's own (`seq - 1` for a trigger, `seq` for a heartbeat). It sees a **gap** (logs
-//! it, counts it and makes its hub send `resync` to its connections) when:
-//!
-//! 1. **A node it knows** skips: `before` is past the last number heard from it.
-//! 2. **A node it hears for the first time**, while its own subscription has been up without a break
-//!    since its first attempt, had given up the number just before this envelope: `before > 0` and
-//!    `from > before`. Numbers that went onto the wire before this node heard of their sender were
-//!    published before it subscribed, so before it had connections that cared; but a number given up
-//!    may have been given up at any time, and nothing on the wire since says otherwise. This is the rule
-//!    that catches a node started during an outage, whose first numbers were all given up.
-//! 3. **A node it hears for the first time** after its own subscription failed or dropped at least once
-//!    (including a failed first attempt): `before > 0`. That node may have published while this one
-//!    was not listening.
-//!
-//! An envelope without `from` (a node running an older version) counts as `from = seq + 1`, i.e. rule 2
-//! becomes rule 3. The rules can resync connections that had nothing to miss (a node that gave up a
-//! trigger before this one started and has been idle since), never the opposite. What they cannot see
-//! is the startup race: triggers published between a node's hub being built and its first subscription
-//! being confirmed, a round trip when the transport is up. A node not heard from for 600 heartbeats while
-//! this node's subscription was up is forgotten, which at worst turns a later message from it into a
-//! spurious gap.
-//!
-//! The subscription hears every node's heartbeats, its own included: one that hears nothing for five
-//! heartbeats is taken for dead and re-established. Both connections reconnect by themselves with
-//! backoff (100 ms doubling to 2 s), and each outage is logged once when it starts and once when it ends.
+//! Besides triggers, nodes share notes (presence, sessions) and heartbeats on one channel of the
+//! deployment (`<prefix>:sync:v2`). The subscription hears every node's heartbeats, its own included:
+//! one that hears nothing for five heartbeats is taken for dead and re-established. Both connections
+//! reconnect by themselves with backoff (100 ms doubling to 2 s), and each outage is logged once when it
+//! starts and once when it ends.
 
 mod engine;
+mod envelope;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
-mod sequence;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::handler::AnyArc;
+use crate::history::{Cursor, HistoryLimits, Recalled};
 
 pub use memory::MemoryBus;
 
 pub(crate) use engine::*;
-pub(crate) use sequence::*;
+pub(crate) use envelope::*;
 
 /// Where a hub shares its triggers with the other nodes, and the settings of that sharing.
 ///
@@ -220,11 +200,6 @@ impl Backplane {
         self
     }
 
-    /// The one channel all nodes of a deployment share.
-    fn channel(&self) -> String {
-        format!("{}:sync:v1", self.prefix)
-    }
-
     /// What makes this configuration unusable (an invalid URL), for the hub's `build` to report.
     pub(crate) fn problem(&self) -> Option<String> {
         match &self.kind {
@@ -236,20 +211,21 @@ impl Backplane {
 
     /// Start this node's broker: its publisher runs from now on; [`Broker::start`] adds the subscriber
     /// once the hub exists. Must be called inside a Tokio runtime.
-    pub(crate) fn start(&self) -> Arc<dyn Broker> {
+    pub(crate) fn start(&self, history: HistoryLimits) -> Arc<dyn Broker> {
         let settings = Settings {
             queue: self.queue,
             heartbeat: self.heartbeat,
         };
         match &self.kind {
             Kind::Memory(bus) => Engine::start(
-                memory::MemoryTransport::new(bus.clone(), self.channel(), self.queue),
+                memory::MemoryTransport::new(bus.clone(), &self.prefix, self.queue, history),
                 settings,
             ),
             #[cfg(feature = "redis")]
-            Kind::Redis(config) => {
-                Engine::start(redis::RedisTransport::new(config, self.channel()), settings)
-            }
+            Kind::Redis(config) => Engine::start(
+                redis::RedisTransport::new(config, &self.prefix, history),
+                settings,
+            ),
         }
     }
 }
@@ -282,7 +258,7 @@ impl SessionCodec {
     }
 }
 
-/// One trigger as it travels between nodes.
+/// One trigger as it travels between nodes and rests in a path's history.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WireTrigger {
     pub path: String,
@@ -290,6 +266,17 @@ pub(crate) struct WireTrigger {
     pub data: Box<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<WireSender>,
+    /// The node that published it and its number there, so that the node finds its own trigger (and
+    /// whoever waits for its outcome) when it comes back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Which node published a trigger, and its number for it there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Origin {
+    pub node: u64,
+    pub id: u64,
 }
 
 /// Who sent a trigger, for the filters on other nodes. The token stays on the sender's node.
@@ -356,25 +343,31 @@ pub struct BackplaneStatus {
     pub subscribed: bool,
     /// Triggers published.
     pub published: u64,
-    /// Triggers from other nodes fanned out here.
+    /// Triggers received on the channels of the paths this node follows (its own included).
     pub received: u64,
-    /// Triggers that could not be published (transport down, queue full, publish failed or refused).
+    /// Triggers that could not be published (transport down, queue full, publish failed or refused);
+    /// each was refused to its sender and reached nobody.
     pub dropped: u64,
-    /// Gaps seen in another node's numbering (each sends `resync` to this node's connections).
-    pub gaps: u64,
+    /// Paths whose channel this node follows now (it has connections there).
+    pub following: u64,
 }
 
 /// Where a broker delivers: this node's hub. Implemented by the hub; the broker only knows this trait.
+/// Every method returns at once: the hub queues what it gets or counts it lost; it never waits, so one
+/// slow route can never stall the delivery of other routes' triggers.
 pub(crate) trait Inbox: Send + Sync + 'static {
-    /// A trigger another node accepted. Returns at once: the hub queues it or counts it lost; it never
-    /// waits, so one slow route can never stall the delivery of other routes' triggers.
-    fn trigger(&self, trigger: WireTrigger);
+    /// A trigger on a path this node follows, at its position in the path's history. A path's triggers
+    /// come in the order of their offsets.
+    fn trigger(&self, trigger: WireTrigger, at: Cursor);
 
-    /// Triggers from other nodes were lost (a gap in a node's numbering): this node's connections must
-    /// resync.
-    fn lost(&self);
+    /// What became of this node's publish number `id`: its position, or why the broker could not take it.
+    fn published(&self, id: u64, result: Result<Cursor, String>);
 
-    /// A note from `node`. Returns at once.
+    /// The subscription to `path`'s channel is confirmed (again); `before` is the path's position read
+    /// just before subscribing (`None`: it could not be read).
+    fn followed(&self, path: Arc<str>, before: Option<Cursor>);
+
+    /// A note from `node`.
     fn note(&self, node: u64, note: WireNote);
 
     /// `node` is alive, and its roster is at change `presence` (from every envelope it sends, after the
@@ -382,16 +375,41 @@ pub(crate) trait Inbox: Send + Sync + 'static {
     fn heard(&self, node: u64, presence: u64);
 }
 
-/// The engine between nodes (SPEC 8.2): publish a trigger or a note, deliver the others'. History comes
-/// later.
+/// The engine between nodes (SPEC 8.2): publish a trigger into its path's history, follow paths, read
+/// the history, share notes.
 pub(crate) trait Broker: Send + Sync + 'static {
-    /// Hand a trigger accepted on this node to the other nodes, without waiting (a full queue counts it
-    /// lost, so other nodes see a gap).
-    fn publish(&self, trigger: WireTrigger);
+    /// Queue a trigger (numbered `id` by this node) for its path's history and channel, without waiting;
+    /// false when the queue is full (it is not accepted). The outcome comes back through
+    /// [`Inbox::published`].
+    fn publish(&self, id: u64, trigger: WireTrigger) -> bool;
+
+    /// The same, waiting for room in the queue (a client's requests: backpressure reaches it); false when
+    /// the broker is gone.
+    fn publish_wait(&self, id: u64, trigger: WireTrigger) -> BoxFuture<'_, bool>;
 
     /// Hand a note to the other nodes, without waiting (a full queue drops it; a presence change
     /// dropped still counts in this node's `pv`, so the others ask for a snapshot).
     fn share(&self, note: WireNote);
+
+    /// Receive the triggers of `path` from now on (`true`, confirmed through [`Inbox::followed`]), or no
+    /// more (`false`). Never waits; changes are applied in order, the last one for a path winning.
+    fn follow(&self, path: &Arc<str>, on: bool);
+
+    /// Whether this node's subscription to `path` is confirmed.
+    fn follows(&self, path: &str) -> bool;
+
+    /// The triggers of `path` after `after` up to `upto`, if `epoch` is still its history; `None` when
+    /// the history cannot be read now.
+    fn since(
+        &self,
+        path: Arc<str>,
+        epoch: Arc<str>,
+        after: u64,
+        upto: u64,
+    ) -> BoxFuture<'static, Option<Recalled<WireTrigger>>>;
+
+    /// The position of `path` (starting its history if it has none); `None` when it cannot be read now.
+    fn top(&self, path: Arc<str>) -> BoxFuture<'static, Option<Cursor>>;
 
     /// This node's id, as the others hear it.
     fn node(&self) -> u64;
@@ -399,8 +417,8 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// How often this node sends a heartbeat.
     fn heartbeat(&self) -> Duration;
 
-    /// Start delivering other nodes' triggers to `inbox` (called once, after the hub exists; the
-    /// broker's tasks end when the Weak is dead or the broker is dropped).
+    /// Start delivering to `inbox` (called once, after the hub exists; the broker's tasks end when the
+    /// Weak is dead or the broker is dropped).
     fn start(&self, inbox: Weak<dyn Inbox>);
 
     /// Connections and counters.

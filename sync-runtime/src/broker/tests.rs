@@ -1,16 +1,21 @@
-//! The numbering and gap rules without a transport: unit and property tests, and the helpers the
-//! memory broker's tests share.
+//! The engine over the in-process bus: positions, following, history, outages, notes. The Redis
+//! transport runs the same engine; `tests/fixture/tests/multinode.rs` drives it with real processes.
+
+use std::sync::Mutex;
 
 use super::*;
-use proptest::prelude::*;
-use tokio::time::Instant;
 
 pub(crate) fn trigger(n: u64) -> WireTrigger {
+    trigger_on("/dashboard", n)
+}
+
+fn trigger_on(path: &str, n: u64) -> WireTrigger {
     WireTrigger {
-        path: "/dashboard".to_owned(),
+        path: path.to_owned(),
         name: "counter".to_owned(),
         data: RawValue::from_string(format!("{{\"n\":{n}}}")).expect("JSON"),
         sender: None,
+        origin: None,
     }
 }
 
@@ -21,373 +26,352 @@ pub(crate) fn n_of(trigger: &WireTrigger) -> u64 {
         .expect("a number")
 }
 
-/// Through the wire format and back, as every envelope travels.
-fn wire(envelope: Envelope) -> Envelope {
-    serde_json::from_slice(&envelope.encode()).expect("decodes")
+/// A hub stand-in that records what it got.
+#[derive(Default)]
+struct Recorder {
+    triggers: Mutex<Vec<(String, u64, u64)>>,
+    published: Mutex<Vec<(u64, Result<u64, String>)>>,
+    followed: Mutex<Vec<(Arc<str>, Option<u64>)>>,
+    notes: Mutex<Vec<(u64, WireNote)>>,
+    heard: Mutex<Vec<(u64, u64)>>,
 }
 
-fn receiver() -> Receiver {
-    Receiver::new(1, Duration::from_secs(600), Instant::now())
-}
-
-fn hear(receiver: &mut Receiver, envelope: Envelope) -> (Option<Gap>, Option<u64>) {
-    let received = receiver.receive(wire(envelope), Instant::now());
-    (received.gap, received.trigger.as_ref().map(n_of))
-}
-
-#[test]
-fn numbers_are_consecutive_and_a_trigger_given_up_consumes_one() {
-    let mut numbering = Numbering::new(7);
-    let first = numbering.trigger(trigger(1));
-    assert_eq!((first.node, first.seq, first.from), (7, 1, Some(1)));
-    assert_eq!(numbering.trigger(trigger(2)).seq, 2);
-    assert_eq!(numbering.heartbeat().seq, 2);
-    numbering.give_up(3);
-    let heartbeat = numbering.heartbeat();
-    assert_eq!(
-        (heartbeat.seq, heartbeat.from),
-        (5, Some(6)),
-        "a loss shows in the heartbeat"
-    );
-    let next = numbering.trigger(trigger(6));
-    assert_eq!(
-        (next.seq, next.from),
-        (6, Some(6)),
-        "a new run starts after the loss"
-    );
-    assert_eq!(numbering.trigger(trigger(7)).from, Some(6));
-    numbering.give_up(0);
-    assert_eq!(
-        numbering.heartbeat().from,
-        Some(6),
-        "giving up nothing breaks no run"
-    );
-    numbering.unsent();
-    let heartbeat = numbering.heartbeat();
-    assert_eq!(
-        (heartbeat.seq, heartbeat.from),
-        (7, Some(8)),
-        "an unsent publish is a loss"
-    );
-}
-
-#[test]
-fn the_wire_format_is_stable_and_reads_older_nodes() {
-    let mut numbering = Numbering::new(42);
-    assert_eq!(
-        &numbering.heartbeat().encode()[..],
-        br#"{"node":42,"seq":0,"from":1}"#
-    );
-    assert_eq!(
-        &numbering.trigger(trigger(5)).encode()[..],
-        br#"{"node":42,"seq":1,"from":1,"trigger":{"path":"/dashboard","name":"counter","data":{"n":5}}}"#
-    );
-    // A node of the previous version: no `from`.
-    let old: Envelope = serde_json::from_str(r#"{"node":9,"seq":3}"#).expect("reads");
-    assert_eq!((old.node, old.seq, old.from), (9, 3, None));
-    assert!(old.trigger.is_none());
-}
-
-#[test]
-fn a_known_node_that_skips_a_number_is_a_gap() {
-    let mut r = receiver();
-    let mut b = Numbering::new(2);
-    assert_eq!(hear(&mut r, b.heartbeat()), (None, None));
-    assert_eq!(hear(&mut r, b.trigger(trigger(1))), (None, Some(1)));
-    assert_eq!(hear(&mut r, b.trigger(trigger(2))), (None, Some(2)));
-    b.give_up(2);
-    let (gap, n) = hear(&mut r, b.trigger(trigger(5)));
-    assert_eq!(
-        gap,
-        Some(Gap {
-            node: 2,
-            missed: Some(2)
-        })
-    );
-    assert_eq!(n, Some(5), "the trigger after the gap is delivered");
-    // A loss at the end of a burst shows with the next heartbeat.
-    b.give_up(1);
-    let (gap, _) = hear(&mut r, b.heartbeat());
-    assert_eq!(
-        gap,
-        Some(Gap {
-            node: 2,
-            missed: Some(1)
-        })
-    );
-    assert_eq!(hear(&mut r, b.heartbeat()), (None, None), "reported once");
-    let again = b.trigger(trigger(7));
-    let copy = Envelope {
-        node: again.node,
-        seq: again.seq,
-        from: again.from,
-        trigger: Some(trigger(7)),
-        note: None,
-        pv: None,
-    };
-    assert_eq!(hear(&mut r, again), (None, Some(7)));
-    assert_eq!(
-        hear(&mut r, copy),
-        (None, None),
-        "a trigger heard twice is delivered once"
-    );
-}
-
-#[test]
-fn this_nodes_own_envelopes_are_ignored() {
-    let mut r = receiver();
-    let mut own = Numbering::new(1);
-    own.give_up(5);
-    assert_eq!(hear(&mut r, own.trigger(trigger(1))), (None, None));
-    assert!(!r.knows(1));
-}
-
-#[test]
-fn a_node_heard_first_with_a_clean_history_joined_before_this_one_listened() {
-    let mut r = receiver();
-    let mut b = Numbering::new(2);
-    for n in 1..=10 {
-        b.trigger(trigger(n));
+impl Inbox for Recorder {
+    fn trigger(&self, trigger: WireTrigger, at: Cursor) {
+        let n = n_of(&trigger);
+        self.triggers
+            .lock()
+            .expect("lock")
+            .push((trigger.path, at.offset(), n));
     }
-    assert_eq!(hear(&mut r, b.heartbeat()), (None, None));
-    // An old loss, followed by triggers on the wire: all before this node listened.
-    let mut c = Numbering::new(3);
-    c.trigger(trigger(1));
-    c.give_up(4);
-    c.trigger(trigger(6));
-    assert_eq!(hear(&mut r, c.trigger(trigger(7))), (None, Some(7)));
-    // A node that has just started: nothing before.
-    let mut d = Numbering::new(4);
-    assert_eq!(hear(&mut r, d.trigger(trigger(1))), (None, Some(1)));
+
+    fn published(&self, id: u64, result: Result<Cursor, String>) {
+        self.published
+            .lock()
+            .expect("lock")
+            .push((id, result.map(|at| at.offset())));
+    }
+
+    fn followed(&self, path: Arc<str>, before: Option<Cursor>) {
+        self.followed
+            .lock()
+            .expect("lock")
+            .push((path, before.map(|b| b.offset())));
+    }
+
+    fn note(&self, node: u64, note: WireNote) {
+        self.notes.lock().expect("lock").push((node, note));
+    }
+
+    fn heard(&self, node: u64, presence: u64) {
+        self.heard.lock().expect("lock").push((node, presence));
+    }
 }
 
-/// Defect 3: a node started during an outage gave up its first triggers; heard for the first time,
-/// it is not taken for a fresh start.
-#[test]
-fn a_node_started_during_an_outage_is_not_taken_for_a_fresh_start() {
-    // Through the outage, without ever breaking: rule 2.
-    let mut r = receiver();
-    let mut b = Numbering::new(2);
-    b.give_up(3);
-    let (gap, n) = hear(&mut r, b.trigger(trigger(4)));
-    assert_eq!(
-        gap,
-        Some(Gap {
-            node: 2,
-            missed: None
-        })
-    );
-    assert_eq!(n, Some(4));
-    // Heard first through a heartbeat.
-    let mut r = receiver();
-    let mut b = Numbering::new(2);
-    b.give_up(3);
-    assert_eq!(
-        hear(&mut r, b.heartbeat()).0,
-        Some(Gap {
-            node: 2,
-            missed: None
-        })
-    );
-    assert_eq!(hear(&mut r, b.trigger(trigger(4))), (None, Some(4)), "once");
-    // This node's subscription broke in the outage too: rule 3.
-    let mut r = receiver();
-    r.interrupted();
-    let mut b = Numbering::new(2);
-    b.give_up(1);
-    assert_eq!(
-        hear(&mut r, b.heartbeat()).0,
-        Some(Gap {
-            node: 2,
-            missed: None
-        })
-    );
+impl Recorder {
+    /// `(offset, n)` of the triggers received on `path`.
+    fn on(&self, path: &str) -> Vec<(u64, u64)> {
+        self.triggers
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(p, ..)| p == path)
+            .map(|(_, o, n)| (*o, *n))
+            .collect()
+    }
+
+    fn published(&self) -> Vec<(u64, Result<u64, String>)> {
+        self.published.lock().expect("lock").clone()
+    }
+
+    fn followed(&self) -> Vec<(Arc<str>, Option<u64>)> {
+        self.followed.lock().expect("lock").clone()
+    }
 }
 
-#[test]
-fn after_an_interruption_a_new_node_that_published_before_is_a_gap() {
-    let mut r = receiver();
-    r.interrupted();
-    r.subscribed(Instant::now());
-    let mut b = Numbering::new(2);
+const BEAT: Duration = Duration::from_millis(50);
+
+/// A node on `bus`: its broker and its recording inbox.
+fn node(bus: &MemoryBus) -> (Arc<dyn Broker>, Arc<Recorder>) {
+    node_with(
+        Backplane::memory(bus).heartbeat(BEAT),
+        HistoryLimits::default(),
+    )
+}
+
+fn node_with(backplane: Backplane, history: HistoryLimits) -> (Arc<dyn Broker>, Arc<Recorder>) {
+    let broker = backplane.start(history);
+    let inbox = Arc::new(Recorder::default());
+    broker.start(Arc::downgrade(&inbox) as Weak<dyn Inbox>);
+    (broker, inbox)
+}
+
+/// Wait (in the test's paused time) until `done`.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..2_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn connected(broker: &Arc<dyn Broker>) {
+    until("the broker to connect", || {
+        let status = broker.status();
+        status.publishing && status.subscribed
+    })
+    .await;
+}
+
+/// Follow `path` on `broker` and wait for the confirmation.
+async fn follow(broker: &Arc<dyn Broker>, path: &str) {
+    broker.follow(&Arc::from(path), true);
+    until("the subscription", || broker.follows(path)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn triggers_get_consecutive_offsets_and_reach_every_node_that_follows_their_path() {
+    let bus = MemoryBus::new();
+    let (a, a_in) = node(&bus);
+    let (b, b_in) = node(&bus);
+    let (c, c_in) = node(&bus);
+    for broker in [&a, &b, &c] {
+        connected(broker).await;
+    }
+    follow(&a, "/dashboard").await;
+    follow(&b, "/dashboard").await;
+    follow(&c, "/elsewhere").await;
     for n in 1..=3 {
-        b.trigger(trigger(n));
+        assert!(a.publish(n, trigger(n)));
     }
-    // Published, never given up; but perhaps while this node was not listening.
+    assert!(b.publish(7, trigger(4)));
+    until("delivery", || b_in.on("/dashboard").len() == 4).await;
+    let expected = [(1, 1), (2, 2), (3, 3), (4, 4)];
+    assert_eq!(b_in.on("/dashboard"), expected);
+    until("the publisher's own", || a_in.on("/dashboard").len() == 4).await;
     assert_eq!(
-        hear(&mut r, b.trigger(trigger(4))).0,
-        Some(Gap {
-            node: 2,
-            missed: None
-        })
+        a_in.on("/dashboard"),
+        expected,
+        "the publisher gets its own"
     );
-    // A node that has just started published nothing before.
-    let mut c = Numbering::new(3);
-    assert_eq!(hear(&mut r, c.heartbeat()), (None, None));
-    assert_eq!(hear(&mut r, c.trigger(trigger(1))), (None, Some(1)));
-}
+    assert_eq!(a_in.published(), [(1, Ok(1)), (2, Ok(2)), (3, Ok(3))]);
+    assert_eq!(b_in.published(), [(7, Ok(4))]);
+    assert!(
+        c_in.on("/dashboard").is_empty(),
+        "a node that does not follow gets none"
+    );
+    assert_eq!(c.status().received, 0);
+    assert_eq!(a.status().following, 1);
 
-#[test]
-fn an_older_node_without_from_heard_first_is_a_gap_if_it_published_before() {
-    let mut r = receiver();
-    let legacy = |seq, t: Option<u64>| Envelope {
-        node: 5,
-        seq,
-        from: None,
-        trigger: t.map(trigger),
-        note: None,
-        pv: None,
+    // Leaving a path stops its triggers; its history stays readable.
+    a.follow(&Arc::from("/dashboard"), false);
+    until("leaving", || !a.follows("/dashboard")).await;
+    b.publish(8, trigger(5));
+    until("delivery", || b_in.on("/dashboard").len() == 5).await;
+    assert_eq!(a_in.on("/dashboard").len(), 4);
+    let top = a.top(Arc::from("/dashboard")).await.expect("readable");
+    assert_eq!(top.offset(), 5);
+    let Some(Recalled::Entries { first, entries }) = c
+        .since(Arc::from("/dashboard"), top.epoch_arc().clone(), 3, 5)
+        .await
+    else {
+        panic!("readable");
     };
-    assert_eq!(
-        hear(&mut r, legacy(3, Some(3))).0,
-        Some(Gap {
-            node: 5,
-            missed: None
-        })
-    );
-    assert_eq!(hear(&mut r, legacy(4, Some(4))), (None, Some(4)));
-    let mut r = receiver();
-    assert_eq!(hear(&mut r, legacy(0, None)), (None, None));
+    assert_eq!(first, 1);
+    let got: Vec<(u64, u64)> = entries.iter().map(|(o, t)| (*o, n_of(t))).collect();
+    assert_eq!(got, [(4, 4), (5, 5)]);
+    assert!(matches!(
+        c.since(Arc::from("/dashboard"), Arc::from("another"), 3, 5)
+            .await,
+        Some(Recalled::Lost)
+    ));
 }
 
-#[test]
-fn silent_nodes_are_forgotten_but_only_while_listening() {
-    let start = Instant::now();
-    let mut r = Receiver::new(1, Duration::from_secs(60), start);
-    let mut b = Numbering::new(2);
-    r.receive(b.trigger(trigger(1)), start);
-    let c = Numbering::new(3);
-    let mut at = start;
-    // An outage of this node's subscription longer than the silence: nobody is forgotten for it.
-    r.interrupted();
-    at += Duration::from_secs(120);
-    r.subscribed(at);
-    r.receive(c.heartbeat(), at + Duration::from_secs(10));
-    assert!(r.knows(2));
-    // Node 2 stays silent while this node listens: forgotten.
-    at += Duration::from_secs(61);
-    r.receive(c.heartbeat(), at);
-    assert!(!r.knows(2));
-    assert!(r.knows(3));
-}
-
-#[test]
-fn node_ids_come_from_the_os_and_differ() {
-    let ids: std::collections::HashSet<u64> = (0..64).map(|_| node_id()).collect();
-    assert_eq!(ids.len(), 64);
-}
-
-/// What a node does in the model below.
-#[derive(Debug, Clone)]
-enum Step {
-    /// The publisher numbers a trigger; it reaches the receiver if it listens.
-    Publish,
-    /// The publisher gives `n` triggers up.
-    GiveUp(u64),
-    /// The publisher's heartbeat; it reaches the receiver if it listens.
-    Heartbeat,
-    /// The receiver's subscription drops.
-    Drop,
-    /// The receiver's subscription comes back.
-    Resubscribe,
-    /// The receiver starts (it exists from here on; what came before does not concern it).
-    Born { first_attempt_fails: bool },
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        4 => Just(Step::Publish),
-        1 => (1u64..4).prop_map(Step::GiveUp),
-        2 => Just(Step::Heartbeat),
-        1 => Just(Step::Drop),
-        1 => Just(Step::Resubscribe),
-        1 => any::<bool>().prop_map(|first_attempt_fails| Step::Born { first_attempt_fails }),
-    ]
-}
-
-proptest! {
-    /// Any trigger a receiver missed while it existed is followed by a gap by the time it has heard
-    /// the publisher's next heartbeat; and without losses or breaks there is no gap.
-    #[test]
-    fn losses_are_never_silent(steps in proptest::collection::vec(step(), 1..60)) {
-        let mut publisher = Numbering::new(2);
-        let mut receiver: Option<Receiver> = None;
-        let mut listening = false;
-        // Triggers numbered while the receiver existed and that it did not get.
-        let mut missed = 0u64;
-        let mut gaps = 0u64;
-        let mut broken = false;
-        let mut gave_up = false;
-        let now = Instant::now();
-        let deliver = |receiver: &mut Option<Receiver>, listening: bool, envelope: Envelope, gaps: &mut u64| -> bool {
-            match receiver {
-                Some(r) if listening => {
-                    let got = r.receive(wire(envelope), now);
-                    *gaps += u64::from(got.gap.is_some());
-                    got.trigger.is_some()
-                }
-                _ => false,
-            }
-        };
-        for step in steps {
-            match step {
-                Step::Publish => {
-                    let envelope = publisher.trigger(trigger(0));
-                    let exists = receiver.is_some();
-                    if !deliver(&mut receiver, listening, envelope, &mut gaps) && exists {
-                        missed += 1;
-                    }
-                }
-                Step::GiveUp(n) => {
-                    publisher.give_up(n);
-                    gave_up = true;
-                    if receiver.is_some() {
-                        missed += n;
-                    }
-                }
-                Step::Heartbeat => {
-                    deliver(&mut receiver, listening, publisher.heartbeat(), &mut gaps);
-                }
-                Step::Drop => {
-                    if let Some(r) = &mut receiver {
-                        if listening {
-                            r.interrupted();
-                            broken = true;
-                        }
-                        listening = false;
-                    }
-                }
-                Step::Resubscribe => {
-                    if let Some(r) = &mut receiver {
-                        r.subscribed(now);
-                        listening = true;
-                    }
-                }
-                Step::Born { first_attempt_fails } => {
-                    if receiver.is_none() {
-                        let mut r = Receiver::new(1, Duration::from_secs(600), now);
-                        if first_attempt_fails {
-                            r.interrupted();
-                            broken = true;
-                        } else {
-                            r.subscribed(now);
-                            listening = true;
-                        }
-                        receiver = Some(r);
-                    }
-                }
-            }
-        }
-        if let Some(r) = &mut receiver {
-            r.subscribed(now);
-            listening = true;
-        }
-        deliver(&mut receiver, listening, publisher.heartbeat(), &mut gaps);
-        if missed > 0 {
-            prop_assert!(gaps > 0, "{missed} missed without a gap");
-        }
-        if !broken && !gave_up {
-            prop_assert_eq!(gaps, 0);
-        }
+#[tokio::test(start_paused = true)]
+async fn following_reads_the_position_first_so_nothing_in_between_is_lost() {
+    let bus = MemoryBus::new();
+    let (a, _a_in) = node(&bus);
+    let (b, b_in) = node(&bus);
+    connected(&a).await;
+    connected(&b).await;
+    for n in 1..=2 {
+        a.publish(n, trigger(n));
     }
+    until("published", || a.status().published == 2).await;
+    follow(&b, "/dashboard").await;
+    assert_eq!(b_in.followed(), [(Arc::from("/dashboard"), Some(2))]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn different_prefixes_never_cross_talk() {
+    let bus = MemoryBus::new();
+    let (a, _a_in) = node_with(
+        Backplane::memory(&bus).heartbeat(BEAT).key_prefix("one"),
+        HistoryLimits::default(),
+    );
+    let (b, b_in) = node_with(
+        Backplane::memory(&bus).heartbeat(BEAT).key_prefix("two"),
+        HistoryLimits::default(),
+    );
+    connected(&a).await;
+    connected(&b).await;
+    follow(&b, "/dashboard").await;
+    a.publish(1, trigger(1));
+    until("published", || a.status().published == 1).await;
+    tokio::time::sleep(BEAT * 4).await;
+    assert!(b_in.on("/dashboard").is_empty());
+    assert!(
+        b_in.heard.lock().expect("lock").is_empty(),
+        "not even heartbeats"
+    );
+    assert_eq!(
+        b.top(Arc::from("/dashboard"))
+            .await
+            .expect("readable")
+            .offset(),
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_refuses_triggers_and_a_resubscription_is_caught_up_from_its_position() {
+    let bus = MemoryBus::new();
+    let (a, a_in) = node(&bus);
+    let (b, b_in) = node(&bus);
+    connected(&a).await;
+    connected(&b).await;
+    follow(&b, "/dashboard").await;
+    a.publish(1, trigger(1));
+    until("delivery", || b_in.on("/dashboard").len() == 1).await;
+    bus.set_down(true);
+    until("the outage", || {
+        !a.status().publishing || !a.status().subscribed
+    })
+    .await;
+    a.publish(2, trigger(2));
+    until("the refusal", || a_in.published().len() == 2).await;
+    assert!(a_in.published()[1].1.is_err(), "refused to its sender");
+    bus.set_down(false);
+    connected(&a).await;
+    connected(&b).await;
+    until("b follows again", || b_in.followed().len() == 2).await;
+    assert_eq!(
+        b_in.followed()[1],
+        (Arc::from("/dashboard"), Some(1)),
+        "its position when it came back"
+    );
+    a.publish(3, trigger(3));
+    until("delivery", || b_in.on("/dashboard").len() == 2).await;
+    assert_eq!(
+        b_in.on("/dashboard"),
+        [(1, 1), (2, 3)],
+        "the refused one has no offset"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_publish_queue_refuses_the_trigger_at_once() {
+    let bus = MemoryBus::new();
+    let (a, _a_in) = node_with(
+        Backplane::memory(&bus).heartbeat(BEAT).queue(4),
+        HistoryLimits::default(),
+    );
+    connected(&a).await;
+    // Ten at once, with no chance for the publisher to run: six do not fit.
+    let taken = (1..=10).filter(|n| a.publish(*n, trigger(*n))).count();
+    assert_eq!(taken, 4);
+    assert_eq!(a.status().dropped, 6);
+}
+
+#[tokio::test]
+async fn a_subscriber_too_far_behind_is_dropped() {
+    let bus = MemoryBus::new();
+    let transport = memory::MemoryTransport::new(bus.clone(), "c", 2, HistoryLimits::default());
+    let mut subscription = transport.subscribe().await.expect("up");
+    transport
+        .follow(&mut subscription, &[Arc::from("/p")], true)
+        .await
+        .expect("up");
+    let mut publisher = transport.connect().await.expect("up");
+    let triggers: Vec<(Arc<str>, bytes::Bytes)> = (0..3)
+        .map(|n| (Arc::from("/p"), bytes::Bytes::from(format!("{n}"))))
+        .collect();
+    let positions = transport
+        .append(&mut publisher, &triggers)
+        .await
+        .expect("up");
+    assert_eq!(positions.len(), 3);
+    for _ in 0..2 {
+        assert!(matches!(
+            transport.next(&mut subscription).await,
+            Some(Message::Path(_))
+        ));
+    }
+    assert!(transport.next(&mut subscription).await.is_none(), "dropped");
+    assert_eq!(bus.live_subscribers(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flushed_history_starts_a_new_epoch() {
+    let bus = MemoryBus::new();
+    let (a, _a_in) = node(&bus);
+    connected(&a).await;
+    a.publish(1, trigger(1));
+    until("published", || a.status().published == 1).await;
+    let before = a.top(Arc::from("/dashboard")).await.expect("readable");
+    bus.flush();
+    let after = a.top(Arc::from("/dashboard")).await.expect("readable");
+    assert_ne!(before.epoch(), after.epoch());
+    assert_eq!(after.offset(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tasks_end_with_the_broker_or_the_inbox() {
+    let bus = MemoryBus::new();
+    let (a, a_in) = node(&bus);
+    connected(&a).await;
+    assert_eq!(bus.live_subscribers(), 1);
+    drop(a_in);
+    until("the subscriber to end", || bus.live_subscribers() == 0).await;
+    drop(a);
+    let (b, b_in) = node(&bus);
+    connected(&b).await;
+    drop(b);
+    until("the subscriber to end", || bus.live_subscribers() == 0).await;
+    drop(b_in);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_note_crosses_and_every_envelope_after_it_repeats_its_presence_version() {
+    let bus = MemoryBus::new();
+    let (a, _a_in) = node(&bus);
+    let (b, b_in) = node(&bus);
+    connected(&a).await;
+    connected(&b).await;
+    a.share(WireNote::Want { node: 5 });
+    a.share(WireNote::Presence {
+        v: 3,
+        path: "/p".to_owned(),
+        user: "u".to_owned(),
+        view: None,
+    });
+    until("the notes", || b_in.notes.lock().expect("lock").len() == 2).await;
+    let node = a.node();
+    until("a heartbeat after", || {
+        b_in.heard
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(n, pv)| *n == node && *pv == 3)
+    })
+    .await;
+    assert!(
+        b_in.notes
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|(n, _)| *n == node)
+    );
 }

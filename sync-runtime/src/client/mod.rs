@@ -58,6 +58,7 @@ pub struct ConnectOptions {
     path: Option<String>,
     headers: Vec<(String, String)>,
     reconnect: bool,
+    cursor: Option<String>,
 }
 
 impl ConnectOptions {
@@ -78,8 +79,17 @@ impl ConnectOptions {
         self
     }
 
+    /// The position in [`path`](Self::path)'s history this client has had everything up to (a
+    /// [`Cursor`](crate::Cursor) as a string, from a page's render): the server sends every reaction
+    /// after it, or `resync` when its history no longer covers it.
+    pub fn cursor(mut self, cursor: impl ToString) -> Self {
+        self.cursor = Some(cursor.to_string());
+        self
+    }
+
     /// When the socket drops (or the server goes away), reconnect with backoff and resume: the server
-    /// replays what was missed, or sends `resync` (counted by [`SyncClient::resyncs`]).
+    /// replays what was missed, on the node it reaches (from the last reaction's cursor), or sends
+    /// `resync` (counted by [`SyncClient::resyncs`]).
     pub fn reconnect(mut self) -> Self {
         self.reconnect = true;
         self
@@ -105,6 +115,9 @@ pub struct ReceivedReaction {
     pub name: String,
     /// The [`Reaction`](crate::Reaction) as JSON.
     pub reaction: serde_json::Value,
+    /// The position of its trigger in the path's history (`<epoch>:<offset>`).
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// An `error` frame from the server.
@@ -266,7 +279,14 @@ impl SyncClient {
     /// Returns after the server's `hello`, and after it has placed the connection when
     /// [`ConnectOptions::path`] is set.
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<SyncClient, ClientError> {
-        let socket = open(url, &options, options.path.as_deref(), None).await?;
+        let socket = open(
+            url,
+            &options,
+            options.path.as_deref(),
+            None,
+            options.cursor.as_deref(),
+        )
+        .await?;
         let (commands, command_rx) = mpsc::channel(1024);
         let (reaction_tx, reactions) = mpsc::channel(INBOX);
         let (error_tx, errors) = mpsc::channel(1024);
@@ -279,6 +299,7 @@ impl SyncClient {
             rx
         });
         let (status_tx, status) = watch::channel(Status::default());
+        let cursor = options.path.clone().zip(options.cursor.clone());
         let state = Pump {
             url: url.to_owned(),
             options,
@@ -294,6 +315,7 @@ impl SyncClient {
             window: 0,
             acked: 0,
             location: None,
+            cursor,
             held: None,
         };
         tokio::spawn(state.run(socket, hello_tx));
@@ -450,9 +472,14 @@ impl SyncClient {
     }
 }
 
-/// The query of a connect request: `existing` (the URL's own) plus `path`, `ack=1` and, when resuming,
-/// `resume` and `last_seq`, form-encoded.
-fn connect_query(existing: &str, path: Option<&str>, resume: Option<(&str, u64)>) -> String {
+/// The query of a connect request: `existing` (the URL's own) plus `path`, `ack=1`, when resuming
+/// `resume` and `last_seq`, and the position in `path`'s history the client has had, form-encoded.
+fn connect_query(
+    existing: &str,
+    path: Option<&str>,
+    resume: Option<(&str, u64)>,
+    cursor: Option<&str>,
+) -> String {
     let mut query = form_urlencoded::Serializer::new(existing.to_owned());
     if let Some(path) = path {
         query.append_pair("path", path);
@@ -462,6 +489,9 @@ fn connect_query(existing: &str, path: Option<&str>, resume: Option<(&str, u64)>
     if let Some((key, last_seq)) = resume {
         query.append_pair("resume", key);
         query.append_pair("last_seq", &last_seq.to_string());
+    }
+    if let Some(cursor) = cursor.filter(|_| path.is_some()) {
+        query.append_pair("cursor", cursor);
     }
     query.finish()
 }
@@ -542,12 +572,13 @@ async fn open(
     options: &ConnectOptions,
     path: Option<&str>,
     resume: Option<(&str, u64)>,
+    cursor: Option<&str>,
 ) -> Result<Link, ClientError> {
     if url.starts_with("http://") {
-        let link = sse::SseLink::open(url, options, path, resume).await?;
+        let link = sse::SseLink::open(url, options, path, resume, cursor).await?;
         return Ok(Link::Sse(Box::new(link)));
     }
-    let link = ws::WsLink::open(url, options, path, resume).await?;
+    let link = ws::WsLink::open(url, options, path, resume, cursor).await?;
     Ok(Link::Ws(Box::new(link)))
 }
 
@@ -569,9 +600,9 @@ mod tests {
 
     #[test]
     fn connect_queries_are_form_encoded_after_the_urls_own() {
-        assert_eq!(connect_query("", None, None), "ack=1");
+        assert_eq!(connect_query("", None, None, Some("e:1")), "ack=1");
         assert_eq!(
-            connect_query("x=1", Some("/posts/a b&c"), Some(("k+y", 7))),
+            connect_query("x=1", Some("/posts/a b&c"), Some(("k+y", 7)), None),
             "x=1&path=%2Fposts%2Fa+b%26c&ack=1&resume=k%2By&last_seq=7"
         );
     }

@@ -30,6 +30,9 @@ pub(super) struct Pump {
     /// The last `seq` acknowledged.
     pub(super) acked: u64,
     pub(super) location: Option<String>,
+    /// The path and position in its history up to which reactions were processed: sent when
+    /// reconnecting, so that any node can catch up from it.
+    pub(super) cursor: Option<(String, String)>,
     /// A command taken while reconnecting (to notice a close), sent first on the next socket.
     pub(super) held: Option<Command>,
 }
@@ -89,7 +92,12 @@ impl Pump {
             }
             let resume = self.resume.as_deref().map(|key| (key, self.last_seq));
             let path = self.location.as_deref().or(self.options.path.as_deref());
-            match open(&self.url, &self.options, path, resume).await {
+            let cursor = self
+                .cursor
+                .as_ref()
+                .filter(|(at, _)| Some(at.as_str()) == path)
+                .map(|(_, cursor)| cursor.as_str());
+            match open(&self.url, &self.options, path, resume, cursor).await {
                 Ok(socket) => return Some(socket),
                 Err(e) => {
                     tracing::debug!(target: "sync_runtime::client", error = %e, "reconnect failed; retrying")
@@ -228,6 +236,13 @@ impl Pump {
             Ok(ServerFrame::Located { path, route }) => {
                 let located = Located { path, route };
                 self.location = Some(located.path.clone());
+                if self
+                    .cursor
+                    .as_ref()
+                    .is_some_and(|(at, _)| *at != located.path)
+                {
+                    self.cursor = None;
+                }
                 self.status.send_modify(|s| {
                     s.located += 1;
                     // A new page's list starts empty: the previous page's users are not here.
@@ -241,17 +256,24 @@ impl Pump {
             }
             Ok(ServerFrame::Reaction {
                 seq,
+                cursor,
                 path,
                 route,
                 name,
                 reaction,
             }) => {
+                if let Some(cursor) = &cursor
+                    && self.location.as_deref() == Some(path.as_str())
+                {
+                    self.cursor = Some((path.clone(), cursor.clone()));
+                }
                 let reaction = ReceivedReaction {
                     seq,
                     path,
                     route,
                     name,
                     reaction,
+                    cursor,
                 };
                 self.last_seq = reaction.seq;
                 if self.reactions.send(reaction).await.is_err() {

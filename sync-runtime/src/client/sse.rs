@@ -160,16 +160,19 @@ pub(super) struct SseLink {
 }
 
 impl SseLink {
-    /// Open the event stream: `GET url?path=…&ack=1`; `resume` goes out as `Last-Event-ID: <key>.<seq>`,
-    /// as an `EventSource` sends it.
+    /// Open the event stream: `GET url?path=…&ack=1`; `resume` goes out as
+    /// `Last-Event-ID: <key>.<seq>[.<cursor>]`, as an `EventSource` sends it, and a cursor without one
+    /// in the query.
     pub(super) async fn open(
         url: &str,
         options: &ConnectOptions,
         path: Option<&str>,
         resume: Option<(&str, u64)>,
+        cursor: Option<&str>,
     ) -> Result<SseLink, ClientError> {
         let target = Target::parse(url)?;
-        let query = connect_query(&target.query, path, None);
+        let query_cursor = if resume.is_some() { None } else { cursor };
+        let query = connect_query(&target.query, path, None, query_cursor);
         let mut request = target
             .request(Method::GET, target.request_target(&query), options)
             .header(header::ACCEPT, "text/event-stream");
@@ -178,6 +181,10 @@ impl SseLink {
             id.push_str(key);
             id.push('.');
             id.push_str(&seq.to_string());
+            if let Some(cursor) = cursor {
+                id.push('.');
+                id.push_str(cursor);
+            }
             request = request.header(HeaderName::from_static("last-event-id"), id);
         }
         let request = request.body(Full::default()).map_err(invalid_input)?;

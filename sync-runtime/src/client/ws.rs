@@ -16,18 +16,19 @@ pub(super) struct WsLink {
 }
 
 impl WsLink {
-    /// Open `url?path=…&ack=1[&resume=…&last_seq=…]` with the credentials and headers of `options`.
+    /// Open `url?path=…&ack=1[&resume=…&last_seq=…][&cursor=…]` with the credentials and headers of `options`.
     pub(super) async fn open(
         url: &str,
         options: &ConnectOptions,
         path: Option<&str>,
         resume: Option<(&str, u64)>,
+        cursor: Option<&str>,
     ) -> Result<WsLink, ClientError> {
         let connect_error = |e: tungstenite::Error| ClientError::Connect(Box::new(e));
         let http_error =
             |e: tungstenite::http::Error| connect_error(tungstenite::Error::HttpFormat(e));
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let query = connect_query(query, path, resume);
+        let query = connect_query(query, path, resume, cursor);
         let mut url = String::with_capacity(base.len() + 1 + query.len());
         url.push_str(base);
         url.push('?');

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::auth::Who;
 use crate::handler::{AnyArc, ConnectionId, ErasedPeer, Location};
+use crate::history::Cursor;
 use crate::protocol::close_code;
 use crate::roster::View;
 
@@ -69,6 +70,30 @@ pub(crate) struct Credentials {
     pub expires: Option<SystemTime>,
 }
 
+/// Where a connection stands in its path's history: the path, and the position up to which it has had
+/// every trigger there (`None`: from whenever it arrived). Set when it is placed; moved on only by that
+/// path's lane, which runs one trigger at a time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Mark {
+    pub path: Option<Arc<str>>,
+    pub at: Option<Cursor>,
+}
+
+/// What a trigger at some position is to one connection (see [`Conn::step`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The next one: deliver it (the mark has moved to it).
+    Next,
+    /// Already had: skip it.
+    Had,
+    /// Triggers before it are missing, after this offset: replay them first.
+    Behind(u64),
+    /// Its mark is in another history (lost since): resync, then deliver (the mark has moved to it).
+    Reset,
+    /// It is on another path by now: deliver as before, mark untouched.
+    Elsewhere,
+}
+
 /// One connection.
 pub(crate) struct Conn {
     pub id: ConnectionId,
@@ -81,6 +106,8 @@ pub(crate) struct Conn {
     /// The path whose user list its client holds (it got that path's `presence`), to which later
     /// `presence_diff`s apply; `None` until it gets one.
     listed: Mutex<Option<Arc<str>>>,
+    /// How far into its path's history it has had every trigger (SPEC 10).
+    mark: Mutex<Mark>,
     /// The token bucket all connections of this user share.
     pub user_limit: Arc<Mutex<RateLimit>>,
     /// This connection's own token bucket; held while one message is handled, so that one connection's
@@ -142,6 +169,7 @@ impl Conn {
             resume_key: Arc::from(crate::random::hex128()),
             location: Mutex::new(None),
             listed: Mutex::new(None),
+            mark: Mutex::new(Mark::default()),
             user_limit,
             inbound: tokio::sync::Mutex::new(RateLimit::new(limits.rate.0, limits.rate.1)),
             life: Mutex::new(Life {
@@ -416,6 +444,54 @@ impl Conn {
             .expect("listed lock is never poisoned")
             .as_deref()
             == Some(path)
+    }
+
+    /// Where it stands in its path's history.
+    pub fn mark(&self) -> Mark {
+        self.mark
+            .lock()
+            .expect("mark lock is never poisoned")
+            .clone()
+    }
+
+    /// It is placed on `path`, having had everything there up to `at` (`None`: from now on).
+    pub fn set_mark(&self, path: Arc<str>, at: Option<Cursor>) {
+        *self.mark.lock().expect("mark lock is never poisoned") = Mark {
+            path: Some(path),
+            at,
+        };
+    }
+
+    /// It has had everything on `path` up to `at` (nothing changes if it is elsewhere by now).
+    pub fn mark_at(&self, path: &str, at: Cursor) {
+        let mut mark = self.mark.lock().expect("mark lock is never poisoned");
+        if mark.path.as_deref() == Some(path) {
+            mark.at = Some(at);
+        }
+    }
+
+    /// What the trigger at `at` on `path` is to this connection; a connection with no position yet
+    /// stands where the node does (`seen`: the position of the trigger this node ran before).
+    pub fn step(&self, path: &str, at: &Cursor, seen: Option<&Cursor>) -> Step {
+        let mut mark = self.mark.lock().expect("mark lock is never poisoned");
+        if mark.path.as_deref() != Some(path) {
+            return Step::Elsewhere;
+        }
+        let step = match mark.at.as_ref().or(seen) {
+            None => Step::Next,
+            Some(had) if had.epoch() != at.epoch() => {
+                if mark.at.is_some() {
+                    Step::Reset
+                } else {
+                    Step::Next
+                }
+            }
+            Some(had) if had.offset() >= at.offset() => return Step::Had,
+            Some(had) if had.offset() + 1 == at.offset() => Step::Next,
+            Some(had) => return Step::Behind(had.offset()),
+        };
+        mark.at = Some(at.clone());
+        step
     }
 
     pub fn current_location(&self) -> Option<Location> {

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::Job;
+use super::Work;
 
 struct Lane {
-    jobs: VecDeque<Job>,
+    jobs: VecDeque<Work>,
     /// Wakes a lingering runner when a job arrives.
     arrived: Arc<Notify>,
 }
@@ -33,7 +33,7 @@ pub(crate) struct Lanes {
 }
 
 /// A job handed back because its lane is full.
-pub(crate) struct Full(pub Job);
+pub(crate) struct Full(pub Work);
 
 impl Lanes {
     pub fn new(capacity: usize, idle: Duration) -> Self {
@@ -50,9 +50,9 @@ impl Lanes {
     // The error hands the caller's own job back (a move, not a copy to the heap): boxing it would cost an
     // allocation per trigger to save one on the rare full lane.
     #[allow(clippy::result_large_err)]
-    pub fn try_submit(&self, job: Job) -> Result<bool, Full> {
+    pub fn try_submit(&self, job: Work) -> Result<bool, Full> {
         let mut lanes = self.lanes.lock().expect("lanes lock is never poisoned");
-        let path = job.location.path_arc();
+        let path = job.path();
         if let Some(lane) = lanes.get_mut(path) {
             if lane.jobs.len() >= self.capacity {
                 return Err(Full(job));
@@ -73,7 +73,7 @@ impl Lanes {
     }
 
     /// Queue `job`, waiting for room while its lane is full; `true` when a runner must be started.
-    pub async fn submit(&self, mut job: Job) -> bool {
+    pub async fn submit(&self, mut job: Work) -> bool {
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
@@ -90,7 +90,7 @@ impl Lanes {
     /// Run `path`'s lane until it has been empty for `idle`, calling `fan_out` for each job in order.
     pub async fn run<F, Fut>(&self, path: Arc<str>, mut fan_out: F)
     where
-        F: FnMut(Job) -> Fut,
+        F: FnMut(Work) -> Fut,
         Fut: Future<Output = ()>,
     {
         loop {

@@ -1,5 +1,6 @@
 //! The broadcast: one trigger at a time per concrete path (`lane`), each run over everyone on the path
-//! (`run`): filters, verdicts, frames.
+//! (`run`): filters, verdicts, frames; and the path's history (`replay`), from which a connection that
+//! stands behind gets what it missed, in order, before the trigger at hand.
 
 use std::sync::Arc;
 
@@ -9,14 +10,17 @@ use crate::conn::{Conn, Outbound};
 use crate::conns::ConnTable;
 use crate::error::SyncError;
 use crate::handler::{AnyArc, ErasedPeer, Location};
+use crate::history::Cursor;
 use crate::protocol::Outcome;
 use crate::protocol::server::{ResultFrame, error_frame};
 use crate::registry::SyncEntry;
 
 mod lane;
+mod replay;
 mod run;
 
-pub(crate) use run::FanOut;
+pub(crate) use replay::{Recall, Record};
+pub(crate) use run::{FanOut, FanOutSettings, HistoryAt};
 
 /// One accepted trigger, waiting for its lane.
 pub(crate) struct Job {
@@ -25,6 +29,34 @@ pub(crate) struct Job {
     pub data: AnyArc,
     pub sender: Option<Sender>,
     pub reply: Reply,
+    /// Its position in the path's history, when the broker gave it one; `None`: this node's own history
+    /// gives it one when it runs.
+    pub at: Option<Cursor>,
+}
+
+/// What a lane runs, one after another.
+pub(crate) enum Work {
+    Trigger(Job),
+    /// Connections placed on the path with a position: each gets what came after it (or `resync`).
+    CatchUp {
+        path: Arc<str>,
+        conns: Vec<Arc<Conn>>,
+    },
+    /// This node's subscription to the path is confirmed (again): everyone here gets what was published
+    /// since `before` (the position read just before subscribing) or since this node last ran the path.
+    Follow {
+        path: Arc<str>,
+        before: Option<Cursor>,
+    },
+}
+
+impl Work {
+    pub fn path(&self) -> &Arc<str> {
+        match self {
+            Work::Trigger(job) => job.location.path_arc(),
+            Work::CatchUp { path, .. } | Work::Follow { path, .. } => path,
+        }
+    }
 }
 
 /// Who sent a trigger.

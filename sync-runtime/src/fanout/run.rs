@@ -1,20 +1,23 @@
 //! One fan-out: every recipient on the path, its filter (in place, or concurrently under a deadline),
 //! its verdict, and its frame; recipients with the same reaction share one serialized frame.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use super::Job;
 use super::lane::{Full, Lanes};
+use super::replay::History;
+use super::{Job, Work};
 use crate::Reaction;
 use crate::conn::{Conn, Outbound};
 use crate::conns::ConnTable;
 use crate::handler::{AnyArc, Call, FilterFailure, Handling, Location};
+use crate::history::{Cursor, HistoryLimits, Log};
 use crate::presence::Presence;
 use crate::protocol::Outcome;
 use crate::protocol::server::reaction_tail;
@@ -30,6 +33,28 @@ pub(crate) struct FanOut {
     pub functions: AnyArc,
     pub deadline: Duration,
     lanes: Lanes,
+    pub(super) history: History,
+    /// The position of the last trigger this node ran on each path someone here is on.
+    pub(super) seen: Mutex<HashMap<Arc<str>, Cursor>>,
+}
+
+/// How a hub's fan-outs run.
+pub(crate) struct FanOutSettings {
+    /// How long an async filter may take.
+    pub deadline: Duration,
+    /// Triggers waiting per path.
+    pub lane_queue: usize,
+    /// How long an empty lane's task lingers.
+    pub lane_idle: Duration,
+    pub history: HistoryAt,
+}
+
+/// Where a hub's fan-outs find the history of a path.
+pub(crate) enum HistoryAt {
+    /// This node keeps it, within these limits.
+    Here(HistoryLimits),
+    /// The broker keeps it.
+    Broker,
 }
 
 impl FanOut {
@@ -38,10 +63,14 @@ impl FanOut {
         conns: Arc<ConnTable>,
         counters: Arc<Counters>,
         functions: AnyArc,
-        deadline: Duration,
-        lane_queue: usize,
-        lane_idle: Duration,
+        settings: FanOutSettings,
     ) -> Self {
+        let FanOutSettings {
+            deadline,
+            lane_queue,
+            lane_idle,
+            history,
+        } = settings;
         FanOut {
             presence,
             conns,
@@ -49,13 +78,18 @@ impl FanOut {
             functions,
             deadline,
             lanes: Lanes::new(lane_queue, lane_idle),
+            history: match history {
+                HistoryAt::Here(limits) => History::Local(Log::new(limits)),
+                HistoryAt::Broker => History::Shared(std::sync::OnceLock::new()),
+            },
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
     /// Queue a job on its lane without waiting; the job back when the lane is full.
     #[allow(clippy::result_large_err)] // the caller's own job, handed back (see `Lanes::try_submit`)
-    pub fn try_submit(self: &Arc<Self>, job: Job) -> Result<(), Job> {
-        let path = job.location.path_arc().clone();
+    pub fn try_submit(self: &Arc<Self>, job: Work) -> Result<(), Work> {
+        let path = job.path().clone();
         match self.lanes.try_submit(job) {
             Ok(start) => {
                 if start {
@@ -68,8 +102,8 @@ impl FanOut {
     }
 
     /// Queue a job, waiting for room (client requests: backpressure reaches the sending connection).
-    pub async fn submit(self: &Arc<Self>, job: Job) {
-        let path = job.location.path_arc().clone();
+    pub async fn submit(self: &Arc<Self>, job: Work) {
+        let path = job.path().clone();
         if self.lanes.submit(job).await {
             self.start_lane(path);
         }
@@ -89,23 +123,27 @@ impl FanOut {
         });
     }
 
-    /// Run one trigger: every recipient on the path, in this lane's order.
-    pub async fn run(&self, job: Job) {
+    /// Run one piece of a lane's work, in this lane's order.
+    pub async fn run(&self, work: Work) {
+        match work {
+            Work::Trigger(job) => self.trigger(job).await,
+            Work::CatchUp { path, conns } => self.catch_up(path, conns).await,
+            Work::Follow { path, before } => self.follow(path, before).await,
+        }
+    }
+
+    /// Run one trigger at `at` over `recipients`: filters, verdicts, frames.
+    pub(super) async fn broadcast(&self, job: Job, at: &Cursor, recipients: Vec<Arc<Conn>>) {
         let Job {
             entry,
             location,
             data,
             sender,
             reply,
+            at: _,
         } = job;
         Counters::bump(&self.counters.fanouts);
-        let skip = sender
-            .as_ref()
-            .filter(|s| !s.echo)
-            .and_then(|s| s.conn.as_ref())
-            .map(|c| c.id);
-        let mut recipients = self.presence.recipients(location.path());
-        recipients.retain(|c| Some(c.id) != skip);
+        let cursor = at.to_string();
         let mut outcome = Outcome {
             matched: count(recipients.len()),
             ..Outcome::default()
@@ -127,7 +165,13 @@ impl FanOut {
                     reply.send(&self.conns, Ok(outcome));
                     return;
                 };
-                let tail = reaction_tail(location.path(), location.route(), entry.name, &reaction);
+                let tail = reaction_tail(
+                    &cursor,
+                    location.path(),
+                    location.route(),
+                    entry.name,
+                    &reaction,
+                );
                 outcome.passed = outcome.matched;
                 for conn in &recipients {
                     if self.conns.push(conn, Outbound::Reaction(tail.clone())) {
@@ -139,7 +183,13 @@ impl FanOut {
                 // A synchronous filter runs in place: no future, box or task per recipient. It cannot
                 // overrun a deadline that nothing could enforce anyway; a panic still skips only its
                 // recipient.
-                let mut last = None;
+                let mut tally = Tally {
+                    outcome,
+                    entry: &entry,
+                    location: &location,
+                    cursor: &cursor,
+                    last: None,
+                };
                 for (i, conn) in recipients.iter().enumerate() {
                     let peer = conn.peer(location.clone());
                     let call = Call {
@@ -153,12 +203,13 @@ impl FanOut {
                         Some(result) => Verdict::from(result),
                         None => Verdict::Panicked,
                     };
-                    self.record(&mut outcome, &entry, &location, conn, verdict, &mut last);
+                    self.record(&mut tally, conn, verdict);
                     // Let other lanes run during a long fan-out.
                     if i % 1024 == 1023 {
                         tokio::task::yield_now().await;
                     }
                 }
+                outcome = tally.outcome;
             }
             Handling::Async(filter) => {
                 let deadline = self.deadline;
@@ -183,15 +234,22 @@ impl FanOut {
                         }
                     })
                     .collect();
-                let mut last = None;
+                let mut tally = Tally {
+                    outcome,
+                    entry: &entry,
+                    location: &location,
+                    cursor: &cursor,
+                    last: None,
+                };
                 while let Some((conn, result)) = running.next().await {
                     let verdict = match result {
                         Ok(Ok(result)) => Verdict::from(result),
                         Ok(Err(_panic)) => Verdict::Panicked,
                         Err(_elapsed) => Verdict::Overran(deadline),
                     };
-                    self.record(&mut outcome, &entry, &location, conn, verdict, &mut last);
+                    self.record(&mut tally, conn, verdict);
                 }
+                outcome = tally.outcome;
             }
         }
         self.counters
@@ -205,15 +263,14 @@ impl FanOut {
     /// `last` remembers the previous recipient's reaction and its serialized frame: recipients whose
     /// filters deliver the same (a team's list, `()`) share one frame, and comparing costs less than
     /// serializing.
-    fn record(
-        &self,
-        outcome: &mut Outcome,
-        entry: &SyncEntry,
-        location: &Location,
-        conn: &Arc<Conn>,
-        verdict: Verdict,
-        last: &mut Option<(Reaction, Arc<str>)>,
-    ) {
+    fn record(&self, tally: &mut Tally<'_>, conn: &Arc<Conn>, verdict: Verdict) {
+        let Tally {
+            outcome,
+            entry,
+            location,
+            cursor,
+            last,
+        } = tally;
         let (route, name) = (entry.route, entry.name);
         let failed = |counter: &std::sync::atomic::AtomicU64, outcome: &mut Outcome| {
             outcome.failed += 1;
@@ -225,8 +282,13 @@ impl FanOut {
                 let tail = match last {
                     Some((previous, tail)) if *previous == reaction => tail.clone(),
                     _ => {
-                        let tail =
-                            reaction_tail(location.path(), location.route(), name, &reaction);
+                        let tail = reaction_tail(
+                            cursor,
+                            location.path(),
+                            location.route(),
+                            name,
+                            &reaction,
+                        );
                         *last = Some((reaction, tail.clone()));
                         tail
                     }
@@ -254,6 +316,16 @@ impl FanOut {
             }
         }
     }
+}
+
+/// A filtered fan-out as it goes: its outcome so far, what every frame of it shares, and the last
+/// reaction with its serialized tail.
+struct Tally<'a> {
+    outcome: Outcome,
+    entry: &'a SyncEntry,
+    location: &'a Location,
+    cursor: &'a str,
+    last: Option<(Reaction, Arc<str>)>,
 }
 
 /// What became of one recipient of a filtered fan-out.

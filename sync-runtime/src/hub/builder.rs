@@ -38,6 +38,7 @@ pub(crate) struct HubConfig {
     pub allowed_origins: Vec<String>,
     pub resume_grace: Duration,
     pub replay_frames: usize,
+    pub history: crate::history::HistoryLimits,
     pub max_connections_per_user: usize,
     pub parked_frames: usize,
     pub parked_bytes: usize,
@@ -69,6 +70,7 @@ impl Default for HubConfig {
             allowed_origins: Vec::new(),
             resume_grace: Duration::from_secs(120),
             replay_frames: 64,
+            history: crate::history::HistoryLimits::default(),
             max_connections_per_user: 64,
             parked_frames: 1024,
             parked_bytes: 256 * 1024,
@@ -418,6 +420,54 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
     /// Default: 64.
     pub fn replay_frames(mut self, frames: usize) -> Self {
         self.config.replay_frames = frames;
+        self
+    }
+
+    /// Triggers kept per path for clients that come back with a cursor (a page's render, an earlier
+    /// connection on any node): a client whose position is older gets `resync`. `0` keeps none; offsets
+    /// still count, so a client that missed anything still learns it. Default: 100.
+    ///
+    /// ```
+    /// let hub = sync_runtime::SyncHub::builder().guests().history_size(500).build().expect("a hub");
+    /// # drop(hub);
+    /// ```
+    pub fn history_size(mut self, triggers: usize) -> Self {
+        self.config.history.size = triggers;
+        self
+    }
+
+    /// How long a trigger stays in its path's history. Default: 5 minutes (longer than
+    /// [`resume_grace`](Self::resume_grace), so that a client back within the grace window is covered).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let hub = sync_runtime::SyncHub::builder()
+    ///     .guests()
+    ///     .history_age(Duration::from_secs(600))
+    ///     .build()
+    ///     .expect("a hub");
+    /// # drop(hub);
+    /// ```
+    pub fn history_age(mut self, age: Duration) -> Self {
+        self.config.history.age = age;
+        self
+    }
+
+    /// Bytes of history per path and in all (in this process; a Redis backplane keeps history in Redis,
+    /// bounded per path by [`history_size`](Self::history_size)). Past the total, the history of the
+    /// paths used least recently is dropped first. Default: 256 KiB per path, 64 MiB in all.
+    ///
+    /// ```
+    /// let hub = sync_runtime::SyncHub::builder()
+    ///     .guests()
+    ///     .history_memory(64 << 10, 16 << 20)
+    ///     .build()
+    ///     .expect("a hub");
+    /// # drop(hub);
+    /// ```
+    pub fn history_memory(mut self, per_path: usize, total: usize) -> Self {
+        self.config.history.path_bytes = per_path;
+        self.config.history.total_bytes = total;
         self
     }
 

@@ -14,16 +14,20 @@ use crate::auth::{AuthFn, OriginPolicy};
 use crate::broker::{Backplane, BackplaneStatus, Broker, SessionCodec};
 use crate::conn::{Bound, Budget, ConnLimits};
 use crate::conns::{ConnTable, TableConfig};
-use crate::fanout::FanOut;
+use crate::error::SyncError;
+use crate::fanout::{FanOut, FanOutSettings, HistoryAt};
 use crate::handler::AnyArc;
+use crate::history::Cursor;
 use crate::presence::Presence;
-use crate::protocol::close_code;
+use crate::protocol::{ErrorCode, close_code};
 use crate::registry::SyncTable;
 use crate::roster::{Membership, Present, Roster};
 use crate::routes::normalize;
 use crate::stats::{Counters, Stats};
 
 mod builder;
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod presence_tests;
 mod problem;
@@ -60,6 +64,10 @@ pub(crate) struct HubInner {
     pub session_type: TypeId,
     /// What this node knows of the other nodes' parts of the roster.
     pub membership: Membership,
+    /// This node's triggers published and waiting for their position, by their number here.
+    pub waiting: std::sync::Mutex<std::collections::HashMap<u64, crate::trigger::Waiting>>,
+    /// The number of this node's next published trigger.
+    pub next_publish: std::sync::atomic::AtomicU64,
 }
 
 /// What `build` hands to `assemble`.
@@ -119,14 +127,24 @@ fn assemble(parts: Parts) -> SyncHub {
         conns.clone(),
         counters.clone(),
         functions.clone(),
-        config.filter_deadline,
-        config.lane_queue,
-        config.lane_idle,
+        FanOutSettings {
+            deadline: config.filter_deadline,
+            lane_queue: config.lane_queue,
+            lane_idle: config.lane_idle,
+            history: match backplane {
+                Some(_) => HistoryAt::Broker,
+                None => HistoryAt::Here(config.history),
+            },
+        },
     ));
     let (broker, session_codec) = match &backplane {
-        Some((backplane, codec)) => (Some(backplane.start()), Some(*codec)),
+        Some((backplane, codec)) => (Some(backplane.start(config.history)), Some(*codec)),
         None => (None, None),
     };
+    if let Some(broker) = &broker {
+        let broker = broker.clone();
+        presence.set_watch(Box::new(move |path, used| broker.follow(path, used)));
+    }
     let inner = Arc::new(HubInner {
         config,
         table,
@@ -145,9 +163,13 @@ fn assemble(parts: Parts) -> SyncHub {
         presence_map,
         session_type,
         membership: Membership::default(),
+        waiting: std::sync::Mutex::new(std::collections::HashMap::new()),
+        next_publish: std::sync::atomic::AtomicU64::new(1),
     });
     // Only now that the hub exists: a subscriber started earlier could find no hub and stop for good.
     if let Some(broker) = &inner.broker {
+        let recall: std::sync::Weak<dyn crate::fanout::Recall> = Arc::downgrade(&inner) as _;
+        inner.fanout.share_history(recall);
         let inbox: std::sync::Weak<dyn crate::broker::Inbox> = Arc::downgrade(&inner) as _;
         broker.start(inbox);
         // With a backplane there is a runtime already; without one, the first connection starts it.
@@ -231,6 +253,29 @@ impl SyncHub {
     /// ```
     pub fn presence(&self, path: &str) -> Vec<Present> {
         normalize(path).map_or_else(Vec::new, |path| self.inner.roster.users(&path))
+    }
+
+    /// The current position of `path`'s history (SPEC 10), for a page rendered on the server to embed
+    /// ([`Cursor::meta`]): the browser client connects from it and gets every trigger accepted after it,
+    /// so an update between the render and the connect is not lost. On several nodes the position is
+    /// read from the backplane: `unavailable` when it cannot be reached.
+    ///
+    /// ```no_run
+    /// # async fn f(hub: sync_runtime::SyncHub) -> Result<(), sync_runtime::SyncError> {
+    /// let cursor = hub.cursor("/boards/7").await?;
+    /// let head = format!("<head>{}<script type=module src=/app.js></script></head>", cursor.meta());
+    /// # Ok(()) }
+    /// ```
+    pub async fn cursor(&self, path: &str) -> Result<Cursor, SyncError> {
+        let path = normalize(path).ok_or_else(|| {
+            SyncError::new(
+                ErrorCode::BadPath,
+                format!("`{path}` is not an absolute path"),
+            )
+        })?;
+        self.inner.fanout.top(&path).await.ok_or_else(|| {
+            SyncError::new(ErrorCode::Unavailable, "the backplane cannot be reached")
+        })
     }
 
     /// The backplane's connections and counters, or `None` when the hub has no backplane.

@@ -6,12 +6,17 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::ErrorCode;
+use crate::history::{BadCursor, Cursor};
 
 /// A frame from a client, as parsed by the server.
 #[derive(Debug)]
 pub(crate) enum ClientFrame<'a> {
-    /// Report the current location.
-    Nav { path: Cow<'a, str> },
+    /// Report the current location, and perhaps the position in its history the client has had
+    /// everything up to (a page rendered with a cursor).
+    Nav {
+        path: Cow<'a, str>,
+        cursor: Option<Cursor>,
+    },
     /// Trigger a sync on the current route.
     Req {
         id: Option<u64>,
@@ -52,6 +57,8 @@ struct Envelope<'a> {
     seq: Option<u64>,
     #[serde(borrow, default)]
     token: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    cursor: Option<Cow<'a, str>>,
 }
 
 /// Parse a client frame, telling malformed JSON apart from an unknown `t`.
@@ -65,9 +72,17 @@ pub(crate) fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, (ErrorCo
         )
     };
     match &*envelope.t {
-        "nav" => Ok(ClientFrame::Nav {
-            path: envelope.path.clone().ok_or_else(|| missing("path"))?,
-        }),
+        "nav" => {
+            Ok(ClientFrame::Nav {
+                path: envelope.path.clone().ok_or_else(|| missing("path"))?,
+                cursor: match &envelope.cursor {
+                    None => None,
+                    Some(cursor) => Some(cursor.parse().map_err(|e: BadCursor| {
+                        (ErrorCode::Malformed, format!("`cursor`: {e}"))
+                    })?),
+                },
+            })
+        }
         "req" => Ok(ClientFrame::Req {
             id: envelope.id,
             name: envelope.name.clone().ok_or_else(|| missing("name"))?,

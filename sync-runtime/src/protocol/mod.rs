@@ -50,6 +50,9 @@ pub enum ErrorCode {
     /// A `refresh` whose token the authenticator refused, or that belongs to another user; the
     /// connection keeps its old credential until it expires.
     RefreshRefused,
+    /// The backplane cannot be reached: the trigger was not accepted (nobody got it), or a cursor could
+    /// not be read. Try again.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -72,6 +75,7 @@ impl ErrorCode {
             ErrorCode::BadParams => "bad_params",
             ErrorCode::SessionType => "session_type",
             ErrorCode::RefreshRefused => "refresh_refused",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

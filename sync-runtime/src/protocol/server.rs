@@ -165,6 +165,7 @@ pub(crate) const REACTION_HEAD: usize = 42;
 /// Everything of a reaction frame after its per-connection sequence number: computed once per distinct
 /// reaction and shared by every recipient's queue.
 pub(crate) fn reaction_tail(
+    cursor: &str,
     path: &str,
     route: Option<&str>,
     name: &str,
@@ -172,12 +173,14 @@ pub(crate) fn reaction_tail(
 ) -> std::sync::Arc<str> {
     #[derive(Serialize)]
     struct Tail<'a> {
+        cursor: &'a str,
         path: &'a str,
         route: Option<&'a str>,
         name: &'a str,
         reaction: &'a crate::Reaction,
     }
     let mut tail = serde_json::to_string(&Tail {
+        cursor,
         path,
         route,
         name,
@@ -243,6 +246,8 @@ pub(crate) enum ServerFrame {
     },
     Reaction {
         seq: u64,
+        #[serde(default)]
+        cursor: Option<String>,
         path: String,
         route: Option<String>,
         name: String,
@@ -278,9 +283,16 @@ mod tests {
     #[test]
     fn the_hand_built_reaction_frame_round_trips_through_the_types() {
         let reaction = crate::Reaction::event("saved", serde_json::json!({ "id": "a\"b" }));
-        let tail = reaction_tail("/posts/7", Some("/posts/[id]"), "newComment", &reaction);
+        let tail = reaction_tail(
+            "e1:9",
+            "/posts/7",
+            Some("/posts/[id]"),
+            "newComment",
+            &reaction,
+        );
         let ServerFrame::Reaction {
             seq,
+            cursor,
             path,
             route,
             name,
@@ -290,6 +302,7 @@ mod tests {
             panic!("not a reaction");
         };
         assert_eq!(seq, u64::MAX);
+        assert_eq!(cursor.as_deref(), Some("e1:9"));
         assert_eq!(
             (path.as_str(), route.as_deref(), name.as_str()),
             ("/posts/7", Some("/posts/[id]"), "newComment")

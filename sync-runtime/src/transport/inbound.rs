@@ -133,8 +133,8 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
         ClientFrame::Ping => {
             hub.conns.push(conn, Outbound::control(PONG));
         }
-        ClientFrame::Nav { path } => match crate::routes::normalize(&path) {
-            Some(path) => super::report_location(hub, conn, path),
+        ClientFrame::Nav { path, cursor } => match crate::routes::normalize(&path) {
+            Some(path) => super::report_location(hub, conn, path, cursor),
             None => reject(
                 hub,
                 conn,

@@ -18,6 +18,8 @@ use crate::auth::{AuthRequest, Who, bearer};
 use crate::conn::writer::{ReadSide, Sink, WriteEnd, write};
 use crate::conn::{Conn, Event, Outbound, Phase};
 use crate::conns::{AdmitError, Reservation};
+use crate::fanout::Work;
+use crate::history::Cursor;
 use crate::hub::HubInner;
 use crate::membership::millis_until;
 use crate::protocol::server::{Hello, Located, RESYNC, Refreshed, reaction_frame};
@@ -95,6 +97,8 @@ pub(crate) struct ConnectQuery {
     /// `1`: the client acknowledges reactions (`ack`), and the server keeps at most a window of them
     /// unacknowledged, so that a resume can always replay what a dying transport lost.
     pub ack: Option<u8>,
+    /// The position in `path`'s history the client has had everything up to (`<epoch>:<offset>`).
+    pub cursor: Option<String>,
 }
 
 /// A request refused before any connection exists: an HTTP status and the reason.
@@ -240,6 +244,8 @@ pub(crate) struct Admitted {
     token: Option<String>,
     /// The location it asked to start at.
     initial: Option<Arc<str>>,
+    /// The position in that location's history it has had everything up to.
+    cursor: Option<Cursor>,
     slot: Slot,
 }
 
@@ -252,6 +258,7 @@ pub(crate) async fn admit(
     uri: Uri,
     query: &ConnectQuery,
     resume: Option<(String, u64)>,
+    cursor: Option<&str>,
 ) -> Result<Admitted, Refused> {
     if hub.shutting_down.load(Ordering::Acquire) {
         return Err(Refused::new(
@@ -286,10 +293,22 @@ pub(crate) async fn admit(
         Some(Some(path)) => Some(path),
         None => None,
     };
+    let cursor = match cursor.map(str::parse::<Cursor>) {
+        Some(Err(e)) => {
+            return Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                format!("`cursor`: {e}"),
+            ));
+        }
+        // A position means something only on the path it belongs to.
+        Some(Ok(cursor)) if initial.is_some() => Some(cursor),
+        _ => None,
+    };
     Ok(Admitted {
         who,
         token,
         initial,
+        cursor,
         slot,
     })
 }
@@ -309,6 +328,7 @@ pub(crate) struct Attached {
     pub conn: Arc<Conn>,
     pub start: Start,
     pub initial: Option<Arc<str>>,
+    pub cursor: Option<Cursor>,
 }
 
 /// The connection for an admitted client: the one it resumes, or a new one. `None` in the rare race where
@@ -319,6 +339,7 @@ pub(crate) async fn attach(hub: &HubInner, admitted: Admitted) -> Option<Attache
         who,
         token,
         initial,
+        cursor,
         slot,
     } = admitted;
     let token: Option<Arc<str>> = token.as_deref().map(Arc::from);
@@ -343,6 +364,7 @@ pub(crate) async fn attach(hub: &HubInner, admitted: Admitted) -> Option<Attache
         conn,
         start,
         initial,
+        cursor,
     })
 }
 
@@ -383,6 +405,7 @@ async fn run(
         conn,
         start,
         initial,
+        cursor,
     } = attached;
     if conn.transition(Event::Serve).is_none() {
         // Closed (a shutdown, a revocation) between admission and now.
@@ -419,12 +442,22 @@ async fn run(
     };
     let mut preamble = vec![(Some(seen), hello)];
     let overflowed = conn.take_overflowed();
+    // The client's cursor stands in for what this connection cannot replay (it is not this node's, or it
+    // overflowed): it gets what came after it from the path's history instead of `resync`. A connection
+    // that replays needs none: it would get those reactions twice.
+    let mut cursor = cursor;
     match missed {
-        Some(missed) if !overflowed => preamble.extend(
-            missed
-                .iter()
-                .map(|(seq, tail)| (Some(*seq), reaction_frame(*seq, tail))),
-        ),
+        Some(missed) if !overflowed => {
+            if resumed {
+                cursor = None;
+            }
+            preamble.extend(
+                missed
+                    .iter()
+                    .map(|(seq, tail)| (Some(*seq), reaction_frame(*seq, tail))),
+            );
+        }
+        _ if cursor.is_some() => {}
         _ => preamble.push((None, RESYNC.to_owned())),
     }
     tracing::debug!(target: "sync_runtime::ws", resumed, replayed = preamble.len() - 1, "connected");
@@ -434,7 +467,7 @@ async fn run(
         hub.roster.want(location.path_arc());
     }
     if let Some(path) = initial {
-        report_location(&hub, &conn, path);
+        report_location(&hub, &conn, path, cursor);
     }
     let side = Arc::new(ReadSide::default());
     let reading = tokio::spawn({
@@ -462,11 +495,21 @@ async fn run(
     hub.transport_closed.notify_waiters();
 }
 
-/// Move `conn` to `path` and tell it where it landed.
-pub(crate) fn report_location(hub: &HubInner, conn: &Arc<Conn>, path: Arc<str>) {
+/// Move `conn` to `path` and tell it where it landed. With a `cursor` (the position in the path's history
+/// its client has had everything up to), it then gets what came after, or `resync`.
+pub(crate) fn report_location(
+    hub: &Arc<HubInner>,
+    conn: &Arc<Conn>,
+    path: Arc<str>,
+    cursor: Option<Cursor>,
+) {
+    // Its position is set before it appears on the path, so that no trigger there finds it without one.
+    if cursor.is_some() || conn.mark().path.as_deref() != Some(&*path) {
+        conn.set_mark(path.clone(), cursor.clone());
+    }
     let location = hub
         .presence
-        .place(conn, path, |path| hub.table.locate(path));
+        .place(conn, path.clone(), |path| hub.table.locate(path));
     let frame = serde_json::to_string(&Located {
         t: "located",
         path: location.path(),
@@ -474,4 +517,14 @@ pub(crate) fn report_location(hub: &HubInner, conn: &Arc<Conn>, path: Arc<str>) 
     })
     .expect("located has only strings");
     hub.conns.push(conn, Outbound::control(frame));
+    if cursor.is_some() {
+        let work = Work::CatchUp {
+            path,
+            conns: vec![conn.clone()],
+        };
+        if hub.fanout.try_submit(work).is_err() {
+            // The path's queue is full: what it missed cannot be fetched in order now.
+            hub.conns.push(conn, Outbound::control(RESYNC));
+        }
+    }
 }

@@ -41,7 +41,14 @@ impl SseSink {
     fn event(&mut self, seq: Option<u64>, text: &str) {
         use std::fmt::Write;
         if let Some(seq) = seq {
-            let _ = writeln!(self.buf, "id: {}.{seq}", self.key);
+            match cursor_of(text) {
+                Some(cursor) => {
+                    let _ = writeln!(self.buf, "id: {}.{seq}.{cursor}", self.key);
+                }
+                None => {
+                    let _ = writeln!(self.buf, "id: {}.{seq}", self.key);
+                }
+            }
         }
         self.buf.extend_from_slice(b"data: ");
         self.buf.extend_from_slice(text.as_bytes());
@@ -75,11 +82,23 @@ impl Sink for SseSink {
     }
 }
 
-/// `<resume key>.<seq>`, as sent in `id:` and returned in `Last-Event-ID`.
-fn last_event_id(headers: &HeaderMap) -> Option<(String, u64)> {
+/// `<resume key>.<seq>[.<cursor>]`, as sent in `id:` and returned in `Last-Event-ID`: what to resume,
+/// and the position in the path's history of the last reaction.
+fn last_event_id(headers: &HeaderMap) -> Option<((String, u64), Option<String>)> {
     let value = headers.get("last-event-id")?.to_str().ok()?;
-    let (key, seq) = value.trim().rsplit_once('.')?;
-    Some((key.to_owned(), seq.parse().ok()?))
+    let mut parts = value.trim().splitn(3, '.');
+    let (key, seq) = (parts.next()?, parts.next()?);
+    Some((
+        (key.to_owned(), seq.parse().ok()?),
+        parts.next().map(str::to_owned),
+    ))
+}
+
+/// The cursor a reaction frame carries (`{"t":"reaction","seq":N,"cursor":"…"`), for its event's id.
+fn cursor_of(frame: &str) -> Option<&str> {
+    let rest = frame.strip_prefix(r#"{"t":"reaction","seq":"#)?;
+    let rest = &rest[rest.find(r#","cursor":""#)? + 11..];
+    Some(&rest[..rest.find('"')?])
 }
 
 /// `GET <prefix>/sse`: the same checks as a WebSocket upgrade, then an endless `text/event-stream`.
@@ -91,13 +110,17 @@ pub(super) async fn stream(
 ) -> Response {
     let inner = hub.inner.clone();
     // `Last-Event-ID` (an `EventSource` reconnecting by itself) wins over the query of the first request.
-    let resume = last_event_id(&headers).or_else(|| {
-        query
-            .resume
-            .clone()
-            .map(|key| (key, query.last_seq.unwrap_or(0)))
-    });
-    let admitted = match admit(&inner, headers, uri, &query, resume).await {
+    let (resume, cursor) = match last_event_id(&headers) {
+        Some((resume, cursor)) => (Some(resume), cursor.or_else(|| query.cursor.clone())),
+        None => (
+            query
+                .resume
+                .clone()
+                .map(|key| (key, query.last_seq.unwrap_or(0))),
+            query.cursor.clone(),
+        ),
+    };
+    let admitted = match admit(&inner, headers, uri, &query, resume, cursor.as_deref()).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -222,7 +245,21 @@ mod tests {
     fn last_event_id_is_the_resume_key_and_the_seq() {
         let mut headers = HeaderMap::new();
         headers.insert("last-event-id", "abc123.42".parse().expect("a header"));
-        assert_eq!(last_event_id(&headers), Some(("abc123".to_owned(), 42)));
+        assert_eq!(
+            last_event_id(&headers),
+            Some((("abc123".to_owned(), 42), None))
+        );
+        headers.insert(
+            "last-event-id",
+            "abc123.42.9f86:7".parse().expect("a header"),
+        );
+        assert_eq!(
+            last_event_id(&headers),
+            Some((("abc123".to_owned(), 42), Some("9f86:7".to_owned())))
+        );
+        let frame = r#"{"t":"reaction","seq":3,"cursor":"9f86:7","path":"/a"}"#;
+        assert_eq!(cursor_of(frame), Some("9f86:7"));
+        assert_eq!(cursor_of(r#"{"t":"hello"}"#), None);
         headers.insert("last-event-id", "no-seq".parse().expect("a header"));
         assert_eq!(last_event_id(&headers), None);
     }

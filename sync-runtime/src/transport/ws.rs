@@ -49,7 +49,16 @@ pub(super) async fn upgrade(
         .resume
         .clone()
         .map(|key| (key, query.last_seq.unwrap_or(0)));
-    let admitted = match admit(&inner, headers, uri, &query, resume).await {
+    let admitted = match admit(
+        &inner,
+        headers,
+        uri,
+        &query,
+        resume,
+        query.cursor.as_deref(),
+    )
+    .await
+    {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
