@@ -157,9 +157,9 @@ impl Backplane {
     #[cfg(feature = "redis")]
     pub fn redis_cluster(nodes: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
         let urls = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
-        Self::new(Kind::RedisCluster(
-            redis_cluster::RedisClusterConfig::new(urls),
-        ))
+        Self::new(Kind::RedisCluster(redis_cluster::RedisClusterConfig::new(
+            urls,
+        )))
     }
 
     /// Several hubs in this process, one node each, connected by `bus` (always available): for tests of
@@ -272,7 +272,12 @@ impl Backplane {
             ),
             #[cfg(feature = "redis")]
             Kind::RedisCluster(config) => Engine::start(
-                redis_cluster::RedisClusterTransport::new(config, &self.prefix, history, self.queue),
+                redis_cluster::RedisClusterTransport::new(
+                    config,
+                    &self.prefix,
+                    history,
+                    self.queue,
+                ),
                 settings,
             ),
         }

@@ -506,16 +506,20 @@ impl Transport for RedisTransport {
         let pipe = since_pipeline(&self.prefix, path, after, upto);
         let reply = self
             .reader
-            .read(async || self.open().await, async |c| pipe.query_async(c).await)
+            .read(
+                async || self.open().await,
+                async |c| pipe.query_async(c).await,
+            )
             .await?;
         Ok(recalled(reply, epoch, self.history.age))
     }
 
     async fn top(&self, path: &str) -> Result<Cursor, TransportError> {
         self.reader
-            .read(async || self.open().await, async |c| {
-                read_top(&self.top, c, &self.prefix, path).await
-            })
+            .read(
+                async || self.open().await,
+                async |c| read_top(&self.top, c, &self.prefix, path).await,
+            )
             .await
     }
 

@@ -47,7 +47,10 @@ pub(crate) struct RedisClusterConfig {
 impl fmt::Debug for RedisClusterConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisClusterConfig")
-            .field("urls", &self.urls.iter().map(|u| redact(u)).collect::<Vec<_>>())
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact(u)).collect::<Vec<_>>(),
+            )
             .field("roots", &self.roots.as_ref().map(|_| "<PEM>"))
             .finish()
     }
@@ -315,18 +318,20 @@ impl Transport for RedisClusterTransport {
         let pipe = since_pipeline(&self.prefix, path, after, upto);
         let reply = self
             .reader
-            .read(async || self.open(None).await, async |c| {
-                pipe.query_async(c).await
-            })
+            .read(
+                async || self.open(None).await,
+                async |c| pipe.query_async(c).await,
+            )
             .await?;
         Ok(recalled(reply, epoch, self.history.age))
     }
 
     async fn top(&self, path: &str) -> Result<Cursor, TransportError> {
         self.reader
-            .read(async || self.open(None).await, async |c| {
-                read_top(&self.top, c, &self.prefix, path).await
-            })
+            .read(
+                async || self.open(None).await,
+                async |c| read_top(&self.top, c, &self.prefix, path).await,
+            )
             .await
     }
 
@@ -406,7 +411,8 @@ impl Transport for RedisClusterTransport {
             let channel = push.data.first().and_then(bytes);
             match push.kind {
                 PushKind::Message | PushKind::SMessage => {
-                    let (Some(channel), Some(payload)) = (channel, push.data.get(1).and_then(bytes))
+                    let (Some(channel), Some(payload)) =
+                        (channel, push.data.get(1).and_then(bytes))
                     else {
                         continue;
                     };
@@ -449,25 +455,41 @@ mod tests {
 
     #[test]
     fn seed_urls_are_checked_when_the_hub_is_built() {
-        let config = |urls: &[&str]| {
-            RedisClusterConfig::new(urls.iter().map(|u| (*u).to_owned()).collect())
-        };
-        assert_eq!(config(&["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).problem(), None);
-        assert_eq!(config(&["redis://app:s3cret@10.0.0.1:7000"]).problem(), None);
+        let config =
+            |urls: &[&str]| RedisClusterConfig::new(urls.iter().map(|u| (*u).to_owned()).collect());
+        assert_eq!(
+            config(&["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).problem(),
+            None
+        );
+        assert_eq!(
+            config(&["redis://app:s3cret@10.0.0.1:7000"]).problem(),
+            None
+        );
         assert_eq!(config(&["rediss://cache.internal:7000"]).problem(), None);
         let problem = config(&[]).problem().expect("no seeds");
         assert!(problem.contains("at least one"), "{problem}");
         let problem = config(&["redis://10.0.0.1:7000", "http://:s3cret@x"])
             .problem()
             .expect("not a Redis URL");
-        assert!(problem.contains("not a Redis URL") && !problem.contains("s3cret"), "{problem}");
+        assert!(
+            problem.contains("not a Redis URL") && !problem.contains("s3cret"),
+            "{problem}"
+        );
         let problem = config(&["redis://:a@10.0.0.1:7000", "redis://:b@10.0.0.2:7000"])
             .problem()
             .expect("two passwords");
-        assert!(!problem.contains(":a@") && !problem.contains(":b@"), "{problem}");
+        assert!(
+            !problem.contains(":a@") && !problem.contains(":b@"),
+            "{problem}"
+        );
         let mut plain = config(&["redis://10.0.0.1:7000"]);
         plain.roots = Some(b"-----BEGIN CERTIFICATE-----".to_vec());
-        assert!(plain.problem().expect("refused").contains("does not use TLS"));
+        assert!(
+            plain
+                .problem()
+                .expect("refused")
+                .contains("does not use TLS")
+        );
         let shown = format!("{:?}", config(&["redis://alice:s3cret@cache"]));
         assert!(!shown.contains("s3cret"), "{shown}");
     }
