@@ -19,6 +19,7 @@
 //! are the engine's.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -205,32 +206,40 @@ impl<C: Clone> Reader<C> {
     }
 
     /// Run `read` on the connection (a clone of the shared one: the `redis` crate multiplexes it),
-    /// opened with `open` if there is none; one that broke is reopened next time.
-    pub async fn read<T>(
-        &self,
-        open: impl AsyncFnOnce() -> Result<C, TransportError>,
-        read: impl AsyncFnOnce(&mut C) -> Result<T, RedisError>,
-    ) -> Result<T, TransportError> {
-        let mut connection = {
-            let mut reader = self.0.lock().await;
-            match &*reader {
-                Some(connection) => connection.clone(),
-                None => {
-                    let connection = open().await?;
-                    *reader = Some(connection.clone());
-                    connection
+    /// opened with `open` if there is none; one found broken (Redis restarted since it was last used)
+    /// is reopened and the read tried once more.
+    pub async fn read<T, O, OFut, F, Fut>(&self, open: O, read: F) -> Result<T, TransportError>
+    where
+        O: Fn() -> OFut,
+        OFut: Future<Output = Result<C, TransportError>> + Send,
+        F: Fn(C) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>> + Send,
+    {
+        let mut last = None;
+        for _ in 0..2 {
+            let connection = {
+                let mut reader = self.0.lock().await;
+                match &*reader {
+                    Some(connection) => connection.clone(),
+                    None => {
+                        let connection = open().await?;
+                        *reader = Some(connection.clone());
+                        connection
+                    }
                 }
-            }
-        };
-        match read(&mut connection).await {
-            Ok(value) => Ok(value),
-            Err(e) => {
-                if !matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension) {
+            };
+            match read(connection).await {
+                Ok(value) => return Ok(value),
+                Err(e) if matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension) => {
+                    return Err(classify(e));
+                }
+                Err(e) => {
                     *self.0.lock().await = None;
+                    last = Some(e);
                 }
-                Err(classify(e))
             }
         }
+        Err(classify(last.expect("two attempts failed")))
     }
 }
 
@@ -503,12 +512,12 @@ impl Transport for RedisTransport {
         after: u64,
         upto: u64,
     ) -> Result<Recalled<Bytes>, TransportError> {
-        let pipe = since_pipeline(&self.prefix, path, after, upto);
+        let pipe = &since_pipeline(&self.prefix, path, after, upto);
         let reply = self
             .reader
             .read(
-                async || self.open().await,
-                async |c| pipe.query_async(c).await,
+                || self.open(),
+                |mut c| async move { pipe.query_async(&mut c).await },
             )
             .await?;
         Ok(recalled(reply, epoch, self.history.age))
@@ -517,8 +526,8 @@ impl Transport for RedisTransport {
     async fn top(&self, path: &str) -> Result<Cursor, TransportError> {
         self.reader
             .read(
-                async || self.open().await,
-                async |c| read_top(&self.top, c, &self.prefix, path).await,
+                || self.open(),
+                |mut c| async move { read_top(&self.top, &mut c, &self.prefix, path).await },
             )
             .await
     }

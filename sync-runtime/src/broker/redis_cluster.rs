@@ -315,12 +315,12 @@ impl Transport for RedisClusterTransport {
         upto: u64,
     ) -> Result<Recalled<Bytes>, TransportError> {
         // All in the path's slot: the cluster client sends the pipeline to its master.
-        let pipe = since_pipeline(&self.prefix, path, after, upto);
+        let pipe = &since_pipeline(&self.prefix, path, after, upto);
         let reply = self
             .reader
             .read(
-                async || self.open(None).await,
-                async |c| pipe.query_async(c).await,
+                || self.open(None),
+                |mut c| async move { pipe.query_async(&mut c).await },
             )
             .await?;
         Ok(recalled(reply, epoch, self.history.age))
@@ -329,8 +329,8 @@ impl Transport for RedisClusterTransport {
     async fn top(&self, path: &str) -> Result<Cursor, TransportError> {
         self.reader
             .read(
-                async || self.open(None).await,
-                async |c| read_top(&self.top, c, &self.prefix, path).await,
+                || self.open(None),
+                |mut c| async move { read_top(&self.top, &mut c, &self.prefix, path).await },
             )
             .await
     }

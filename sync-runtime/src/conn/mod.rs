@@ -470,6 +470,14 @@ impl Conn {
         }
     }
 
+    /// It goes on from whatever runs next on `path` (after a `resync`).
+    pub fn forget_position(&self, path: &str) {
+        let mut mark = self.mark.lock().expect("mark lock is never poisoned");
+        if mark.path.as_deref() == Some(path) {
+            mark.at = None;
+        }
+    }
+
     /// What the trigger at `at` on `path` is to this connection; a connection with no position yet
     /// stands where the node does (`seen`: the position of the trigger this node ran before).
     pub fn step(&self, path: &str, at: &Cursor, seen: Option<&Cursor>) -> Step {

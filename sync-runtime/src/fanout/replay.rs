@@ -158,7 +158,7 @@ impl FanOut {
                 Step::Next | Step::Elsewhere => live.push(conn),
                 Step::Had => {}
                 Step::Reset => {
-                    self.resync(&conn);
+                    self.resync(&path, &conn);
                     live.push(conn);
                 }
                 Step::Behind(had) => behind.push((conn, had)),
@@ -200,7 +200,7 @@ impl FanOut {
         let Some(top) = self.top(&path).await else {
             // The history cannot be read: nobody here can know what they missed.
             for conn in &recipients {
-                self.resync(conn);
+                self.resync(&path, conn);
             }
             return;
         };
@@ -214,7 +214,7 @@ impl FanOut {
                 continue;
             };
             if had.epoch() != top.epoch() {
-                self.resync(&conn);
+                self.resync(&path, &conn);
                 conn.mark_at(&path, top.clone());
             } else if had.offset() < top.offset() {
                 behind.push((conn, had.offset()));
@@ -237,7 +237,7 @@ impl FanOut {
     pub(super) async fn catch_up(&self, path: Arc<str>, conns: Vec<Arc<Conn>>) {
         let Some(top) = self.top(&path).await else {
             for conn in &conns {
-                self.resync(conn);
+                self.resync(&path, conn);
             }
             return;
         };
@@ -251,7 +251,7 @@ impl FanOut {
                 behind.push((conn, had.offset()));
             } else if had.epoch() != top.epoch() || had.offset() > top.offset() {
                 // Another history (lost since, or another path's), or a position it never had.
-                self.resync(&conn);
+                self.resync(&path, &conn);
                 conn.mark_at(&path, top.clone());
             }
         }
@@ -284,7 +284,7 @@ impl FanOut {
             if had + 1 >= first {
                 served.push((conn, *had));
             } else {
-                self.resync(conn);
+                self.resync(&path, conn);
             }
         }
         for (offset, record) in entries {
@@ -306,9 +306,11 @@ impl FanOut {
         }
     }
 
-    /// Tell `conn` it may have missed reactions.
-    fn resync(&self, conn: &Arc<Conn>) {
+    /// Tell `conn` it may have missed reactions on `path`: its client reloads, and it goes on from the
+    /// next trigger this node runs there (its position is forgotten, so that it is not told twice).
+    fn resync(&self, path: &str, conn: &Arc<Conn>) {
         Counters::bump(&self.counters.history_resyncs);
+        conn.forget_position(path);
         self.conns.push(conn, Outbound::control(RESYNC));
     }
 }

@@ -134,7 +134,7 @@ async fn handle(hub: &Arc<HubInner>, conn: &Arc<Conn>, text: &str) {
             hub.conns.push(conn, Outbound::control(PONG));
         }
         ClientFrame::Nav { path, cursor } => match crate::routes::normalize(&path) {
-            Some(path) => super::report_location(hub, conn, path, cursor),
+            Some(path) => super::report_location(hub, conn, path, cursor).await,
             None => reject(
                 hub,
                 conn,

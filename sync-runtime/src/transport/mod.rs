@@ -467,7 +467,7 @@ async fn run(
         hub.roster.want(location.path_arc());
     }
     if let Some(path) = initial {
-        report_location(&hub, &conn, path, cursor);
+        report_location(&hub, &conn, path, cursor).await;
     }
     let side = Arc::new(ReadSide::default());
     let reading = tokio::spawn({
@@ -497,14 +497,28 @@ async fn run(
 
 /// Move `conn` to `path` and tell it where it landed. With a `cursor` (the position in the path's history
 /// its client has had everything up to), it then gets what came after, or `resync`.
-pub(crate) fn report_location(
+///
+/// Without one, it gets everything after its arrival: on a path this node already follows, what this
+/// node runs from now on; on one it does not follow yet (the node subscribes when its first connection
+/// arrives), everything after the path's position read now, before it is placed, so that a trigger
+/// accepted elsewhere between its `located` and the subscription still reaches it.
+pub(crate) async fn report_location(
     hub: &Arc<HubInner>,
     conn: &Arc<Conn>,
     path: Arc<str>,
     cursor: Option<Cursor>,
 ) {
+    let mut cursor = cursor;
+    let moved = conn.mark().path.as_deref() != Some(&*path);
+    if moved
+        && cursor.is_none()
+        && let Some(broker) = &hub.broker
+        && !broker.follows(&path)
+    {
+        cursor = broker.top(path.clone()).await;
+    }
     // Its position is set before it appears on the path, so that no trigger there finds it without one.
-    if cursor.is_some() || conn.mark().path.as_deref() != Some(&*path) {
+    if cursor.is_some() || moved {
         conn.set_mark(path.clone(), cursor.clone());
     }
     let location = hub
