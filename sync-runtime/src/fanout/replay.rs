@@ -284,7 +284,7 @@ impl FanOut {
             if had + 1 >= first {
                 served.push((conn, *had));
             } else {
-                self.resync(&path, conn);
+                self.resync(path, conn);
             }
         }
         for (offset, record) in entries {
