@@ -169,6 +169,21 @@ fn paths_per_master(cluster: &RedisCluster) -> Vec<String> {
     unreachable!()
 }
 
+#[tokio::test]
+async fn seed_urls_that_cannot_work_are_reported_when_the_hub_is_built() {
+    for seeds in [
+        &["http://10.0.0.1:7000"][..],
+        &[],
+        &["redis://10.0.0.1:7000/3"],
+    ] {
+        let built = SyncHub::builder()
+            .guests()
+            .backplane(Backplane::redis_cluster(seeds))
+            .build();
+        assert!(built.is_err(), "{seeds:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_s_triggers_reach_every_node_once_in_one_order() {
     let Some(cluster) = RedisCluster::start() else {

@@ -130,15 +130,18 @@ impl Backplane {
 
     /// A Redis Cluster (feature `redis`), reached through `nodes`: one or more of its nodes' URLs, in the
     /// form [`redis`](Self::redis) takes (`redis://` or `rediss://` for all of them, the same user and
-    /// password for all); the client learns the rest of the cluster from them. The database index is
-    /// ignored (a cluster has only database 0). A path's history and channel live on the master of the
+    /// password for all, no database index: a cluster has only database 0); the client learns the rest
+    /// of the cluster from them. A path's history and channel live on the master of the
     /// path's slot, so paths spread over the masters and a node receives only its own paths' triggers
     /// (sharded pub/sub); heartbeats and notes use one channel, on the master of its slot.
     ///
     /// A failover or a resharding that moves a slot ends this node's subscription: it subscribes again
     /// on a fresh view of the cluster and catches up every path it follows from its history. A master
     /// that comes back without its data starts its paths' histories over, in new epochs: their clients
-    /// get `resync`. [`tls_root_certificates`](Self::tls_root_certificates) applies to every node. URLs
+    /// get `resync`. Replication is asynchronous: a failover whose new master lacks the old one's last
+    /// triggers gives their offsets again, in the same epoch, to new triggers, which clients that had
+    /// the old ones skip (a manual `CLUSTER FAILOVER` loses nothing).
+    /// [`tls_root_certificates`](Self::tls_root_certificates) applies to every node. URLs
     /// that do not parse, or disagree (TLS or not, passwords), are reported by
     /// [`SyncHubBuilder::build`](crate::SyncHubBuilder::build).
     ///

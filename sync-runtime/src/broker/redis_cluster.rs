@@ -71,6 +71,17 @@ impl RedisClusterConfig {
             .iter()
             .map(|url| check_url(url, self.roots.as_deref()))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some((url, _)) = self
+            .urls
+            .iter()
+            .zip(&infos)
+            .find(|(_, info)| info.redis_settings().db() != 0)
+        {
+            return Err(format!(
+                "`{}` names a database: a Redis Cluster has only database 0",
+                redact(url)
+            ));
+        }
         let mut builder = ClusterClientBuilder::new(infos)
             .connection_timeout(TIMEOUT)
             .response_timeout(TIMEOUT);
@@ -482,6 +493,10 @@ mod tests {
             !problem.contains(":a@") && !problem.contains(":b@"),
             "{problem}"
         );
+        let problem = config(&["redis://10.0.0.1:7000/2"])
+            .problem()
+            .expect("a database");
+        assert!(problem.contains("only database 0"), "{problem}");
         let mut plain = config(&["redis://10.0.0.1:7000"]);
         plain.roots = Some(b"-----BEGIN CERTIFICATE-----".to_vec());
         assert!(
