@@ -37,6 +37,8 @@ mod envelope;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_cluster;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -54,7 +56,7 @@ pub(crate) use envelope::*;
 
 /// Where a hub shares its triggers with the other nodes, and the settings of that sharing.
 ///
-/// Built with `Backplane::redis` (feature `redis`) for separate processes, or [`Backplane::memory`] for
+/// Built with `Backplane::redis` or `Backplane::redis_cluster` (feature `redis`) for separate processes, or [`Backplane::memory`] for
 /// several hubs in one process; handed to
 /// [`SyncHubBuilder::backplane`](crate::SyncHubBuilder::backplane).
 ///
@@ -89,6 +91,8 @@ enum Kind {
     Memory(MemoryBus),
     #[cfg(feature = "redis")]
     Redis(redis::RedisConfig),
+    #[cfg(feature = "redis")]
+    RedisCluster(redis_cluster::RedisClusterConfig),
 }
 
 impl Backplane {
@@ -124,6 +128,43 @@ impl Backplane {
         Self::new(Kind::Redis(redis::RedisConfig::new(url.as_ref())))
     }
 
+    /// A Redis Cluster (feature `redis`), reached through `nodes`: one or more of its nodes' URLs, in the
+    /// form [`redis`](Self::redis) takes (`redis://` or `rediss://` for all of them, the same user and
+    /// password for all, no database index: a cluster has only database 0); the client learns the rest
+    /// of the cluster from them. A path's history and channel live on the master of the
+    /// path's slot, so paths spread over the masters and a node receives only its own paths' triggers
+    /// (sharded pub/sub); heartbeats and notes use one channel, on the master of its slot.
+    ///
+    /// A failover or a resharding that moves a slot ends this node's subscription: it subscribes again
+    /// on a fresh view of the cluster and catches up every path it follows from its history. A master
+    /// that comes back without its data starts its paths' histories over, in new epochs: their clients
+    /// get `resync`. Replication is asynchronous: a failover whose new master lacks the old one's last
+    /// triggers gives their offsets again, in the same epoch, to new triggers, which clients that had
+    /// the old ones skip (a manual `CLUSTER FAILOVER` loses nothing).
+    /// [`tls_root_certificates`](Self::tls_root_certificates) applies to every node. URLs
+    /// that do not parse, or disagree (TLS or not, passwords), are reported by
+    /// [`SyncHubBuilder::build`](crate::SyncHubBuilder::build).
+    ///
+    /// ```no_run
+    /// use sync_runtime::{Backplane, SyncHub};
+    ///
+    /// # async fn f() {
+    /// let seeds = ["redis://app:s3cret@10.0.0.5:7000", "redis://app:s3cret@10.0.0.6:7000"];
+    /// let hub = SyncHub::builder()
+    ///     .guests()
+    ///     .backplane(Backplane::redis_cluster(seeds).key_prefix("staging"))
+    ///     .build()
+    ///     .expect("handlers match");
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis_cluster(nodes: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        let urls = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        Self::new(Kind::RedisCluster(redis_cluster::RedisClusterConfig::new(
+            urls,
+        )))
+    }
+
     /// Several hubs in this process, one node each, connected by `bus` (always available): for tests of
     /// multi-node behaviour without a Redis. Delivery, numbering, heartbeats and gap detection are the
     /// same as with Redis; [`MemoryBus::set_down`] simulates an outage.
@@ -153,9 +194,10 @@ impl Backplane {
     }
 
     /// Triggers waiting to be published (default 16,384). Past it, triggers still reach this node's
-    /// connections, and the other nodes see a gap and resync. On a [`MemoryBus`] it also bounds what
-    /// waits for this node's subscriber; a subscriber that far behind is dropped and resubscribes (its
-    /// connections resync), as Redis drops a subscriber past its output buffer limit.
+    /// connections, and the other nodes see a gap and resync. On a [`MemoryBus`] and a Redis Cluster it
+    /// also bounds what waits for this node's subscriber; a subscriber that far behind is dropped and
+    /// resubscribes (its connections catch up from the history), as Redis drops a subscriber past its
+    /// output buffer limit.
     ///
     /// ```
     /// # use sync_runtime::{Backplane, MemoryBus};
@@ -183,7 +225,8 @@ impl Backplane {
 
     /// PEM certificates to trust for a `rediss://` URL instead of the system's roots (feature `redis`):
     /// a private CA, or a self-signed server certificate. The server's certificate must name the host of
-    /// the URL. Ignored by a memory backplane.
+    /// the URL (on a cluster, every node's certificate must name the host the cluster announces for it).
+    /// Ignored by a memory backplane.
     ///
     /// ```no_run
     /// use sync_runtime::Backplane;
@@ -194,8 +237,10 @@ impl Backplane {
     /// ```
     #[cfg(feature = "redis")]
     pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        if let Kind::Redis(config) = &mut self.kind {
-            config.roots = Some(pem.into());
+        match &mut self.kind {
+            Kind::Redis(config) => config.roots = Some(pem.into()),
+            Kind::RedisCluster(config) => config.roots = Some(pem.into()),
+            Kind::Memory(_) => {}
         }
         self
     }
@@ -206,6 +251,8 @@ impl Backplane {
             Kind::Memory(_) => None,
             #[cfg(feature = "redis")]
             Kind::Redis(config) => config.client().err(),
+            #[cfg(feature = "redis")]
+            Kind::RedisCluster(config) => config.problem(),
         }
     }
 
@@ -224,6 +271,16 @@ impl Backplane {
             #[cfg(feature = "redis")]
             Kind::Redis(config) => Engine::start(
                 redis::RedisTransport::new(config, &self.prefix, history),
+                settings,
+            ),
+            #[cfg(feature = "redis")]
+            Kind::RedisCluster(config) => Engine::start(
+                redis_cluster::RedisClusterTransport::new(
+                    config,
+                    &self.prefix,
+                    history,
+                    self.queue,
+                ),
                 settings,
             ),
         }

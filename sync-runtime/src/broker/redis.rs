@@ -1,28 +1,35 @@
 //! The Redis transport (feature `redis`), on the `redis` crate: a multiplexed connection for the
 //! appends and `PUBLISH` (pipelined, one round trip per batch), another for reading history, and a
-//! dedicated RESP2 pub/sub connection for `SUBSCRIBE`.
+//! dedicated RESP2 pub/sub connection for `SUBSCRIBE`. What it shares with the Redis Cluster transport
+//! ([`super::redis_cluster`]) lives here too: the key layout, the scripts, reading history, the
+//! configuration's checks.
 //!
 //! A path's history is two keys and a channel sharing one hash tag (`{<path>}`), so that on a Redis
-//! Cluster they live in one slot:
+//! Cluster they live in one slot (the cluster's script publishes with `SPUBLISH`, which a script may do
+//! on a channel of its own slot):
 //!
 //! * `<prefix>:{<path>}:m`, a hash: `e` the epoch, `o` the last offset. It expires after a day without
 //!   triggers (`META_TTL`); a new one starts a new epoch, so cursors from before get `resync`.
 //! * `<prefix>:{<path>}:s`, a stream of the last `history_size` triggers, entry id `<offset>-0`, fields
 //!   `d` (the trigger) and `t` (Redis's clock, ms). It expires after `history_age` without triggers.
-//! * `<prefix>:{<path>}:c`, the channel; a message is `<offset> <epoch> <trigger>`.
+//! * `<prefix>:{<path>}:c`, the channel (sharded on a cluster); a message is `<offset> <epoch> <trigger>`.
 //!
 //! The script [`APPEND`] does all of it in one atomic step, so the offset is assigned with the publish.
 //! Only connecting, appending, publishing and reading live here; reconnects, heartbeats and following
 //! are the engine's.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, Client, ErrorKind, IntoConnectionInfo, RedisError, Value};
+use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisError, Value,
+};
 use tokio::sync::Mutex;
 
 use super::{Message, Transport, TransportError};
@@ -33,7 +40,8 @@ const META_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Append a trigger to its path's history and publish it, atomically. KEYS: the position hash, the
 /// stream. ARGV: an epoch for a new history, entries kept (0: none), the trigger, the stream's expiry
-/// (ms), the channel, the position's expiry (ms). Returns `{epoch, offset}`.
+/// (ms), the channel, the position's expiry (ms). Returns `{epoch, offset}`. `PUBLISH!` stands for the
+/// publishing command ([`append_script`]).
 const APPEND: &str = r#"
 redis.call('HSETNX', KEYS[1], 'e', ARGV[1])
 local o = redis.call('HINCRBY', KEYS[1], 'o', 1)
@@ -45,9 +53,14 @@ if tonumber(ARGV[2]) > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], o .. '-0', 'd', ARGV[3], 't', ms)
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
-redis.call('PUBLISH', ARGV[5], o .. ' ' .. e .. ' ' .. ARGV[3])
+redis.call('PUBLISH!', ARGV[5], o .. ' ' .. e .. ' ' .. ARGV[3])
 return {e, o}
 "#;
+
+/// [`APPEND`] publishing with `publish`: `PUBLISH` on a standalone Redis, `SPUBLISH` on a cluster.
+pub(super) fn append_script(publish: &str) -> redis::Script {
+    redis::Script::new(&APPEND.replace("PUBLISH!", publish))
+}
 
 /// The position of a path, starting its history if it has none. KEYS: the position hash. ARGV: an
 /// epoch for a new history, the position's expiry (ms). Returns `{epoch, offset}`.
@@ -76,17 +89,22 @@ impl PathKeys {
 }
 
 /// The path whose channel is `channel` (the inverse of [`PathKeys::new`]).
-fn path_of(prefix: &str, channel: &str) -> Option<Arc<str>> {
+pub(super) fn path_of(prefix: &str, channel: &str) -> Option<Arc<str>> {
     let inner = channel.strip_prefix(prefix)?.strip_prefix(":{")?;
     Some(Arc::from(inner.strip_suffix("}:c")?))
 }
 
-fn millis(d: Duration) -> u64 {
+/// The deployment's channel: heartbeats and notes.
+pub(super) fn node_channel(prefix: &str) -> String {
+    format!("{prefix}:sync:v2")
+}
+
+pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// How long connecting (TCP, TLS, `AUTH`, `SELECT`, `SUBSCRIBE`) or one publish may take.
-const TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A Redis backplane's address: its URL and the roots to trust for TLS.
 #[derive(Clone)]
@@ -115,46 +133,55 @@ impl RedisConfig {
 
     /// The client for this configuration, or what is wrong with it.
     pub fn client(&self) -> Result<Client, String> {
-        let shown = redact(&self.url);
-        let tls = self.url.starts_with("rediss://");
-        if !tls && !self.url.starts_with("redis://") {
-            return Err(format!(
-                "`{shown}` is not a Redis URL: expected redis://[user:password@]host[:port][/db] or rediss://…"
-            ));
-        }
-        let info = self
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| format!("`{shown}` is not a valid Redis URL: {e}"))?;
+        let info = check_url(&self.url, self.roots.as_deref())?;
         match &self.roots {
             None => Client::open(info),
-            Some(_) if !tls => {
-                return Err(format!(
-                    "TLS root certificates were given for `{shown}`, which does not use TLS: use rediss://"
-                ));
-            }
-            Some(pem) => {
-                if !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(format!(
-                        "the TLS root certificates for `{shown}` contain no PEM certificate"
-                    ));
-                }
-                Client::build_with_tls(
-                    info,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem.clone()),
-                    },
-                )
-            }
+            Some(pem) => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
         }
-        .map_err(|e| format!("`{shown}` cannot be used: {e}"))
+        .map_err(|e| format!("`{}` cannot be used: {e}", redact(&self.url)))
+    }
+}
+
+/// What `url` connects to, or what is wrong with it (alone, or with TLS roots `roots`).
+pub(super) fn check_url(url: &str, roots: Option<&[u8]>) -> Result<ConnectionInfo, String> {
+    let shown = redact(url);
+    let tls = url.starts_with("rediss://");
+    if !tls && !url.starts_with("redis://") {
+        return Err(format!(
+            "`{shown}` is not a Redis URL: expected redis://[user:password@]host[:port][/db] or rediss://…"
+        ));
+    }
+    let info = url
+        .into_connection_info()
+        .map_err(|e| format!("`{shown}` is not a valid Redis URL: {e}"))?;
+    match roots {
+        Some(_) if !tls => Err(format!(
+            "TLS root certificates were given for `{shown}`, which does not use TLS: use rediss://"
+        )),
+        Some(pem) if !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----") => Err(
+            format!("the TLS root certificates for `{shown}` contain no PEM certificate"),
+        ),
+        _ => Ok(info),
+    }
+}
+
+/// The `redis` crate builds its TLS configuration with rustls' process-wide provider. Install the one
+/// this crate enables, unless the application installed its own: with two providers compiled in,
+/// rustls would otherwise refuse to pick.
+pub(super) fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     }
 }
 
 /// `url` with its password, if any, replaced by `***`: for logs and messages.
-fn redact(url: &str) -> String {
+pub(super) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -170,6 +197,168 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// A connection opened on first use, and again after it broke (for reading history).
+pub(super) struct Reader<C>(Mutex<Option<C>>);
+
+impl<C: Clone> Reader<C> {
+    pub fn new() -> Self {
+        Reader(Mutex::new(None))
+    }
+
+    /// Run `read` on the connection (a clone of the shared one: the `redis` crate multiplexes it),
+    /// opened with `open` if there is none; one found broken (Redis restarted since it was last used)
+    /// is reopened and the read tried once more.
+    pub async fn read<T, O, OFut, F, Fut>(&self, open: O, read: F) -> Result<T, TransportError>
+    where
+        O: Fn() -> OFut,
+        OFut: Future<Output = Result<C, TransportError>> + Send,
+        F: Fn(C) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>> + Send,
+    {
+        let mut last = None;
+        for _ in 0..2 {
+            let connection = {
+                let mut reader = self.0.lock().await;
+                match &*reader {
+                    Some(connection) => connection.clone(),
+                    None => {
+                        let connection = open().await?;
+                        *reader = Some(connection.clone());
+                        connection
+                    }
+                }
+            };
+            match read(connection).await {
+                Ok(value) => return Ok(value),
+                Err(e) if matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension) => {
+                    return Err(classify(e));
+                }
+                Err(e) => {
+                    *self.0.lock().await = None;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(classify(last.expect("two attempts failed")))
+    }
+}
+
+/// One `EVALSHA` of [`APPEND`] (loaded as `script`): `trigger` appended to `path`'s history, a new one
+/// starting in `epoch`.
+pub(super) fn append_command(
+    script: &redis::Script,
+    prefix: &str,
+    path: &str,
+    epoch: &str,
+    history: &HistoryLimits,
+    trigger: &[u8],
+) -> Cmd {
+    let keys = PathKeys::new(prefix, path);
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash())
+        .arg(2)
+        .arg(&keys.meta)
+        .arg(&keys.stream)
+        .arg(epoch)
+        .arg(history.size)
+        .arg(trigger)
+        .arg(millis(history.age))
+        .arg(&keys.channel)
+        .arg(millis(META_TTL));
+    cmd
+}
+
+/// `PUBLISH` each of `payloads` on `channel`, in order, in one pipeline.
+pub(super) fn publish_pipeline(channel: &str, payloads: &[Bytes]) -> Pipeline {
+    let mut pipe = redis::pipe();
+    for payload in payloads {
+        pipe.cmd("PUBLISH").arg(channel).arg(&payload[..]).ignore();
+    }
+    pipe
+}
+
+/// The position of `path` through [`TOP`] (loaded as `script`), starting its history if it has none.
+pub(super) async fn read_top(
+    script: &redis::Script,
+    connection: &mut (impl ConnectionLike + Send),
+    prefix: &str,
+    path: &str,
+) -> Result<Cursor, RedisError> {
+    let keys = PathKeys::new(prefix, path);
+    script
+        .key(&keys.meta)
+        .arg(&*new_epoch())
+        .arg(millis(META_TTL))
+        .invoke_async::<(String, u64)>(connection)
+        .await
+        .map(position)
+}
+
+/// What [`since_pipeline`] reads: the path's position, the stream's first entry, the entries asked for.
+pub(super) type SinceReply = ((Option<String>, Option<u64>), Entries, Entries);
+type Entries = Vec<(String, Vec<(String, Value)>)>;
+
+/// One round trip (all in the path's slot): the position, the oldest entry, and those after `after` up
+/// to `upto`.
+pub(super) fn since_pipeline(prefix: &str, path: &str, after: u64, upto: u64) -> Pipeline {
+    let keys = PathKeys::new(prefix, path);
+    let mut pipe = redis::pipe();
+    pipe.cmd("HMGET")
+        .arg(&keys.meta)
+        .arg("e")
+        .arg("o")
+        .cmd("XRANGE")
+        .arg(&keys.stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .cmd("XRANGE")
+        .arg(&keys.stream)
+        .arg(format!("{}-0", after.saturating_add(1)))
+        .arg(format!("{upto}-0"));
+    pipe
+}
+
+/// The triggers [`since_pipeline`] read, if `epoch` is still the history, without those older than
+/// `age`.
+pub(super) fn recalled(reply: SinceReply, epoch: &str, age: Duration) -> Recalled<Bytes> {
+    let (position, head, range) = reply;
+    let (Some(current), top) = position else {
+        return Recalled::Lost;
+    };
+    if current != epoch {
+        return Recalled::Lost;
+    }
+    let now = redis_now_ms();
+    let age = millis(age);
+    let fresh = |fields: &[(String, Value)]| {
+        fields.iter().any(|(k, v)| {
+            k == "t" && redis::from_redis_value_ref::<u64>(v).is_ok_and(|t| t + age >= now)
+        })
+    };
+    let offset = |id: &str| id.split('-').next().and_then(|o| o.parse::<u64>().ok());
+    // The oldest entry still served: the stream's first if it is fresh, else the first fresh one.
+    let mut first = top.unwrap_or(0) + 1;
+    if let Some((id, fields)) = head.first()
+        && fresh(fields)
+    {
+        first = offset(id).unwrap_or(first);
+    } else if let Some((id, _)) = range.iter().find(|(_, fields)| fresh(fields)) {
+        first = offset(id).unwrap_or(first);
+    }
+    let entries = range
+        .into_iter()
+        .filter(|(_, fields)| fresh(fields))
+        .filter_map(|(id, fields)| {
+            let data = fields.into_iter().find(|(k, _)| k == "d")?.1;
+            let data: Vec<u8> = redis::from_redis_value(data).ok()?;
+            Some((offset(&id)?, Bytes::from(data)))
+        })
+        .collect();
+    Recalled::Entries { first, entries }
+}
+
 /// A standalone Redis (or a managed one that looks like it).
 pub(crate) struct RedisTransport {
     /// `Err`: the configuration's problem, which the hub's `build` reported; every attempt fails with it.
@@ -180,29 +369,23 @@ pub(crate) struct RedisTransport {
     history: HistoryLimits,
     append: redis::Script,
     top: redis::Script,
-    /// The connection history is read on, opened on first use and again after it broke.
-    reader: Mutex<Option<MultiplexedConnection>>,
+    reader: Reader<MultiplexedConnection>,
 }
 
 impl RedisTransport {
     pub fn new(config: &RedisConfig, prefix: &str, history: HistoryLimits) -> Self {
         if config.url.starts_with("rediss://") {
-            // The `redis` crate builds its TLS configuration with rustls' process-wide provider. Install
-            // the one this crate enables, unless the application installed its own: with two providers
-            // compiled in, rustls would otherwise refuse to pick.
-            if rustls::crypto::CryptoProvider::get_default().is_none() {
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            }
+            install_crypto_provider();
         }
         RedisTransport {
             client: config.client(),
             prefix: prefix.to_owned(),
-            channel: format!("{prefix}:sync:v2"),
+            channel: node_channel(prefix),
             place: redact(&config.url),
             history,
-            append: redis::Script::new(APPEND),
+            append: append_script("PUBLISH"),
             top: redis::Script::new(TOP),
-            reader: Mutex::new(None),
+            reader: Reader::new(),
         }
     }
 
@@ -221,50 +404,20 @@ impl RedisTransport {
             .await
             .map_err(unreachable)
     }
+}
 
-    /// The reading connection (a clone of the shared one: the `redis` crate multiplexes it).
-    async fn reader(&self) -> Result<MultiplexedConnection, TransportError> {
-        let mut reader = self.reader.lock().await;
-        if let Some(connection) = &*reader {
-            return Ok(connection.clone());
-        }
-        let connection = self.open().await?;
-        *reader = Some(connection.clone());
-        Ok(connection)
-    }
-
-    /// Run `read` on the reading connection; one found broken (Redis restarted since it was last used)
-    /// is reopened and the read tried once more.
-    async fn read<T, F, Fut>(&self, read: F) -> Result<T, TransportError>
-    where
-        F: Fn(MultiplexedConnection) -> Fut,
-        Fut: std::future::Future<Output = Result<T, RedisError>> + Send,
-    {
-        let mut last = None;
-        for _ in 0..2 {
-            let connection = self.reader().await?;
-            match read(connection).await {
-                Ok(value) => return Ok(value),
-                Err(e) if matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension) => {
-                    return Err(classify(e));
-                }
-                Err(e) => {
-                    *self.reader.lock().await = None;
-                    last = Some(e);
-                }
-            }
-        }
-        Err(classify(last.expect("two attempts failed")))
-    }
+/// The script that reads (and starts) a path's position.
+pub(super) fn top_script() -> redis::Script {
+    redis::Script::new(TOP)
 }
 
 /// A position as the scripts return it.
-fn position(value: (String, u64)) -> Cursor {
+pub(super) fn position(value: (String, u64)) -> Cursor {
     Cursor::new(Arc::from(value.0), value.1)
 }
 
 /// A refusal (the server answered with an error) leaves the connection usable; anything else breaks it.
-fn classify(e: RedisError) -> TransportError {
+pub(super) fn classify(e: RedisError) -> TransportError {
     match e.kind() {
         ErrorKind::Server(_) | ErrorKind::Extension => TransportError::Refused(e.to_string()),
         _ => TransportError::Broken(e.to_string()),
@@ -272,7 +425,7 @@ fn classify(e: RedisError) -> TransportError {
 }
 
 /// Connecting failed: whatever the cause, the connection is to be retried.
-fn unreachable(e: RedisError) -> TransportError {
+pub(super) fn unreachable(e: RedisError) -> TransportError {
     TransportError::Broken(e.to_string())
 }
 
@@ -312,14 +465,10 @@ impl Transport for RedisTransport {
         payloads: &[Bytes],
     ) -> Result<(), TransportError> {
         // One pipeline: one write and one round trip for the whole batch, in order.
-        let mut pipe = redis::pipe();
-        for payload in payloads {
-            pipe.cmd("PUBLISH")
-                .arg(&self.channel)
-                .arg(&payload[..])
-                .ignore();
-        }
-        pipe.query_async::<()>(publisher).await.map_err(classify)
+        publish_pipeline(&self.channel, payloads)
+            .query_async::<()>(publisher)
+            .await
+            .map_err(classify)
     }
 
     async fn append(
@@ -328,25 +477,16 @@ impl Transport for RedisTransport {
         triggers: &[(Arc<str>, Bytes)],
     ) -> Result<Vec<Result<Cursor, String>>, TransportError> {
         let epoch = new_epoch();
-        let (size, age, meta) = (
-            self.history.size,
-            millis(self.history.age),
-            millis(META_TTL),
-        );
         let mut pipe = redis::pipe();
         for (path, trigger) in triggers {
-            let keys = PathKeys::new(&self.prefix, path);
-            pipe.cmd("EVALSHA")
-                .arg(self.append.get_hash())
-                .arg(2)
-                .arg(&keys.meta)
-                .arg(&keys.stream)
-                .arg(&*epoch)
-                .arg(size)
-                .arg(&trigger[..])
-                .arg(age)
-                .arg(&keys.channel)
-                .arg(meta);
+            pipe.add_command(append_command(
+                &self.append,
+                &self.prefix,
+                path,
+                &epoch,
+                &self.history,
+                trigger,
+            ));
         }
         let results: Vec<redis::RedisResult<(String, u64)>> = pipe
             .ignore_errors()
@@ -372,77 +512,24 @@ impl Transport for RedisTransport {
         after: u64,
         upto: u64,
     ) -> Result<Recalled<Bytes>, TransportError> {
-        let keys = PathKeys::new(&self.prefix, path);
-        type Entries = Vec<(String, Vec<(String, Value)>)>;
-        let (position, head, range): ((Option<String>, Option<u64>), Entries, Entries) = self
-            .read(|mut c| {
-                let mut pipe = redis::pipe();
-                pipe.cmd("HMGET")
-                    .arg(&keys.meta)
-                    .arg("e")
-                    .arg("o")
-                    .cmd("XRANGE")
-                    .arg(&keys.stream)
-                    .arg("-")
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(1)
-                    .cmd("XRANGE")
-                    .arg(&keys.stream)
-                    .arg(format!("{}-0", after.saturating_add(1)))
-                    .arg(format!("{upto}-0"));
-                async move { pipe.query_async(&mut c).await }
-            })
+        let pipe = &since_pipeline(&self.prefix, path, after, upto);
+        let reply = self
+            .reader
+            .read(
+                || self.open(),
+                |mut c| async move { pipe.query_async(&mut c).await },
+            )
             .await?;
-        let (Some(current), top) = position else {
-            return Ok(Recalled::Lost);
-        };
-        if current != epoch {
-            return Ok(Recalled::Lost);
-        }
-        let now = redis_now_ms();
-        let age = millis(self.history.age);
-        let fresh = |fields: &[(String, Value)]| {
-            fields.iter().any(|(k, v)| {
-                k == "t" && redis::from_redis_value_ref::<u64>(v).is_ok_and(|t| t + age >= now)
-            })
-        };
-        let offset = |id: &str| id.split('-').next().and_then(|o| o.parse::<u64>().ok());
-        // The oldest entry still served: the stream's first if it is fresh, else the first fresh one.
-        let mut first = top.unwrap_or(0) + 1;
-        if let Some((id, fields)) = head.first()
-            && fresh(fields)
-        {
-            first = offset(id).unwrap_or(first);
-        } else if let Some((id, _)) = range.iter().find(|(_, fields)| fresh(fields)) {
-            first = offset(id).unwrap_or(first);
-        }
-        let entries = range
-            .into_iter()
-            .filter(|(_, fields)| fresh(fields))
-            .filter_map(|(id, fields)| {
-                let data = fields.into_iter().find(|(k, _)| k == "d")?.1;
-                let data: Vec<u8> = redis::from_redis_value(data).ok()?;
-                Some((offset(&id)?, Bytes::from(data)))
-            })
-            .collect();
-        Ok(Recalled::Entries { first, entries })
+        Ok(recalled(reply, epoch, self.history.age))
     }
 
     async fn top(&self, path: &str) -> Result<Cursor, TransportError> {
-        let keys = PathKeys::new(&self.prefix, path);
-        let epoch = new_epoch();
-        let (script, meta, epoch) = (&self.top, &keys.meta, &*epoch);
-        self.read(|mut c| async move {
-            script
-                .key(meta)
-                .arg(epoch)
-                .arg(millis(META_TTL))
-                .invoke_async::<(String, u64)>(&mut c)
-                .await
-        })
-        .await
-        .map(position)
+        self.reader
+            .read(
+                || self.open(),
+                |mut c| async move { read_top(&self.top, &mut c, &self.prefix, path).await },
+            )
+            .await
     }
 
     async fn subscribe(&self) -> Result<RedisSubscription, TransportError> {
@@ -510,75 +597,4 @@ fn redis_now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_checked_when_the_hub_is_built() {
-        assert!(RedisConfig::new("redis://127.0.0.1:6390").client().is_ok());
-        assert!(
-            RedisConfig::new("redis://alice:s3cret@cache:7000/2")
-                .client()
-                .is_ok()
-        );
-        assert!(RedisConfig::new("redis://:s3cret@cache").client().is_ok());
-        assert!(
-            RedisConfig::new("rediss://cache.internal:6380")
-                .client()
-                .is_ok()
-        );
-        let problem = RedisConfig::new("http://cache")
-            .client()
-            .expect_err("refused");
-        assert!(problem.contains("not a Redis URL"), "{problem}");
-        assert!(RedisConfig::new("nope").client().is_err());
-        assert!(RedisConfig::new("redis://").client().is_err());
-        let mut plain = RedisConfig::new("redis://cache");
-        plain.roots = Some(b"-----BEGIN CERTIFICATE-----".to_vec());
-        assert!(
-            plain
-                .client()
-                .expect_err("refused")
-                .contains("does not use TLS")
-        );
-        let mut empty = RedisConfig::new("rediss://cache");
-        empty.roots = Some(b"not a certificate".to_vec());
-        assert!(empty.client().expect_err("refused").contains("no PEM"));
-    }
-
-    #[test]
-    fn a_path_s_keys_share_one_hash_tag_and_its_channel_names_it() {
-        let keys = PathKeys::new("sync", "/boards/7");
-        assert_eq!(keys.meta, "sync:{/boards/7}:m");
-        assert_eq!(keys.stream, "sync:{/boards/7}:s");
-        assert_eq!(keys.channel, "sync:{/boards/7}:c");
-        assert_eq!(path_of("sync", &keys.channel).as_deref(), Some("/boards/7"));
-        let odd = PathKeys::new("sync", "/a}{b");
-        assert_eq!(path_of("sync", &odd.channel).as_deref(), Some("/a}{b"));
-        assert_eq!(path_of("other", &keys.channel), None);
-        assert_eq!(path_of("sync", "sync:sync:v2"), None);
-    }
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(
-            redact("redis://alice:s3cret@cache:7000/2"),
-            "redis://alice:***@cache:7000/2"
-        );
-        assert_eq!(redact("redis://:s3cret@cache"), "redis://:***@cache");
-        assert_eq!(redact("rediss://alice@cache"), "rediss://alice@cache");
-        assert_eq!(redact("redis://cache:6379"), "redis://cache:6379");
-        let problem = RedisConfig::new("http://alice:s3cret@cache")
-            .client()
-            .expect_err("refused");
-        assert!(!problem.contains("s3cret"), "{problem}");
-        let shown = format!("{:?}", RedisConfig::new("redis://alice:s3cret@cache"));
-        assert!(!shown.contains("s3cret"), "{shown}");
-        let transport = RedisTransport::new(
-            &RedisConfig::new("redis://:pw@cache"),
-            "c",
-            HistoryLimits::default(),
-        );
-        assert!(!transport.place().contains("pw"));
-    }
-}
+mod tests;
