@@ -213,7 +213,9 @@ impl FanOut {
             let Some(had) = mark.at.or_else(|| seen.clone()) else {
                 continue;
             };
-            if had.epoch() != top.epoch() {
+            // Another history, or this one rewound (a Redis replica promoted without the last triggers
+            // it had acknowledged): what was had cannot be matched with what is there now.
+            if had.epoch() != top.epoch() || had.offset() > top.offset() {
                 self.resync(&path, &conn);
                 conn.mark_at(&path, top.clone());
             } else if had.offset() < top.offset() {
