@@ -22,6 +22,10 @@ const NODE_TIMEOUT_MS: u32 = 3000;
 /// Tells one cluster's directory from another's in the same process.
 static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
 
+/// One cluster at a time per test binary: three masters each for several tests at once on a 2-core
+/// machine made commands time out.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// One `redis-server` of the cluster.
 struct Node {
     port: u16,
@@ -33,6 +37,7 @@ struct Node {
 pub struct RedisCluster {
     dir: PathBuf,
     nodes: Vec<Node>,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl RedisCluster {
@@ -58,6 +63,7 @@ impl RedisCluster {
             eprintln!("{message}");
             return None;
         }
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = std::env::temp_dir().join(format!(
             "sync-runtime-cluster-{}-{}-{}",
             std::process::id(),
@@ -70,6 +76,7 @@ impl RedisCluster {
         let mut cluster = RedisCluster {
             dir,
             nodes: Vec::new(),
+            _turn: turn,
         };
         for port in free_ports(masters) {
             cluster.nodes.push(Node {
