@@ -6,7 +6,8 @@
 //! `example_dashboard::serve` serves it, with a header-read and an idle timeout (see `Timeouts`).
 //!
 //! Several processes: give each the same `DATABASE` (an SQLite file they share) and `REDIS_URL`, and its
-//! own `PORT`; a change made through any of them reaches the pages served by all of them.
+//! own `PORT`; a change made through any of them reaches the pages served by all of them. On a Redis
+//! Cluster, `REDIS_CLUSTER` lists some of its nodes instead (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
 
 use std::time::Duration;
 
@@ -31,9 +32,11 @@ async fn main() {
         Ok(path) => example_dashboard::App::open(&path),
         Err(_) => example_dashboard::App::seeded(),
     };
-    let backplane = std::env::var("REDIS_URL")
-        .ok()
-        .map(sync_runtime::Backplane::redis);
+    let backplane = match (std::env::var("REDIS_CLUSTER"), std::env::var("REDIS_URL")) {
+        (Ok(nodes), _) => Some(sync_runtime::Backplane::redis_cluster(nodes.split(','))),
+        (_, Ok(url)) => Some(sync_runtime::Backplane::redis(url)),
+        _ => None,
+    };
     let hub = example_dashboard::hub_with(app.clone(), backplane);
     println!("example-dashboard: open http://{addr} and log in as alice, bob or carol");
     let router = example_dashboard::router(app, &hub);

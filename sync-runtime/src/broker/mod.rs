@@ -139,8 +139,10 @@ impl Backplane {
     /// on a fresh view of the cluster and catches up every path it follows from its history. A master
     /// that comes back without its data starts its paths' histories over, in new epochs: their clients
     /// get `resync`. Replication is asynchronous: a failover whose new master lacks the old one's last
-    /// triggers gives their offsets again, in the same epoch, to new triggers, which clients that had
-    /// the old ones skip (a manual `CLUSTER FAILOVER` loses nothing).
+    /// triggers gives their offsets again, in the same epoch, to new triggers. A node that finds a path
+    /// behind what it had when it subscribes again resyncs its clients there; but if new triggers
+    /// already took those offsets, clients that had the old ones skip them (a manual `CLUSTER FAILOVER`
+    /// loses nothing).
     /// [`tls_root_certificates`](Self::tls_root_certificates) applies to every node. URLs
     /// that do not parse, or disagree (TLS or not, passwords), are reported by
     /// [`SyncHubBuilder::build`](crate::SyncHubBuilder::build).
