@@ -195,10 +195,14 @@ impl HubInner {
             job.reply.send(&self.conns, Err(error));
             return None;
         }
+        // Followed now, confirmed: the subscription is older than the publish, so the trigger will come
+        // back on it.
+        let echoed = broker.follows(job.location.path());
         waiting.insert(
             id,
             Waiting {
                 job,
+                echoed,
                 since: Instant::now(),
             },
         );
@@ -337,6 +341,8 @@ fn overloaded() -> SyncError {
 /// A trigger of this node's, published, waiting to come back with its position.
 pub(crate) struct Waiting {
     job: Job,
+    /// Its path's subscription was confirmed before it was published: it comes back on it.
+    echoed: bool,
     since: Instant,
 }
 
@@ -376,21 +382,15 @@ impl Inbox for HubInner {
         let job = {
             let mut waiting = self.waiting.lock().expect("waiting lock is never poisoned");
             match waiting.get(&id) {
-                // Back already, or coming back: this node follows its path.
-                None => return,
-                Some(w)
-                    if self
-                        .broker
-                        .as_ref()
-                        .is_some_and(|b| b.follows(w.job.location.path())) =>
-                {
-                    return;
-                }
+                // Back already, or coming back on its path's subscription.
+                None | Some(Waiting { echoed: true, .. }) => return,
                 Some(_) => waiting.remove(&id).map(|w| w.job),
             }
         };
         if let Some(mut job) = job {
-            // Nobody here follows its path: run it now, for the outcome.
+            // This node did not follow its path when it was published (nobody here, or a subscription
+            // still being confirmed, which would not bring it back): run it now. Should it come back all
+            // the same, its position says it ran.
             job.at = Some(at);
             self.run_at(job);
         }
