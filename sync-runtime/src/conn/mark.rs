@@ -41,6 +41,16 @@ impl Conn {
             .clone()
     }
 
+    /// Whether its position is on `path` (it has not moved elsewhere since).
+    pub fn is_on(&self, path: &str) -> bool {
+        self.mark
+            .lock()
+            .expect("mark lock is never poisoned")
+            .path
+            .as_deref()
+            == Some(path)
+    }
+
     /// It is placed on `path`, having had everything there up to `at` (`None`: from now on).
     pub fn set_mark(&self, path: Arc<str>, at: Option<Cursor>) {
         *self.mark.lock().expect("mark lock is never poisoned") = Mark {

@@ -197,74 +197,62 @@ impl FanOut {
             .cloned()
             .or(before);
         let recipients = self.presence.recipients(&path);
-        let Some(top) = self.top(&path).await else {
+        if let Some(top) = self.bring_up(&path, recipients, seen).await {
+            self.seen
+                .lock()
+                .expect("seen lock is never poisoned")
+                .insert(path, top);
+        }
+    }
+
+    /// Connections placed on `path` with a position: each gets what came after it, or `resync`.
+    pub(super) async fn catch_up(&self, path: Arc<str>, conns: Vec<Arc<Conn>>) {
+        self.bring_up(&path, conns, None).await;
+    }
+
+    /// Bring each of `conns` still on `path` up to the path's current position, from its own position
+    /// (`fallback` for one that has none; neither: it starts from now), through the history; `resync` to
+    /// those the history cannot serve. The position they are at now, if it could be read.
+    async fn bring_up(
+        &self,
+        path: &Arc<str>,
+        conns: Vec<Arc<Conn>>,
+        fallback: Option<Cursor>,
+    ) -> Option<Cursor> {
+        let Some(top) = self.top(path).await else {
             // The history cannot be read: nobody here can know what they missed.
-            for conn in &recipients {
-                self.resync(&path, conn);
+            for conn in &conns {
+                self.resync(path, conn);
             }
-            return;
+            return None;
         };
         let mut behind = Vec::new();
-        for conn in recipients {
+        for conn in conns {
             let mark = conn.mark();
-            if mark.path.as_deref() != Some(&*path) {
+            if mark.path.as_deref() != Some(&**path) {
                 continue;
             }
-            let Some(had) = mark.at.or_else(|| seen.clone()) else {
+            let Some(had) = mark.at.or_else(|| fallback.clone()) else {
                 continue;
             };
-            // Another history, or this one rewound (a Redis replica promoted without the last triggers
-            // it had acknowledged): what was had cannot be matched with what is there now.
+            // Another history (lost since, or another path's), this one rewound (a Redis replica
+            // promoted without the last triggers it had acknowledged), or a position it never had:
+            // what was had cannot be matched with what is there now.
             if had.epoch() != top.epoch() || had.offset() > top.offset() {
-                self.resync(&path, &conn);
-                conn.mark_at(&path, top.clone());
+                self.resync(path, &conn);
+                conn.mark_at(path, top.clone());
             } else if had.offset() < top.offset() {
                 behind.push((conn, had.offset()));
             }
         }
         if !behind.is_empty() {
-            self.replay(&path, top.epoch_arc(), top.offset(), &behind)
+            self.replay(path, top.epoch_arc(), top.offset(), &behind)
                 .await;
             for (conn, _) in behind {
-                conn.mark_at(&path, top.clone());
+                conn.mark_at(path, top.clone());
             }
         }
-        self.seen
-            .lock()
-            .expect("seen lock is never poisoned")
-            .insert(path, top);
-    }
-
-    /// Connections placed on `path` with a position: each gets what came after it, or `resync`.
-    pub(super) async fn catch_up(&self, path: Arc<str>, conns: Vec<Arc<Conn>>) {
-        let Some(top) = self.top(&path).await else {
-            for conn in &conns {
-                self.resync(&path, conn);
-            }
-            return;
-        };
-        let mut behind = Vec::new();
-        for conn in conns {
-            let mark = conn.mark();
-            let Some(had) = mark.at.filter(|_| mark.path.as_deref() == Some(&*path)) else {
-                continue;
-            };
-            if had.epoch() == top.epoch() && had.offset() < top.offset() {
-                behind.push((conn, had.offset()));
-            } else if had.epoch() != top.epoch() || had.offset() > top.offset() {
-                // Another history (lost since, or another path's), or a position it never had.
-                self.resync(&path, &conn);
-                conn.mark_at(&path, top.clone());
-            }
-        }
-        if behind.is_empty() {
-            return;
-        }
-        self.replay(&path, top.epoch_arc(), top.offset(), &behind)
-            .await;
-        for (conn, _) in behind {
-            conn.mark_at(&path, top.clone());
-        }
+        Some(top)
     }
 
     /// Give each connection of `behind` (each with the offset it has had) the triggers of `path` after
@@ -293,9 +281,7 @@ impl FanOut {
             let recipients: Vec<Arc<Conn>> = served
                 .iter()
                 .filter(|(conn, had)| {
-                    *had < offset
-                        && Some(conn.id) != record.skip
-                        && conn.mark().path.as_deref() == Some(&**path)
+                    *had < offset && Some(conn.id) != record.skip && conn.is_on(path)
                 })
                 .map(|(conn, _)| (*conn).clone())
                 .collect();

@@ -509,7 +509,7 @@ pub(crate) async fn report_location(
     cursor: Option<Cursor>,
 ) {
     let mut cursor = cursor;
-    let moved = conn.mark().path.as_deref() != Some(&*path);
+    let moved = !conn.is_on(&path);
     if moved
         && cursor.is_none()
         && let Some(broker) = &hub.broker
