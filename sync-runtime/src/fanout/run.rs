@@ -150,7 +150,7 @@ impl FanOut {
         } = job;
         Counters::bump(&self.counters.fanouts);
         let cursor = at.to_string();
-        let mut outcome = Outcome {
+        let outcome = Outcome {
             matched: count(recipients.len()),
             ..Outcome::default()
         };
@@ -161,14 +161,22 @@ impl FanOut {
         let route = entry.route;
         let sender_peer = sender.as_ref().map(|s| &s.peer);
         let here = Here::new(self.presence.roster().clone(), location.path_arc().clone());
+        let mut tally = Tally {
+            outcome,
+            entry: &entry,
+            location: &location,
+            cursor: &cursor,
+            offset: at.offset(),
+            last: None,
+        };
         match &entry.sync.0.handling {
             Handling::Shared(react) => {
                 // Same reaction for everyone: computed and serialized once.
                 let Some(reaction) = catch(|| react(&data, sender_peer)).flatten() else {
                     Counters::bump(&self.counters.filter_panics);
                     tracing::error!(target: "sync_runtime::fanout", route, name = entry.name, "client reaction panicked");
-                    outcome.failed = outcome.matched;
-                    reply.send(&self.conns, Ok(outcome));
+                    tally.outcome.failed = tally.outcome.matched;
+                    reply.send(&self.conns, Ok(tally.outcome));
                     return;
                 };
                 let tail = reaction_tail(
@@ -178,10 +186,10 @@ impl FanOut {
                     entry.name,
                     &reaction,
                 );
-                outcome.passed = outcome.matched;
+                tally.outcome.passed = tally.outcome.matched;
                 for conn in &recipients {
                     if self.conns.push(conn, Outbound::Reaction(tail.clone())) {
-                        outcome.delivered += 1;
+                        tally.outcome.delivered += 1;
                     }
                 }
             }
@@ -189,14 +197,6 @@ impl FanOut {
                 // A synchronous filter runs in place: no future, box or task per recipient. It cannot
                 // overrun a deadline that nothing could enforce anyway; a panic still skips only its
                 // recipient.
-                let mut tally = Tally {
-                    outcome,
-                    entry: &entry,
-                    location: &location,
-                    cursor: &cursor,
-                    offset: at.offset(),
-                    last: None,
-                };
                 for (i, conn) in recipients.iter().enumerate() {
                     let peer = conn.peer(location.clone());
                     let call = Call {
@@ -216,7 +216,6 @@ impl FanOut {
                         tokio::task::yield_now().await;
                     }
                 }
-                outcome = tally.outcome;
             }
             Handling::Async(filter) => {
                 let deadline = self.deadline;
@@ -241,14 +240,6 @@ impl FanOut {
                         }
                     })
                     .collect();
-                let mut tally = Tally {
-                    outcome,
-                    entry: &entry,
-                    location: &location,
-                    cursor: &cursor,
-                    offset: at.offset(),
-                    last: None,
-                };
                 while let Some((conn, result)) = running.next().await {
                     let verdict = match result {
                         Ok(Ok(result)) => Verdict::from(result),
@@ -257,13 +248,12 @@ impl FanOut {
                     };
                     self.record(&mut tally, conn, verdict);
                 }
-                outcome = tally.outcome;
             }
         }
         self.counters
             .delivered
-            .fetch_add(u64::from(outcome.delivered), Ordering::Relaxed);
-        reply.send(&self.conns, Ok(outcome));
+            .fetch_add(u64::from(tally.outcome.delivered), Ordering::Relaxed);
+        reply.send(&self.conns, Ok(tally.outcome));
     }
 
     /// Queue a recipient's reaction, or count and log why it got none.
