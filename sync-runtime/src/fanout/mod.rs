@@ -34,6 +34,17 @@ pub(crate) struct Job {
     pub at: Option<Cursor>,
 }
 
+impl Job {
+    /// The sending connection, when it asked to be left out of the recipients (`echo: false`).
+    pub fn skip(&self) -> Option<crate::handler::ConnectionId> {
+        self.sender
+            .as_ref()
+            .filter(|s| !s.echo)
+            .and_then(|s| s.conn.as_ref())
+            .map(|c| c.id)
+    }
+}
+
 /// What a lane runs, one after another.
 pub(crate) enum Work {
     Trigger(Job),

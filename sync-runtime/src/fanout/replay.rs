@@ -98,12 +98,7 @@ impl FanOut {
             location: job.location.clone(),
             data: job.data.clone(),
             sender: job.sender.as_ref().map(|s| s.peer.clone()),
-            skip: job
-                .sender
-                .as_ref()
-                .filter(|s| !s.echo)
-                .and_then(|s| s.conn.as_ref())
-                .map(|c| c.id),
+            skip: job.skip(),
         };
         Some(log.append(job.location.path_arc(), record, bytes))
     }
@@ -142,12 +137,7 @@ impl FanOut {
             tracing::error!(target: "sync_runtime::fanout", path = %path, "a trigger without a position; dropped");
             return;
         };
-        let skip = job
-            .sender
-            .as_ref()
-            .filter(|s| !s.echo)
-            .and_then(|s| s.conn.as_ref())
-            .map(|c| c.id);
+        let skip = job.skip();
         let mut recipients = self.presence.recipients(&path);
         recipients.retain(|c| Some(c.id) != skip);
         let seen = self.saw(&path, &at, recipients.is_empty());
