@@ -27,8 +27,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
-    RedisError, Value,
+    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, ErrorKind, FromRedisValue,
+    IntoConnectionInfo, Pipeline, RedisError, RedisResult, Value,
 };
 use tokio::sync::Mutex;
 
@@ -58,8 +58,63 @@ return {e, o}
 "#;
 
 /// [`APPEND`] publishing with `publish`: `PUBLISH` on a standalone Redis, `SPUBLISH` on a cluster.
-pub(super) fn append_script(publish: &str) -> redis::Script {
-    redis::Script::new(&APPEND.replace("PUBLISH!", publish))
+pub(super) fn append_script(publish: &str) -> Lua {
+    Lua::new(APPEND.replace("PUBLISH!", publish))
+}
+
+/// A Lua script, run by its hash (`EVALSHA`), or by its text where the server does not have it: a Redis
+/// restarted or flushed since, or a replica just promoted (a server's script cache is its own, never
+/// replicated). Running it by its text caches it there.
+pub(super) struct Lua {
+    code: String,
+    hash: String,
+}
+
+impl Lua {
+    fn new(code: String) -> Lua {
+        let hash = redis::Script::new(&code).get_hash().to_owned();
+        Lua { code, hash }
+    }
+
+    /// `EVALSHA` (`cached`) or `EVAL` of the script, to which its keys and arguments are added.
+    pub fn command(&self, cached: bool) -> Cmd {
+        let mut cmd = if cached {
+            redis::cmd("EVALSHA")
+        } else {
+            redis::cmd("EVAL")
+        };
+        cmd.arg(if cached { &self.hash } else { &self.code });
+        cmd
+    }
+
+    /// Run it with `args` (the number of keys, the keys, the arguments): by its hash, and by its text
+    /// on a server that does not have it.
+    pub async fn run<T: FromRedisValue>(
+        &self,
+        connection: &mut (impl ConnectionLike + Send),
+        args: impl Fn(&mut Cmd),
+    ) -> RedisResult<T> {
+        let mut cmd = self.command(true);
+        args(&mut cmd);
+        match cmd.query_async(connection).await {
+            Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let mut cmd = self.command(false);
+                args(&mut cmd);
+                cmd.query_async(connection).await
+            }
+            result => result,
+        }
+    }
+
+    /// Cache it on the server behind `connection`.
+    async fn load(&self, connection: &mut (impl ConnectionLike + Send)) -> RedisResult<()> {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(&self.code)
+            .query_async::<String>(connection)
+            .await
+            .map(drop)
+    }
 }
 
 /// The position of a path, starting its history if it has none. KEYS: the position hash. ARGV: an
@@ -243,20 +298,18 @@ impl<C: Clone> Reader<C> {
     }
 }
 
-/// One `EVALSHA` of [`APPEND`] (loaded as `script`): `trigger` appended to `path`'s history, a new one
-/// starting in `epoch`.
-pub(super) fn append_command(
-    script: &redis::Script,
+/// The keys and arguments of [`APPEND`] (added to `cmd`): `trigger` appended to `path`'s history, a new
+/// one starting in `epoch`.
+pub(super) fn append_args(
+    cmd: &mut Cmd,
     prefix: &str,
     path: &str,
     epoch: &str,
     history: &HistoryLimits,
     trigger: &[u8],
-) -> Cmd {
+) {
     let keys = PathKeys::new(prefix, path);
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash())
-        .arg(2)
+    cmd.arg(2)
         .arg(&keys.meta)
         .arg(&keys.stream)
         .arg(epoch)
@@ -265,7 +318,6 @@ pub(super) fn append_command(
         .arg(millis(history.age))
         .arg(&keys.channel)
         .arg(millis(META_TTL));
-    cmd
 }
 
 /// `PUBLISH` each of `payloads` on `channel`, in order, in one pipeline.
@@ -277,19 +329,22 @@ pub(super) fn publish_pipeline(channel: &str, payloads: &[Bytes]) -> Pipeline {
     pipe
 }
 
-/// The position of `path` through [`TOP`] (loaded as `script`), starting its history if it has none.
+/// The position of `path` through [`TOP`] (as `script`), starting its history if it has none.
 pub(super) async fn read_top(
-    script: &redis::Script,
+    script: &Lua,
     connection: &mut (impl ConnectionLike + Send),
     prefix: &str,
     path: &str,
 ) -> Result<Cursor, RedisError> {
     let keys = PathKeys::new(prefix, path);
+    let epoch = new_epoch();
     script
-        .key(&keys.meta)
-        .arg(&*new_epoch())
-        .arg(millis(META_TTL))
-        .invoke_async::<(String, u64)>(connection)
+        .run::<(String, u64)>(connection, |cmd| {
+            cmd.arg(1)
+                .arg(&keys.meta)
+                .arg(&*epoch)
+                .arg(millis(META_TTL));
+        })
         .await
         .map(position)
 }
@@ -367,8 +422,8 @@ pub(crate) struct RedisTransport {
     channel: String,
     place: String,
     history: HistoryLimits,
-    append: redis::Script,
-    top: redis::Script,
+    append: Lua,
+    top: Lua,
     reader: Reader<MultiplexedConnection>,
 }
 
@@ -384,7 +439,7 @@ impl RedisTransport {
             place: redact(&config.url),
             history,
             append: append_script("PUBLISH"),
-            top: redis::Script::new(TOP),
+            top: top_script(),
             reader: Reader::new(),
         }
     }
@@ -407,8 +462,8 @@ impl RedisTransport {
 }
 
 /// The script that reads (and starts) a path's position.
-pub(super) fn top_script() -> redis::Script {
-    redis::Script::new(TOP)
+pub(super) fn top_script() -> Lua {
+    Lua::new(TOP.to_owned())
 }
 
 /// A position as the scripts return it.
@@ -451,11 +506,7 @@ impl Transport for RedisTransport {
         let mut connection = self.open().await?;
         // Loaded once per connection, so that the pipelined EVALSHAs find it (a Redis restarted since
         // has lost it, and the connection with it).
-        self.append
-            .prepare_invoke()
-            .load_async(&mut connection)
-            .await
-            .map_err(classify)?;
+        self.append.load(&mut connection).await.map_err(classify)?;
         Ok(connection)
     }
 
@@ -479,14 +530,9 @@ impl Transport for RedisTransport {
         let epoch = new_epoch();
         let mut pipe = redis::pipe();
         for (path, trigger) in triggers {
-            pipe.add_command(append_command(
-                &self.append,
-                &self.prefix,
-                path,
-                &epoch,
-                &self.history,
-                trigger,
-            ));
+            let mut cmd = self.append.command(true);
+            append_args(&mut cmd, &self.prefix, path, &epoch, &self.history, trigger);
+            pipe.add_command(cmd);
         }
         let results: Vec<redis::RedisResult<(String, u64)>> = pipe
             .ignore_errors()

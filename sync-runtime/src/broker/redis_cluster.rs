@@ -25,16 +25,19 @@ use futures_util::future::join_all;
 use redis::aio::{AsyncPushSender, SendError};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisError, Value};
+use redis::{ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisError, Value};
 use tokio::sync::mpsc;
 
 use super::redis::{
-    Reader, TIMEOUT, append_command, append_script, check_url, classify, install_crypto_provider,
+    Lua, Reader, TIMEOUT, append_args, append_script, check_url, classify, install_crypto_provider,
     node_channel, path_of, position, publish_pipeline, read_top, recalled, redact, since_pipeline,
     top_script, unreachable,
 };
 use super::{Message, Transport, TransportError};
 use crate::history::{Cursor, HistoryLimits, Recalled, new_epoch};
+
+/// How often the cluster client retries a request itself (a moved slot, a node being failed over).
+const RETRIES: u32 = 5;
 
 /// A Redis Cluster backplane's seed nodes and the roots to trust for TLS.
 #[derive(Clone)]
@@ -82,9 +85,16 @@ impl RedisClusterConfig {
                 redact(url)
             ));
         }
+        // The crate's own retries (a moved slot, a node being failed over) wait at least 1.28 s each by
+        // default, longer than a path's history lasts at a hundred triggers a second: a few quick ones
+        // here (10 ms to 25-400 ms, jittered), and the engine's own backoff beyond.
         let mut builder = ClusterClientBuilder::new(infos)
             .connection_timeout(TIMEOUT)
-            .response_timeout(TIMEOUT);
+            .response_timeout(TIMEOUT)
+            .retries(RETRIES)
+            .min_retry_wait(10)
+            .max_retry_wait(400)
+            .retry_wait_formula(25, 2);
         if let Some(pem) = &self.roots {
             builder = builder.certs(redis::TlsCertificates {
                 client_tls: None,
@@ -138,8 +148,8 @@ pub(crate) struct RedisClusterTransport {
     history: HistoryLimits,
     /// Pushes waiting for the subscriber.
     queue: usize,
-    append: redis::Script,
-    top: redis::Script,
+    append: Lua,
+    top: Lua,
     reader: Reader<ClusterConnection>,
 }
 
@@ -175,21 +185,6 @@ impl RedisClusterTransport {
                 "no connection to the cluster within {:?}",
                 TIMEOUT * 2
             ))),
-        }
-    }
-
-    /// Run one append; a master that lost the script (restarted, flushed) gets it again.
-    async fn eval(
-        &self,
-        connection: &mut ClusterConnection,
-        cmd: &Cmd,
-    ) -> Result<(String, u64), RedisError> {
-        match cmd.query_async(connection).await {
-            Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.append.load_async(connection).await?;
-                cmd.query_async(connection).await
-            }
-            result => result,
         }
     }
 }
@@ -276,15 +271,12 @@ impl Transport for RedisClusterTransport {
                         continue;
                     }
                     let (path, trigger) = &triggers[i];
-                    let cmd = append_command(
-                        &self.append,
-                        &self.prefix,
-                        path,
-                        epoch,
-                        &self.history,
-                        trigger,
-                    );
-                    match self.eval(&mut connection, &cmd).await {
+                    // A master that does not have the script (restarted, flushed, or a replica promoted
+                    // since) runs it by its text.
+                    let appended = self.append.run::<(String, u64)>(&mut connection, |cmd| {
+                        append_args(cmd, &self.prefix, path, epoch, &self.history, trigger);
+                    });
+                    match appended.await {
                         Ok(at) => done.push((i, Ok(position(at)), false)),
                         Err(e) => {
                             let is_broken = !refused(&e);
