@@ -133,8 +133,9 @@ impl Builder {
         self
     }
 
-    /// Whether to print `cargo:rerun-if-changed` for the routes root and `cargo:rustc-env=SYNC_ROUTES_DIR`
-    /// (which `sync_request!` reads). Default: `true`.
+    /// Whether to print `cargo:rerun-if-changed` for the routes root, and `cargo:rustc-env` for
+    /// `SYNC_ROUTES_DIR` (which `sync_request!` reads) and `SYNC_ROUTES_FILE` (which `include_routes!`
+    /// reads). Default: `true`.
     pub fn emit_cargo_directives(mut self, on: bool) -> Self {
         self.emit_cargo_directives = on;
         self
@@ -164,6 +165,10 @@ impl Builder {
         let text = emit(&tree, &inspections, &manifest_dir);
         let path = out_dir.join(OUTPUT_FILE);
         write_if_changed(&path, &text)?;
+        if self.emit_cargo_directives {
+            // Where `include_routes!()` finds it (also when `out_dir` moved it).
+            println!("cargo:rustc-env=SYNC_ROUTES_FILE={}", path.display());
+        }
         Ok(path)
     }
 }

@@ -96,9 +96,37 @@ fn list(names: &[String]) -> String {
         .join(", ")
 }
 
+/// Expand one `sync_request!`; a call that cannot resolve becomes its compile error.
+///
+/// The error still mentions the data and param expressions, so that what they name counts as used: a
+/// misspelt sync name is one error, not that error plus an "unused import" warning for the `use` of its
+/// `Data`. The body is then tainted by the error, so these mentions are never borrow-checked.
+pub fn expand_or_error(input: TokenStream, ctx: &ResolveCtx) -> TokenStream {
+    let input: Input = match syn::parse2(input) {
+        Ok(input) => input,
+        Err(e) => return e.into_compile_error(),
+    };
+    let mentions = {
+        let data = &input.data;
+        let values = input.params.iter().map(|(_, value)| value);
+        quote!(let _ = &(#data); #(let _ = &(#values);)*)
+    };
+    match resolve(input, ctx) {
+        Ok(call) => call,
+        Err(e) => {
+            let error = e.into_compile_error();
+            quote!({ #mentions #error })
+        }
+    }
+}
+
 /// Expand one `sync_request!`.
 pub fn expand(input: TokenStream, ctx: &ResolveCtx) -> syn::Result<TokenStream> {
-    let Input { name, data, params } = syn::parse2(input)?;
+    resolve(syn::parse2(input)?, ctx)
+}
+
+fn resolve(input: Input, ctx: &ResolveCtx) -> syn::Result<TokenStream> {
+    let Input { name, data, params } = input;
     let caller = match &ctx.caller_file {
         Some(file) => Some(file.clone()),
         // Inside `macro_rules!` the call site is the macro's own definition; the literal keeps the user's
@@ -350,6 +378,26 @@ mod tests {
             "{out}"
         );
         assert!(out.to_string().contains("\"id\""), "{out}");
+    }
+
+    #[test]
+    fn a_failing_call_still_mentions_its_data_and_params() {
+        let t = tree();
+        let out = expand_or_error(
+            quote!(
+                name = "refreshDta",
+                data = (refreshData::Data { a: 1 }),
+                params = [id = (post.id)]
+            ),
+            &t.ctx("dashboard/page.rs"),
+        )
+        .to_string();
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(
+            out.contains("let _ = & (refreshData :: Data { a : 1 })"),
+            "{out}"
+        );
+        assert!(out.contains("let _ = & (post . id)"), "{out}");
     }
 
     #[test]

@@ -120,14 +120,7 @@ macro_rules! sync_request {
 #[macro_export]
 macro_rules! include_routes {
     () => {
-        #[doc(hidden)]
-        #[allow(missing_docs)]
-        pub mod __sync_routes {
-            include!(concat!(env!("OUT_DIR"), "/sync_routes.rs"));
-        }
-
-        /// The syncs of every route, by route module and sync name: `syncs::<route>::<name>::Data`.
-        pub use self::__sync_routes as syncs;
+        $crate::__private::include_routes_impl!();
     };
 }
 
@@ -177,7 +170,7 @@ pub mod __private {
         }
     }
     pub use inventory;
-    pub use sync_macros::sync_request_impl;
+    pub use sync_macros::{include_routes_impl, sync_request_impl};
 
     /// Decode one inbound frame as the server does; for the fuzz target.
     pub fn fuzz_decode(bytes: &[u8]) {
