@@ -23,8 +23,15 @@ fn display_path(path: &Path, manifest_dir: &Path) -> String {
         .replace('\\', "/")
 }
 
-fn emit_sync(sync: &SyncHandler, inspection: Inspection, manifest_dir: &Path) -> TokenStream {
+fn emit_sync(
+    route: &Ident,
+    sync: &SyncHandler,
+    inspection: Inspection,
+    manifest_dir: &Path,
+) -> TokenStream {
     let module = ident(&sync.name);
+    // Handlers by their full path: a type error here shows the route's module and the sync's name.
+    let handlers = quote!(crate::__sync_routes::#route::#module);
     let name = &sync.name;
     let client_path = sync.client_file.to_string_lossy();
     let client_display = display_path(&sync.client_file, manifest_dir);
@@ -33,13 +40,13 @@ fn emit_sync(sync: &SyncHandler, inspection: Inspection, manifest_dir: &Path) ->
             let path = server.to_string_lossy();
             let display = display_path(server, manifest_dir);
             let filter = if inspection.filter_async {
-                quote!(.filter_async(self::server::filter))
+                quote!(.filter_async(#handlers::server::filter))
             } else {
-                quote!(.filter_sync(self::server::filter))
+                quote!(.filter_sync(#handlers::server::filter))
             };
             let gate = match inspection.gate {
-                Some(true) => quote!(.gate_async(self::server::gate)),
-                Some(false) => quote!(.gate_sync(self::server::gate)),
+                Some(true) => quote!(.gate_async(#handlers::server::gate)),
+                Some(false) => quote!(.gate_sync(#handlers::server::gate)),
                 None => quote!(),
             };
             (
@@ -79,7 +86,7 @@ fn emit_sync(sync: &SyncHandler, inspection: Inspection, manifest_dir: &Path) ->
             }
 
             fn build() -> ::sync_runtime::__private::ErasedSync {
-                ::sync_runtime::__private::SyncDef::new(self::client::react) #filter #gate .finish()
+                ::sync_runtime::__private::SyncDef::new(#handlers::client::react) #filter #gate .finish()
             }
 
             // The double reference picks `Serialize` when `Data` has it (autoref specialization).
@@ -111,7 +118,7 @@ fn emit_route(route: &Route, inspections: &[Inspection], manifest_dir: &Path) ->
         .syncs
         .iter()
         .zip(inspections)
-        .map(|(sync, inspection)| emit_sync(sync, *inspection, manifest_dir));
+        .map(|(sync, inspection)| emit_sync(&module, sync, *inspection, manifest_dir));
     quote! {
         #[allow(non_snake_case)]
         pub mod #module {

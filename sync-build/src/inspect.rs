@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::model::{Problem, RouteTree};
+use crate::model::{Problem, RouteTree, SyncHandler};
 
 /// What a sync's files define.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,6 +90,59 @@ pub fn check_client(path: &Path, file: &syn::File, problems: &mut Vec<Problem>) 
     }
 }
 
+/// The server data type `react` takes, as written: `T` of its `ClientCx<Data, T>` parameter.
+fn react_server_type(file: &syn::File) -> Option<&syn::Type> {
+    let react = file.items.iter().find_map(|item| match item {
+        syn::Item::Fn(f) if f.sig.ident == "react" => Some(f),
+        _ => None,
+    })?;
+    let Some(syn::FnArg::Typed(arg)) = react.sig.inputs.first() else {
+        return None;
+    };
+    let syn::Type::Path(path) = &*arg.ty else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if last.ident != "ClientCx" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    args.args.iter().nth(1).and_then(|arg| match arg {
+        syn::GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    })
+}
+
+/// A sync without a server file delivers `()` to every recipient: a `react` that takes other server data
+/// would be a type error in the generated code, far from the file and naming neither route nor sync.
+fn check_without_server(
+    route: &str,
+    sync: &SyncHandler,
+    file: &syn::File,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(ty) = react_server_type(file) else {
+        return;
+    };
+    if matches!(ty, syn::Type::Tuple(t) if t.elems.is_empty()) {
+        return;
+    }
+    let written = quote::ToTokens::to_token_stream(ty).to_string();
+    problems.push(Problem {
+        files: vec![sync.client_file.clone()],
+        message: format!(
+            "`{}` on `{route}`: `react` takes server data `{written}`, but there is no `{}_server.rs` to deliver it (without one, every recipient gets `()`)",
+            sync.name, sync.name
+        ),
+        fix: format!(
+            "add `{}_server.rs` beside it with a `filter` returning `Filter<{written}>`, or take `ClientCx<Data, ()>` in `react`",
+            sync.name
+        ),
+    });
+}
+
 /// Check one server file's items; what the glue needs to know.
 pub fn check_server(path: &Path, file: &syn::File, problems: &mut Vec<Problem>) -> Inspection {
     let filter_async = match find(file, "filter") {
@@ -127,6 +180,9 @@ pub fn inspect(tree: &RouteTree) -> Result<Vec<Vec<Inspection>>, Vec<Problem>> {
         for sync in &route.syncs {
             if let Some(file) = parse(&sync.client_file, &mut problems) {
                 check_client(&sync.client_file, &file, &mut problems);
+                if sync.server_file.is_none() {
+                    check_without_server(&route.pattern, sync, &file, &mut problems);
+                }
             }
             let inspection = match &sync.server_file {
                 Some(path) => match parse(path, &mut problems) {

@@ -262,6 +262,36 @@ fn handler_files_must_define_what_the_glue_calls() {
 }
 
 #[test]
+fn a_react_taking_server_data_without_a_server_file_names_the_route_and_the_sync() {
+    let c = Crate::new();
+    c.file(
+        "posts/[id]/_sync/newComment_client.rs",
+        "pub struct Data; pub fn react(cx: sync_runtime::ClientCx<Data, String>) -> Reaction { todo!() }",
+    )
+    .file(
+        "posts/[id]/_sync/plain_client.rs",
+        "pub struct Data; pub fn react(cx: ClientCx<Data, ()>) -> Reaction { todo!() }",
+    )
+    .file(
+        "posts/[id]/_sync/filtered_client.rs",
+        "pub struct Data; pub fn react(cx: ClientCx<Data, String>) -> Reaction { todo!() }",
+    )
+    .file(
+        "posts/[id]/_sync/filtered_server.rs",
+        "pub fn filter(cx: ServerCx<super::Data, S, F>) -> Filter<String> { todo!() }",
+    );
+    let tree = c.discover().expect("the tree is valid");
+    let problems = sync_build::inspect(&tree).expect_err("newComment is not");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let text = problems[0].to_string();
+    assert!(
+        text.contains("newComment_client.rs: `newComment` on `/posts/[id]`: `react` takes server data `String`, but there is no `newComment_server.rs`"),
+        "{text}"
+    );
+    assert!(text.contains("or take `ClientCx<Data, ()>`"), "{text}");
+}
+
+#[test]
 fn inspection_tells_async_and_gates_apart() {
     let c = Crate::new();
     c.file(

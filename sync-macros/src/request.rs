@@ -121,6 +121,7 @@ pub fn expand_or_error(input: TokenStream, ctx: &ResolveCtx) -> TokenStream {
 }
 
 /// Expand one `sync_request!`.
+#[cfg(test)]
 pub fn expand(input: TokenStream, ctx: &ResolveCtx) -> syn::Result<TokenStream> {
     resolve(syn::parse2(input)?, ctx)
 }

@@ -211,6 +211,10 @@ impl fmt::Display for Refusal {
 impl std::error::Error for Refusal {}
 
 /// What a filter may return: a [`Filter`], or a `Result` whose error skips the recipient and is logged.
+#[diagnostic::on_unimplemented(
+    message = "`filter` returns `{Self}`, but `react` takes `ClientCx<Data, {O}>`: what the filter delivers is what the reaction takes",
+    label = "`filter`'s `Filter<T>` and `react`'s `ClientCx<Data, T>` must name the same `T`"
+)]
 pub trait IntoFilter<O> {
     /// Convert; `Err` carries the error's message.
     fn into_filter(self) -> Result<Filter<O>, String>;

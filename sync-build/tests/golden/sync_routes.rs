@@ -20,7 +20,10 @@ pub mod root {
             >(super::PATTERN, NAME, params, data)
         }
         fn build() -> ::sync_runtime::__private::ErasedSync {
-            ::sync_runtime::__private::SyncDef::new(self::client::react).finish()
+            ::sync_runtime::__private::SyncDef::new(
+                    crate::__sync_routes::root::hello::client::react,
+                )
+                .finish()
         }
         #[allow(clippy::needless_borrow)]
         fn data_json() -> ::core::option::Option<::sync_runtime::__private::DataToJson> {
@@ -56,7 +59,10 @@ pub mod dashboard {
             >(super::PATTERN, NAME, params, data)
         }
         fn build() -> ::sync_runtime::__private::ErasedSync {
-            ::sync_runtime::__private::SyncDef::new(self::client::react).finish()
+            ::sync_runtime::__private::SyncDef::new(
+                    crate::__sync_routes::dashboard::announce::client::react,
+                )
+                .finish()
         }
         #[allow(clippy::needless_borrow)]
         fn data_json() -> ::core::option::Option<::sync_runtime::__private::DataToJson> {
@@ -89,9 +95,13 @@ pub mod dashboard {
             >(super::PATTERN, NAME, params, data)
         }
         fn build() -> ::sync_runtime::__private::ErasedSync {
-            ::sync_runtime::__private::SyncDef::new(self::client::react)
-                .filter_async(self::server::filter)
-                .gate_sync(self::server::gate)
+            ::sync_runtime::__private::SyncDef::new(
+                    crate::__sync_routes::dashboard::refreshData::client::react,
+                )
+                .filter_async(
+                    crate::__sync_routes::dashboard::refreshData::server::filter,
+                )
+                .gate_sync(crate::__sync_routes::dashboard::refreshData::server::gate)
                 .finish()
         }
         #[allow(clippy::needless_borrow)]
@@ -129,7 +139,10 @@ pub mod home {
             >(super::PATTERN, NAME, params, data)
         }
         fn build() -> ::sync_runtime::__private::ErasedSync {
-            ::sync_runtime::__private::SyncDef::new(self::client::react).finish()
+            ::sync_runtime::__private::SyncDef::new(
+                    crate::__sync_routes::home::refreshData::client::react,
+                )
+                .finish()
         }
         #[allow(clippy::needless_borrow)]
         fn data_json() -> ::core::option::Option<::sync_runtime::__private::DataToJson> {
@@ -167,8 +180,10 @@ pub mod posts__id {
             >(super::PATTERN, NAME, params, data)
         }
         fn build() -> ::sync_runtime::__private::ErasedSync {
-            ::sync_runtime::__private::SyncDef::new(self::client::react)
-                .filter_sync(self::server::filter)
+            ::sync_runtime::__private::SyncDef::new(
+                    crate::__sync_routes::posts__id::newComment::client::react,
+                )
+                .filter_sync(crate::__sync_routes::posts__id::newComment::server::filter)
                 .finish()
         }
         #[allow(clippy::needless_borrow)]
