@@ -472,11 +472,23 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
     }
 
     /// Collect every registered sync and check that its handlers use this hub's session and functions types.
+    ///
+    /// With no sync registered while the crate being run (`cargo run`, `cargo test`: cargo says which,
+    /// in `CARGO_MANIFEST_DIR`) has handler files under `src/`, the route tree was not included, and
+    /// every request would get `unknown_name`: [`BuildProblem::RoutesNotIncluded`].
     pub fn build(self) -> Result<SyncHub, BuildError> {
         let mut table = SyncTable::default();
         let mut problems = Vec::new();
         for reg in inventory::iter::<Registration> {
             self.check(reg, &mut table, &mut problems);
+        }
+        if table.entries().next().is_none()
+            && let Some(crate_dir) = std::env::var_os("CARGO_MANIFEST_DIR")
+        {
+            let files = super::problem::handler_files(std::path::Path::new(&crate_dir));
+            if !files.is_empty() {
+                problems.push(BuildProblem::RoutesNotIncluded { files });
+            }
         }
         self.finish(table, problems)
     }

@@ -93,4 +93,78 @@ pub enum BuildProblem {
         "the backplane starts its connections when the hub is built: call `build()` inside a Tokio runtime"
     )]
     NoRuntime,
+    /// Handler files exist in the crate being run, but no sync is registered: the generated route tree
+    /// is not included.
+    #[error(
+        "no sync is registered, but the crate has handler files ({}): add `sync_runtime::include_routes!();` at the crate root (main.rs or lib.rs)",
+        .files.join(", ")
+    )]
+    RoutesNotIncluded {
+        /// Some of the handler files found (relative to the crate).
+        files: Vec<String>,
+    },
+}
+
+/// Up to three handler files (`<name>_client.rs` in a folder whose name ends in `sync` or `Sync`) under
+/// `crate_dir/src`, relative to `crate_dir`.
+pub(super) fn handler_files(crate_dir: &std::path::Path) -> Vec<String> {
+    walkdir::WalkDir::new(crate_dir.join("src"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let in_sync_folder = entry
+                .path()
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with("sync") || n.ends_with("Sync"));
+            in_sync_folder
+                && entry.file_type().is_file()
+                && entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.ends_with("_client.rs"))
+        })
+        .take(3)
+        .map(|entry| {
+            let path = entry.path();
+            path.strip_prefix(crate_dir)
+                .unwrap_or(path)
+                .to_string_lossy()
+                .replace('\\', "/")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_files_are_found_in_sync_folders_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for file in [
+            "src/dashboard/_sync/refreshData_client.rs",
+            "src/dashboard/_sync/refreshData_server.rs",
+            "src/dashboard/page.rs",
+            "src/other/not_client.rs",
+        ] {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+            std::fs::write(path, "").expect("write");
+        }
+        assert_eq!(
+            handler_files(dir.path()),
+            ["src/dashboard/_sync/refreshData_client.rs"]
+        );
+        let empty = tempfile::tempdir().expect("temp dir");
+        assert!(handler_files(empty.path()).is_empty());
+        let problem = BuildProblem::RoutesNotIncluded {
+            files: handler_files(dir.path()),
+        };
+        assert_eq!(
+            problem.to_string(),
+            "no sync is registered, but the crate has handler files (src/dashboard/_sync/refreshData_client.rs): add `sync_runtime::include_routes!();` at the crate root (main.rs or lib.rs)"
+        );
+    }
 }
