@@ -129,6 +129,33 @@ fn emit_route(route: &Route, inspections: &[Inspection], manifest_dir: &Path) ->
     }
 }
 
+/// `pages`: each route's `page.rs` as `pages::<route module>`, beside the axum path of its route.
+fn emit_pages(tree: &RouteTree) -> TokenStream {
+    let pages = tree.routes().iter().filter_map(|route| {
+        let file = route.page.as_ref()?;
+        let module = ident(&route.module);
+        let path = file.to_string_lossy();
+        let axum_path = route.axum_path();
+        let doc = format!(" The axum path of `{}`.", route.pattern);
+        Some(quote! {
+            #[allow(non_snake_case)]
+            pub mod #module {
+                #[doc = #doc]
+                pub const PATH: &str = #axum_path;
+                #[path = #path]
+                pub mod page;
+                pub use self::page::*;
+            }
+        })
+    });
+    quote! {
+        /// Each route's `page.rs`, by route module, with `PATH`, the route's path for axum's router.
+        pub mod pages {
+            #(#pages)*
+        }
+    }
+}
+
 /// The include file's text: one module per route that has syncs, sorted, formatted.
 ///
 /// `inspections` has one entry per route and, inside, one per sync, in the tree's order.
@@ -139,7 +166,8 @@ pub fn emit(tree: &RouteTree, inspections: &[Vec<Inspection>], manifest_dir: &Pa
         .zip(inspections)
         .filter(|(route, _)| !route.syncs.is_empty())
         .map(|(route, inspections)| emit_route(route, inspections, manifest_dir));
-    let tokens = quote!(#(#routes)*);
+    let pages = emit_pages(tree);
+    let tokens = quote!(#(#routes)* #pages);
     let file = syn::parse2::<syn::File>(tokens).expect("the emitter produces valid items");
     format!("{HEADER}{}", prettyplease::unparse(&file))
 }

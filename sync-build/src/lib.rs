@@ -104,6 +104,7 @@ pub struct Builder {
     routes_dir: PathBuf,
     out_dir: Option<PathBuf>,
     emit_cargo_directives: bool,
+    pages: bool,
 }
 
 /// Start configuring: `sync_build::configure().routes_dir("app").compile()`.
@@ -112,6 +113,7 @@ pub fn configure() -> Builder {
         routes_dir: PathBuf::from("src"),
         out_dir: None,
         emit_cargo_directives: true,
+        pages: true,
     }
 }
 
@@ -141,6 +143,15 @@ impl Builder {
         self
     }
 
+    /// Whether every route's `page.rs` is included as `pages::<route>` (with `PATH`, the route's path
+    /// in axum's syntax), so that a page under `[param]` or `(group)` folders needs no `#[path]`. Turn it
+    /// off in a crate that declares its page modules itself (a `page.rs` must not be compiled twice).
+    /// Default: `true`.
+    pub fn pages(mut self, on: bool) -> Self {
+        self.pages = on;
+        self
+    }
+
     /// Discover, validate, inspect and write `sync_routes.rs` (only if its content changed). Returns the
     /// written file's path.
     pub fn compile(&self) -> Result<PathBuf, Error> {
@@ -160,7 +171,10 @@ impl Builder {
             println!("cargo:rerun-if-changed={}", root.display());
             println!("cargo:rustc-env=SYNC_ROUTES_DIR={}", root.display());
         }
-        let tree = RouteTree::discover(&root)?;
+        let mut tree = RouteTree::discover(&root)?;
+        if !self.pages {
+            tree = tree.without_pages();
+        }
         let inspections = inspect(&tree).map_err(Error::Invalid)?;
         let text = emit(&tree, &inspections, &manifest_dir);
         let path = out_dir.join(OUTPUT_FILE);

@@ -58,9 +58,32 @@ pub struct Route {
     pub module: String,
     /// Sorted by name. Empty for routes that only have code, no syncs.
     pub syncs: Vec<SyncHandler>,
+    /// The route's `page.rs` (absolute), if it has one: included as `pages::<module>`.
+    pub page: Option<PathBuf>,
 }
 
 impl Route {
+    /// The route's path in axum's syntax: `/posts/{id}` for `/posts/[id]`.
+    ///
+    /// ```
+    /// use sync_build::{Entry, RouteTree};
+    ///
+    /// let tree = RouteTree::from_entries("/app/src".as_ref(), [Entry::file("posts/[id]/page.rs")]).unwrap();
+    /// assert_eq!(tree.routes()[0].axum_path(), "/posts/{id}");
+    /// ```
+    pub fn axum_path(&self) -> String {
+        self.pattern
+            .split('/')
+            .map(
+                |segment| match segment.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                    Some(param) => format!("{{{param}}}"),
+                    None => segment.to_owned(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
     /// The sync `name`, if this route defines it.
     pub fn sync(&self, name: &str) -> Option<&SyncHandler> {
         self.syncs.iter().find(|s| s.name == name)
@@ -177,6 +200,19 @@ fn place(relative: &Path) -> Placement {
     }
 }
 
+/// The folder of a route's own `page.rs` (relative to the root): `page.rs` itself, not inside a `_` folder,
+/// whose content belongs to the enclosing route's code.
+fn page_folder(relative: &Path) -> Option<&Path> {
+    if relative.file_name()? != "page.rs" {
+        return None;
+    }
+    let dir = relative.parent()?;
+    let inside_code_folder = dir
+        .components()
+        .any(|c| matches!(c, Component::Normal(name) if name.to_string_lossy().starts_with('_')));
+    (!inside_code_folder).then_some(dir)
+}
+
 /// The route pattern of a folder relative to the root (`_` folders, groups and sync folders add nothing).
 fn pattern_of_dir(relative_dir: &Path) -> (String, Vec<String>) {
     // Every component is a folder here; a sync folder in the chain stops segment collection.
@@ -258,6 +294,7 @@ fn module_base(pattern: &str) -> String {
 #[derive(Default)]
 struct Collected {
     params: Vec<String>,
+    pages: Vec<PathBuf>,
     clients: BTreeMap<String, Vec<PathBuf>>,
     servers: BTreeMap<String, Vec<PathBuf>>,
 }
@@ -333,6 +370,12 @@ impl RouteTree {
                 continue;
             }
             let Some(sync_folder) = &placement.sync_folder else {
+                if let Some(dir) = page_folder(&entry.path) {
+                    let (pattern, params) = pattern_of_dir(dir);
+                    let collected = routes.entry(pattern).or_default();
+                    collected.params = params;
+                    collected.pages.push(root.join(&entry.path));
+                }
                 continue;
             };
             if placement.nested.len() != 1 {
@@ -436,6 +479,13 @@ impl RouteTree {
                     server_file: collected.servers.get(name).map(|s| s[0].clone()),
                 })
                 .collect();
+            if collected.pages.len() > 1 {
+                problems.push(Problem {
+                    files: collected.pages.clone(),
+                    message: format!("the route `{pattern}` has more than one `page.rs` (group folders add no segment)"),
+                    fix: format!("keep one `page.rs` for `{pattern}`, or give the others their own path"),
+                });
+            }
             let base = module_base(&pattern);
             let count = used_modules.entry(base.clone()).or_insert(0);
             *count += 1;
@@ -449,6 +499,7 @@ impl RouteTree {
                 params: collected.params,
                 module,
                 syncs,
+                page: collected.pages.into_iter().next(),
             });
         }
         if !problems.is_empty() {
@@ -458,6 +509,14 @@ impl RouteTree {
             root: root.to_path_buf(),
             routes: out,
         })
+    }
+
+    /// The same tree without its pages (for a crate that declares its page modules itself).
+    pub fn without_pages(mut self) -> RouteTree {
+        for route in &mut self.routes {
+            route.page = None;
+        }
+        self
     }
 
     /// The routes root.

@@ -370,6 +370,72 @@ fn compile_writes_only_when_the_output_changes() {
 }
 
 #[test]
+fn each_route_s_page_rs_is_its_page_with_the_axum_path_of_its_folder() {
+    let c = Crate::new();
+    c.file("page.rs", "")
+        .file("posts/[id]/page.rs", "")
+        .file("posts/[id]/comments/[comment]/page.rs", "")
+        .file("(public)/pricing/page.rs", "")
+        .file("dashboard/_components/page.rs", "")
+        .file("dashboard/_sync/refreshData_client.rs", CLIENT);
+    let tree = c.discover().expect("valid");
+    let pages: Vec<(&str, String, Option<PathBuf>)> = tree
+        .routes()
+        .iter()
+        .map(|r| {
+            (
+                r.pattern.as_str(),
+                r.axum_path(),
+                r.page
+                    .as_ref()
+                    .map(|p| p.strip_prefix(c.src()).expect("under src").to_path_buf()),
+            )
+        })
+        .collect();
+    let page = |p: &str| Some(PathBuf::from(p));
+    assert_eq!(
+        pages,
+        [
+            ("/", "/".to_owned(), page("page.rs")),
+            ("/dashboard", "/dashboard".to_owned(), None),
+            ("/posts", "/posts".to_owned(), None),
+            (
+                "/posts/[id]",
+                "/posts/{id}".to_owned(),
+                page("posts/[id]/page.rs")
+            ),
+            (
+                "/posts/[id]/comments",
+                "/posts/{id}/comments".to_owned(),
+                None
+            ),
+            (
+                "/posts/[id]/comments/[comment]",
+                "/posts/{id}/comments/{comment}".to_owned(),
+                page("posts/[id]/comments/[comment]/page.rs")
+            ),
+            (
+                "/pricing",
+                "/pricing".to_owned(),
+                page("(public)/pricing/page.rs")
+            ),
+        ]
+    );
+}
+
+#[test]
+fn two_pages_for_one_route_are_an_error() {
+    let c = Crate::new();
+    c.file("(a)/pricing/page.rs", "")
+        .file("(b)/pricing/page.rs", "");
+    let e = c.error();
+    assert!(
+        e.contains("the route `/pricing` has more than one `page.rs`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn the_generated_code_matches_the_golden_file() {
     let root = Path::new("/app/src");
     let tree = RouteTree::from_entries(
@@ -384,6 +450,9 @@ fn the_generated_code_matches_the_golden_file() {
             Entry::file("_sync/hello_client.rs"),
             Entry::file("about/page.rs"),
             Entry::dir("about"),
+            Entry::file("posts/[id]/page.rs"),
+            Entry::file("(public)/pricing/page.rs"),
+            Entry::file("dashboard/_components/page.rs"),
         ],
     )
     .expect("valid");

@@ -69,6 +69,9 @@ pub fn expand(input: TokenStream, env: &BuildEnv) -> syn::Result<TokenStream> {
 
         /// The syncs of every route, by route module and sync name: `syncs::<route>::<name>::Data`.
         pub use self::__sync_routes as syncs;
+
+        /// Each route's `page.rs`, by route module, with `PATH` for axum's router.
+        pub use self::__sync_routes::pages;
     })
 }
 

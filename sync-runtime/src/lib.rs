@@ -69,6 +69,27 @@ mod trigger;
 #[cfg(feature = "client")]
 pub mod client;
 
+/// What handler files and page handlers use, in one line: `use sync_runtime::prelude::*;`.
+///
+/// ```
+/// use sync_runtime::prelude::*;
+///
+/// #[derive(serde::Deserialize)]
+/// pub struct Data {
+///     pub team: String,
+/// }
+///
+/// pub fn react(cx: ClientCx<Data, ()>) -> Reaction {
+///     Reaction::event("refreshData", &cx.data.team)
+/// }
+/// ```
+pub mod prelude {
+    pub use crate::{
+        ClientCx, Cursor, Filter, Functions, GateCx, Identity, Reaction, Refusal, ServerCx, Swap,
+        SyncHub, sync_request,
+    };
+}
+
 pub use auth::{AuthRequest, Identity};
 pub use broker::{Backplane, BackplaneStatus, MemoryBus};
 pub use error::SyncError;
@@ -77,7 +98,7 @@ pub use handler::{
     Sender, ServerCx,
 };
 pub use history::{BadCursor, Cursor};
-pub use hub::{BuildError, BuildProblem, SyncHub, SyncHubBuilder};
+pub use hub::{BuildError, BuildProblem, Functions, SyncHub, SyncHubBuilder};
 pub use protocol::{ErrorCode, Outcome, PROTOCOL_VERSION, close_code};
 pub use reaction::{Reaction, Swap};
 pub use roster::{Here, Present};

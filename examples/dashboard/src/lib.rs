@@ -11,7 +11,6 @@
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::FromRef;
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -19,8 +18,6 @@ use sync_runtime::{Backplane, Cursor, Identity, Refusal, SyncHub};
 
 sync_runtime::include_routes!();
 
-pub mod boards;
-pub mod dashboard;
 pub mod home;
 pub mod login;
 mod serving;
@@ -205,49 +202,23 @@ pub fn hub_with(app: App, backplane: Option<Backplane>) -> SyncHub {
     .expect("every handler uses User and App")
 }
 
-/// What the page handlers share: the database, and the hub for the one that changes a live session
-/// (`POST /team`). Handlers take `State<App>` or `State<SyncHub>`, whichever they need.
-///
-/// A state rather than an `Extension`: a handler that asks for the hub is checked when the router is
-/// compiled, not when a request comes (an `Extension` missing its layer is a 500 at run time).
-#[derive(Clone)]
-struct Site {
-    app: App,
-    hub: SyncHub,
-}
-
-impl FromRef<Site> for App {
-    fn from_ref(site: &Site) -> App {
-        site.app.clone()
-    }
-}
-
-impl FromRef<Site> for SyncHub {
-    fn from_ref(site: &Site) -> SyncHub {
-        site.hub.clone()
-    }
-}
-
-/// The app's routes, with the sync endpoints and the hub in scope for `sync_request!`.
-pub fn router(app: App, hub: &SyncHub) -> Router {
-    let site = Site {
-        app,
-        hub: hub.clone(),
-    };
+/// The app's routes, with the sync endpoints and the hub in scope for `sync_request!`. Page handlers
+/// take the database as the hub's `Functions<App>`, and the hub itself, as extractors; the pages with
+/// syncs are `pages::<route>`, each with the `PATH` of its folder.
+pub fn router(hub: &SyncHub) -> Router {
     hub.attach(
         Router::new()
             .route("/", get(|| async { Redirect::to("/dashboard") }))
             .route("/login", get(login::form).post(login::submit))
             .route("/logout", get(login::logout))
             .route("/team", axum::routing::post(login::switch_team))
-            .route("/dashboard", get(dashboard::page::show))
+            .route(pages::dashboard::PATH, get(pages::dashboard::show))
             .route(
                 "/dashboard/tasks",
-                axum::routing::post(dashboard::page::add_task),
+                axum::routing::post(pages::dashboard::add_task),
             )
             .route("/home", get(home::show))
-            .route("/boards/{id}", get(boards::show))
-            .with_state(site),
+            .route(pages::boards__id::PATH, get(pages::boards__id::show)),
     )
 }
 

@@ -2,11 +2,10 @@
 //! can switch teams, and their open pages follow without reconnecting.
 
 use axum::Form;
-use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::SET_COOKIE;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use sync_runtime::SyncHub;
+use sync_runtime::{Functions, SyncHub};
 
 use crate::{App, current_user, escape};
 
@@ -33,7 +32,7 @@ button{background:#3b6df0;color:#fff;border:0}</style></head>
 }
 
 /// `POST /login`: set the session cookie and go to the dashboard.
-pub async fn submit(State(app): State<App>, Form(login): Form<Login>) -> Response {
+pub async fn submit(Functions(app): Functions<App>, Form(login): Form<Login>) -> Response {
     let name = login.name.trim();
     if name.is_empty() || name.len() > 40 {
         return Redirect::to("/login").into_response();
@@ -59,8 +58,8 @@ pub struct TeamSwitch {
 /// (on every process): the dashboard's filter reads the team from the connection's session, so the
 /// user's next update is their new team's, and the others' "here now" lists show the new team.
 pub async fn switch_team(
-    State(app): State<App>,
-    State(hub): State<SyncHub>,
+    Functions(app): Functions<App>,
+    hub: SyncHub,
     headers: HeaderMap,
     Form(switch): Form<TeamSwitch>,
 ) -> Response {

@@ -37,9 +37,9 @@ async fn main() {
         (_, Ok(url)) => Some(sync_runtime::Backplane::redis(url)),
         _ => None,
     };
-    let hub = example_dashboard::hub_with(app.clone(), backplane);
+    let hub = example_dashboard::hub_with(app, backplane);
     println!("example-dashboard: open http://{addr} and log in as alice, bob or carol");
-    let router = example_dashboard::router(app, &hub);
+    let router = example_dashboard::router(&hub);
     // Ctrl-C: close the live connections first ("going away"; pages reconnect to the next server). `serve`
     // then lets the requests in flight finish, but an SSE stream only ends when the hub closes it, and an
     // upgraded WebSocket is no longer the HTTP server's to close.

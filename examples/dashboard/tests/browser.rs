@@ -20,7 +20,7 @@ struct Server {
 
 async fn serve(app: &App, listener: tokio::net::TcpListener) -> Server {
     let hub = hub(app.clone());
-    let router = router(app.clone(), &hub);
+    let router = router(&hub);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(example_dashboard::serve(
         listener,

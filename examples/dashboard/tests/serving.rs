@@ -45,7 +45,7 @@ async fn start(timeouts: Timeouts) -> Server {
     let addr = listener.local_addr().expect("an address");
     let task = tokio::spawn(serve(
         listener,
-        router(app, &hub),
+        router(&hub),
         timeouts,
         std::future::pending(),
     ));

@@ -34,7 +34,7 @@ async fn site() -> Site {
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(serve(
         listener,
-        router(app, &hub),
+        router(&hub),
         Timeouts::default(),
         std::future::pending(),
     ));

@@ -200,3 +200,30 @@ pub mod posts__id {
         }
     }
 }
+/// Each route's `page.rs`, by route module, with `PATH`, the route's path for axum's router.
+pub mod pages {
+    #[allow(non_snake_case)]
+    pub mod about {
+        /// The axum path of `/about`.
+        pub const PATH: &str = "/about";
+        #[path = "/app/src/about/page.rs"]
+        pub mod page;
+        pub use self::page::*;
+    }
+    #[allow(non_snake_case)]
+    pub mod posts__id {
+        /// The axum path of `/posts/[id]`.
+        pub const PATH: &str = "/posts/{id}";
+        #[path = "/app/src/posts/[id]/page.rs"]
+        pub mod page;
+        pub use self::page::*;
+    }
+    #[allow(non_snake_case)]
+    pub mod pricing {
+        /// The axum path of `/pricing`.
+        pub const PATH: &str = "/pricing";
+        #[path = "/app/src/(public)/pricing/page.rs"]
+        pub mod page;
+        pub use self::page::*;
+    }
+}

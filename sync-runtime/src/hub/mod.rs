@@ -26,6 +26,7 @@ use crate::routes::normalize;
 use crate::stats::{Counters, Stats};
 
 mod builder;
+mod extract;
 #[cfg(test)]
 mod history_tests;
 #[cfg(test)]
@@ -36,6 +37,7 @@ mod tests;
 
 pub use builder::SyncHubBuilder;
 pub(crate) use builder::{HubConfig, PresenceMap};
+pub use extract::Functions;
 pub use problem::{BuildError, BuildProblem};
 
 /// Everything a hub is made of.

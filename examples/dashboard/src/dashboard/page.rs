@@ -1,20 +1,15 @@
 //! The dashboard page and adding a task (the page's team switch posts to `/team`, see `login`).
 
 use axum::Form;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use sync_runtime::{SyncHub, sync_request};
+use sync_runtime::prelude::*;
 
 use crate::syncs::dashboard::refreshData;
 use crate::{App, current_user, escape, layout};
 
 /// `GET /dashboard`.
-pub async fn show(
-    State(app): State<App>,
-    State(hub): State<SyncHub>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn show(Functions(app): Functions<App>, hub: SyncHub, headers: HeaderMap) -> Response {
     let Some(user) = current_user(&app, &headers) else {
         return Redirect::to("/login").into_response();
     };
@@ -59,7 +54,7 @@ pub struct NewTask {
 
 /// `POST /dashboard/tasks`: store the task, then refresh the team's lists everywhere.
 pub async fn add_task(
-    State(app): State<App>,
+    Functions(app): Functions<App>,
     headers: HeaderMap,
     Form(task): Form<NewTask>,
 ) -> Response {

@@ -1,14 +1,15 @@
 //! `/home`: a live wall for everyone on the page. Posting goes straight from the browser
 //! (`<form data-sync="refreshData">`); `/home`'s `refreshData` has nothing to do with `/dashboard`'s.
 
-use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
+
+use sync_runtime::Functions;
 
 use crate::{App, current_user, layout};
 
 /// `GET /home`.
-pub async fn show(State(app): State<App>, headers: HeaderMap) -> Response {
+pub async fn show(Functions(app): Functions<App>, headers: HeaderMap) -> Response {
     let Some(user) = current_user(&app, &headers) else {
         return Redirect::to("/login").into_response();
     };

@@ -1,13 +1,19 @@
 //! One board's page.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
+
+use sync_runtime::Functions;
 
 use crate::{App, current_user, layout};
 
 /// `GET /boards/{id}`.
-pub async fn show(State(app): State<App>, Path(id): Path<u32>, headers: HeaderMap) -> Response {
+pub async fn show(
+    Functions(app): Functions<App>,
+    Path(id): Path<u32>,
+    headers: HeaderMap,
+) -> Response {
     let Some(user) = current_user(&app, &headers) else {
         return Redirect::to("/login").into_response();
     };
