@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use sync_runtime::{ClientCx, Reaction};
+use sync_runtime::prelude::*;
 
 /// Which team's list changed.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]

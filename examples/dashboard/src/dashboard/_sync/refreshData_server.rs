@@ -2,7 +2,7 @@
 //! session's, read from no database: `POST /team` hands a switched user's new session to their live
 //! connections (`SyncHub::update_session`), so the session is never stale.
 
-use sync_runtime::{Filter, ServerCx};
+use sync_runtime::prelude::*;
 
 use super::Data;
 use crate::{App, User};

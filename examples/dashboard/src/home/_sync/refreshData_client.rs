@@ -5,7 +5,7 @@
 //! browser's data says. A bad post does not parse as [`Data`], so it is refused with `bad_data` before
 //! anyone is considered.
 
-use sync_runtime::{ClientCx, Reaction, Swap};
+use sync_runtime::prelude::*;
 
 use crate::escape;
 

@@ -1,6 +1,6 @@
 //! `wave` on `/boards/[id]`: add a line to the board's list.
 
-use sync_runtime::{ClientCx, Reaction, Swap};
+use sync_runtime::prelude::*;
 
 use crate::escape;
 

@@ -1,6 +1,6 @@
 //! Everyone on the board gets the wave, with the sender's name.
 
-use sync_runtime::{Filter, ServerCx};
+use sync_runtime::prelude::*;
 
 use super::Data;
 use crate::{App, User};
