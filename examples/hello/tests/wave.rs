@@ -61,8 +61,14 @@ fn the_readme_shows_this_crate_s_code() {
         let shown: String = body.lines().skip(1).map(|l| format!("{l}\n")).collect();
         let actual = std::fs::read_to_string(crate_dir.join(file))
             .unwrap_or_else(|e| panic!("README shows hello/{file}: {e}"));
-        assert_eq!(shown, actual, "README's hello/{file} differs from the crate's");
+        assert_eq!(
+            shown, actual,
+            "README's hello/{file} differs from the crate's"
+        );
         checked += 1;
     }
-    assert!(checked >= 5, "the README's quick start shows {checked} files of hello/");
+    assert!(
+        checked >= 5,
+        "the README's quick start shows {checked} files of hello/"
+    );
 }
