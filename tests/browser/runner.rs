@@ -1,0 +1,82 @@
+//! Running a `tests/browser/*.mjs` script (Node + playwright-core, Debian's Chromium) from a Rust test:
+//! one source file that each crate's browser tests include with `#[path]` (a crate dependency would link
+//! one app's route tree into another's test binary).
+//!
+//! Without Chromium, node or `npm ci` in `tests/browser` a test says loudly that it was skipped; under CI
+//! (`CI` set) it fails instead.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `tests/browser`, from a crate directory two levels below the workspace root.
+pub fn browser_dir(crate_dir: &str) -> PathBuf {
+    Path::new(crate_dir).join("../../tests/browser")
+}
+
+/// What is missing to run Chromium from Node here.
+pub fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    if !Path::new(&chromium).exists() {
+        missing.push(format!("Chromium at {chromium} (apt-get install chromium)"));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        missing.push("node".to_owned());
+    }
+    if !browser_dir.join("node_modules/playwright-core").exists() {
+        missing.push(format!(
+            "playwright-core (cd {} && npm ci)",
+            browser_dir.display()
+        ));
+    }
+    missing
+}
+
+/// The browser tests of one binary take turns: two Chromiums at once on a small machine only make both
+/// slower.
+static ONE_BROWSER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Run `<browser_dir>/<script>` with the base URL of the server `start` starts (kept until the script
+/// ends), and check that it passed with `oks` lines starting `ok: `; or say loudly that it was skipped.
+pub fn run_script_on<S>(
+    browser_dir: &Path,
+    script: &str,
+    oks: usize,
+    start: impl FnOnce(&tokio::runtime::Runtime) -> (String, S),
+) {
+    let _turn = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let missing = missing_prerequisites(browser_dir);
+    if !missing.is_empty() {
+        let message = format!("the browser test {script} needs: {}", missing.join(", "));
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!(
+            "\n{}\nSKIPPED: {message}\nRun `bash .ci/run`, or install them and rerun the test.\n{}\n",
+            "!".repeat(72),
+            "!".repeat(72)
+        );
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let (base, server) = start(&runtime);
+    let output = Command::new("node")
+        .arg(browser_dir.join(script))
+        .arg(base)
+        .output()
+        .expect("node runs");
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the browser scenarios of {script} failed (see the output above)"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        oks,
+        "every scenario of {script} ran"
+    );
+    drop(server);
+    drop(runtime);
+}
