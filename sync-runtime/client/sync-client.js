@@ -249,7 +249,7 @@ export class SyncClient extends EventTarget {
     clearInterval(this.pinger);
     if (this.conn !== conn) return;
     clearTimeout(this.refreshTimer);
-    this.failPending("closed", "the connection closed");
+    this.failPending("closed", "the connection closed before the answer; the sync may or may not have run");
     // 4003: the server disconnected this user on purpose; do not come back.
     if (code === 4003 || this.state === "closed") return this.setState("closed");
     // 4001: the credential expired. Come back (resuming) with a fresh token, or stop if none can be had.

@@ -371,7 +371,10 @@ mod tests {
 
     #[test]
     fn infinite_and_at_shape_where_the_list_is() {
-        let r = Reaction::list(["feed"]).at("items").infinite().remove("id", 3);
+        let r = Reaction::list(["feed"])
+            .at("items")
+            .infinite()
+            .remove("id", 3);
         assert_eq!(
             wire(&r),
             json!({

@@ -53,7 +53,10 @@ impl SyncHub {
                     )),
             )
             .route(&format!("{prefix}/client.js"), get(|| script(CLIENT_JS)))
-            .route(&format!("{prefix}/query-cache.js"), get(|| script(QUERY_CACHE_JS)))
+            .route(
+                &format!("{prefix}/query-cache.js"),
+                get(|| script(QUERY_CACHE_JS)),
+            )
             .with_state(self.clone())
     }
 
