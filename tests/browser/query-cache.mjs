@@ -179,5 +179,26 @@ check(
   `without an adapter update_list is a sync:query event that updateList applies (${JSON.stringify(fallback)})`,
 );
 
+// updateList itself: never changes its input; what it cannot apply returns the input as it is.
+const direct = await page.evaluate(() => {
+  const list = Object.freeze([Object.freeze({ id: 1 })]);
+  const infinite = Object.freeze({ pages: Object.freeze([list]), pageParams: Object.freeze([0]) });
+  const key = ["k"];
+  return {
+    appended: m.updateList(list, { key, op: "append", item: { id: 2 } }),
+    infinite: m.updateList(infinite, { key, op: "remove", id_field: "id", id: 1, infinite: true }),
+    noId: m.updateList(list, { key, op: "replace", id_field: "id", item: { title: "x" } }) === list,
+    unknownOp: m.updateList(list, { key, op: "shuffle" }) === list,
+    noPages: m.updateList(list, { key, op: "append", item: 1, infinite: true }) === list,
+    notLoaded: m.updateList(undefined, { key, op: "append", item: 1 }) === undefined,
+  };
+});
+check(
+  JSON.stringify(direct) ===
+    '{"appended":[{"id":1},{"id":2}],"infinite":{"pages":[[]],"pageParams":[0]},"noId":true,"unknownOp":true,"noPages":true,"notLoaded":true}' &&
+    ["has no \"id\"", "unknown operation \"shuffle\"", "not an infinite query"].every((w) => warnings.some((x) => x.includes(w))),
+  `updateList works on frozen data, and returns what it cannot change as it is, with a warning (${JSON.stringify(direct)})`,
+);
+
 await browser.close();
 process.exit(failed ? 1 : 0);
