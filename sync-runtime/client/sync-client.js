@@ -3,7 +3,7 @@
 //
 //   import { syncRequest, on } from "/_sync/client.js";
 //   on("refreshData", (payload) => render(payload));
-//   syncRequest({ name: "refreshData", data: { team: 1 } });
+//   syncRequest({ name: "refreshData", data: { team: 1 } }); // a promise of the outcome, to await or ignore
 //   onPresence(({ count, users }) => showWhoIsHere(count, users)); // or presence() for the list now
 //
 // Tokens that expire: `sync({ token: () => auth.token, refreshToken: () => auth.fetchFreshToken() })`.
@@ -16,7 +16,67 @@
 // Presence needs no code at all: `<ul data-sync-presence></ul>` lists the users on the current page and
 // `<span data-sync-presence-count></span>` counts them (see `renderPresence` below for templates).
 
+import { updateList } from "./query-cache.js";
+
+export { tanstackAdapter, updateList } from "./query-cache.js";
+
 const MAX_QUEUE = 256;
+
+/**
+ * @typedef {object} SyncOutcome What became of a request: the server's `result` frame.
+ * @property {number} matched Connections on the route's path when it ran, the sender included unless
+ *   `echo: false`. `0`: nobody was there (not an error).
+ * @property {number} passed Recipients whose server filter let it through (all matched ones without one).
+ * @property {number} delivered Reactions handed to a connection's queue.
+ * @property {number} failed Recipients whose filter panicked, errored or overran its deadline.
+ */
+
+/**
+ * @typedef {object} SyncRequestOptions
+ * @property {string} name The sync's name, as its `_sync/<name>_client.rs` file spells it.
+ * @property {any} [data] Its data, checked by the server against the sync's `Data` type. Default `null`.
+ * @property {boolean} [echo] `false` leaves the sender out of the fan-out. Default `true`.
+ * @property {(result: SyncResult) => void} [onResult] Gets the result; when given, an error counts as
+ *   handled (no unhandled rejection).
+ */
+
+/**
+ * @typedef {({ ok: true } & SyncOutcome) | { ok: false, code: string, message: string }} SyncResult
+ */
+
+/**
+ * Why a request failed: the rejection of `syncRequest` / `SyncClient#request`. `code` is stable, to match on:
+ *
+ * - a server error code (docs/PROTOCOL.md, "Error codes"): `unknown_name`, `not_on_route`, `no_location`,
+ *   `bad_data`, `gate_refused`, `too_large`, `rate_limited`, `overloaded`, `unavailable`, `malformed`;
+ * - or the client's own: `closed` (sent, but the connection was lost or closed before the answer: the sync
+ *   may or may not have run; or never sent because the client closed for good), `queue_full` (more than 256
+ *   requests waited for a connection: the oldest was dropped unsent).
+ *
+ * ```js
+ * try {
+ *   await syncRequest({ name: "moveCard", data });
+ * } catch (e) {
+ *   if (e instanceof SyncRequestError && e.code === "gate_refused") showNotAllowed();
+ *   else throw e;
+ * }
+ * ```
+ */
+export class SyncRequestError extends Error {
+  /**
+   * @param {string} syncName
+   * @param {string} code
+   * @param {string} [detail] the server's message
+   */
+  constructor(syncName, code, detail) {
+    super(`sync "${syncName}" failed: ${code}${detail ? ` (${detail})` : ""}`);
+    this.name = "SyncRequestError";
+    /** The stable error code. */
+    this.code = code;
+    /** The name of the sync that was requested. */
+    this.syncName = syncName;
+  }
+}
 
 // The most recently created client: the one declarative presence elements show.
 let current = null;
@@ -189,7 +249,7 @@ export class SyncClient extends EventTarget {
     clearInterval(this.pinger);
     if (this.conn !== conn) return;
     clearTimeout(this.refreshTimer);
-    this.failPending("closed", "the connection closed");
+    this.failPending("closed", "the connection closed before the answer; the sync may or may not have run");
     // 4003: the server disconnected this user on purpose; do not come back.
     if (code === 4003 || this.state === "closed") return this.setState("closed");
     // 4001: the credential expired. Come back (resuming) with a fresh token, or stop if none can be had.
@@ -269,6 +329,8 @@ export class SyncClient extends EventTarget {
   setState(state) {
     if (this.state === state) return;
     this.state = state;
+    // Closed for good: nothing waiting will ever be sent, and no answer will come.
+    if (state === "closed") this.failPending("closed", "the client is closed", true);
     document.documentElement.dataset.syncState = state;
     this.dispatchEvent(new CustomEvent("state", { detail: state }));
     window.dispatchEvent(new CustomEvent("sync:state", { detail: state }));
@@ -343,28 +405,57 @@ export class SyncClient extends EventTarget {
     if (current === this) renderPresence(state);
   }
 
+  // A request goes out now, or waits (bounded) for the connection to open.
   send(frame) {
-    if (this.state === "open" && this.conn.ready()) {
-      this.conn.send(JSON.stringify(frame));
-    } else {
-      if (this.queue.length >= MAX_QUEUE) {
-        console.warn("sync: request queue full; dropping the oldest request");
-        this.queue.shift();
-      }
-      this.queue.push(frame);
+    if (this.state === "open" && this.conn.ready()) return this.transmit(frame);
+    if (this.queue.length >= MAX_QUEUE) {
+      const dropped = this.queue.shift();
+      const p = this.pending.get(dropped.id);
+      const message = `more than ${MAX_QUEUE} requests waited for the connection; this one was never sent`;
+      if (p) this.settle(dropped.id, p, { ok: false, code: "queue_full", message });
     }
+    this.queue.push(frame);
+  }
+
+  // Only a request that went out can be lost with its connection (see failPending).
+  transmit(frame) {
+    this.conn.send(JSON.stringify(frame));
+    const p = this.pending.get(frame.id);
+    if (p) p.sent = true;
   }
 
   /**
-   * Request a sync on the current route. Fire-and-forget: returns nothing. `onResult` (optional) gets
-   * `{ ok: true, matched, passed, delivered, failed }` or `{ ok: false, code, message }`; the same goes to
-   * `sync:result` / `sync:error` events on `window`.
-   * @param {{ name: string, data?: any, echo?: boolean, onResult?: (result: object) => void }} request
+   * Request a sync on the current route (the page's location). Returns a promise of its outcome, which may
+   * be ignored: a request that fails with nobody handling the error is reported on the console as an
+   * unhandled rejection. `onResult` (optional) also gets every result, as `{ ok: true, ...outcome }` or
+   * `{ ok: false, code, message }`, and counts as handling the error. The same goes to `sync:result` /
+   * `sync:error` events on `window`.
+   *
+   * A request made while the connection is down waits for it (at most 256 requests wait; past that the
+   * oldest is dropped with `queue_full`). One that was sent and whose connection is lost before the answer
+   * rejects with `closed` (the server may or may not have run it); so does every request still waiting when
+   * the client closes for good (`close()`, a 4003 close, an expired credential), and any request after.
+   *
+   * ```js
+   * const { delivered } = await client.request({ name: "refreshData", data: { team: 1 } });
+   * client.request({ name: "refreshData", data }).catch((e) => e.code === "bad_data" && showFormError(e));
+   * ```
+   * @param {SyncRequestOptions} request
+   * @returns {Promise<SyncOutcome>} rejects with a {@link SyncRequestError}
    */
   request({ name, data = null, echo = true, onResult }) {
+    let p;
+    const outcome = new Promise((resolve, reject) => (p = { name, onResult, resolve, reject, sent: false }));
+    // The error goes to onResult: nobody need handle the rejection as well.
+    if (onResult) outcome.catch(() => {});
     const id = this.nextId++;
-    this.pending.set(id, { name, onResult });
-    this.send({ t: "req", id, name, data, echo });
+    if (this.state === "closed") {
+      this.settle(id, p, { ok: false, code: "closed", message: "the client is closed" });
+    } else {
+      this.pending.set(id, p);
+      this.send({ t: "req", id, name, data, echo });
+    }
+    return outcome;
   }
 
   /**
@@ -379,9 +470,12 @@ export class SyncClient extends EventTarget {
   }
 
   /**
-   * Where `invalidate` / `set_query` / `remove_query` reactions go, e.g. `tanstackAdapter(queryClient)`.
-   * Without one they are dispatched as `sync:query` events on `window`.
-   * @param {{ invalidate(key: any): void, set(key: any, data: any): void, remove(key: any): void }} adapter
+   * Where `invalidate` / `set_query` / `remove_query` / `update_list` reactions go, e.g.
+   * `tanstackAdapter(queryClient)`. `update(key, updater)` calls `updater(data)` for every cached entry under
+   * `key` and stores what it returns (an `undefined` return leaves the entry alone). Without an adapter (or
+   * `update_list` without `update`) they are dispatched as `sync:query` events on `window`, the reaction as
+   * `detail` (`updateList(data, detail)` applies an `update_list`).
+   * @param {{ invalidate(key: any): void, set(key: any, data: any): void, remove(key: any): void, update?(key: any, updater: (data: any) => any): void }} adapter
    */
   setQueryAdapter(adapter) {
     this.queryAdapter = adapter;
@@ -450,13 +544,18 @@ export class SyncClient extends EventTarget {
     window.addEventListener("popstate", () => this.nav());
   }
 
-  failPending(code, message) {
-    for (const [id, p] of this.pending) this.settle(id, p, { ok: false, code, message });
-    this.pending.clear();
+  // Requests sent on a connection that ended will get no answer. Those still queued are sent on the next
+  // connection, unless the client closed for good (`everything`): none waits forever.
+  failPending(code, message, everything = false) {
+    for (const [id, p] of this.pending) if (everything || p.sent) this.settle(id, p, { ok: false, code, message });
+    if (everything) this.queue.length = 0;
   }
 
   settle(id, p, result) {
     this.pending.delete(id);
+    // The promise first: an `onResult` or event listener that throws must not leave it pending.
+    if (!result.ok) p.reject(new SyncRequestError(p.name, result.code, result.message));
+    else p.resolve({ matched: result.matched, passed: result.passed, delivered: result.delivered, failed: result.failed });
     if (p.onResult) p.onResult(result);
     const type = result.ok ? "sync:result" : "sync:error";
     window.dispatchEvent(new CustomEvent(type, { detail: { name: p.name, ...result } }));
@@ -501,7 +600,7 @@ export class SyncClient extends EventTarget {
         this.setState("open");
         // Navigated while connecting: report where the page is now.
         if (this.openedAt !== location.pathname) this.nav();
-        for (const frame of this.queue.splice(0)) this.conn.send(JSON.stringify(frame));
+        for (const frame of this.queue.splice(0)) this.transmit(frame);
         clearInterval(this.pinger);
         // Over SSE the server's keepalive comments do this job.
         if (this.transport === "websocket") {
@@ -579,12 +678,22 @@ export class SyncClient extends EventTarget {
         break;
       case "invalidate":
       case "set_query":
-      case "remove_query": {
+      case "remove_query":
+      case "update_list": {
         const a = this.queryAdapter;
-        if (!a) window.dispatchEvent(new CustomEvent("sync:query", { detail: r }));
-        else if (r.kind === "invalidate") a.invalidate(r.key);
+        if (!a || (r.kind === "update_list" && !a.update)) {
+          window.dispatchEvent(new CustomEvent("sync:query", { detail: r }));
+        } else if (r.kind === "invalidate") a.invalidate(r.key);
         else if (r.kind === "set_query") a.set(r.key, r.data);
-        else a.remove(r.key);
+        else if (r.kind === "remove_query") a.remove(r.key);
+        else {
+          // A cache that throws must not stop the reactions after this one (in a batch).
+          try {
+            a.update(r.key, (data) => updateList(data, r));
+          } catch (e) {
+            console.warn("sync: the query adapter failed to apply update_list", e);
+          }
+        }
         break;
       }
       case "reload":
@@ -644,18 +753,6 @@ function freeze(value) {
   return value;
 }
 
-/**
- * A query-cache adapter for TanStack Query: `sync.setQueryAdapter(tanstackAdapter(queryClient))`.
- * @param {any} queryClient a `QueryClient`
- */
-export function tanstackAdapter(queryClient) {
-  return {
-    invalidate: (queryKey) => queryClient.invalidateQueries({ queryKey }),
-    set: (queryKey, data) => queryClient.setQueryData(queryKey, data),
-    remove: (queryKey) => queryClient.removeQueries({ queryKey }),
-  };
-}
-
 let shared = null;
 
 /**
@@ -668,11 +765,14 @@ export function sync(options) {
 }
 
 /**
- * Request a sync on the current route with the shared client (see `SyncClient#request`).
- * @param {{ name: string, data?: any, echo?: boolean, onResult?: (result: object) => void }} request
+ * Request a sync on the current route with the shared client (see `SyncClient#request`): a promise of the
+ * outcome that rejects with a `SyncRequestError`; ignoring it is fine, an unhandled error is reported on
+ * the console.
+ * @param {SyncRequestOptions} request
+ * @returns {Promise<SyncOutcome>}
  */
 export function syncRequest(request) {
-  sync().request(request);
+  return sync().request(request);
 }
 
 /**
@@ -682,6 +782,26 @@ export function syncRequest(request) {
  */
 export function on(name, fn) {
   return sync().on(name, fn);
+}
+
+/**
+ * The syncs of the route `pattern` (as its folders spell it, e.g. `"/boards/[id]"`), for typed use: the
+ * generated TypeScript declarations (`<prefix>/types.d.ts`) type `syncRequest` and `on` of the result by
+ * the pattern's sync names, data and event payloads. At run time they are the shared client's
+ * `syncRequest` and `on`: a request goes to the route of the page's current location, which is expected
+ * to be on `pattern` (the server answers `not_on_route` when it is not).
+ *
+ * ```js
+ * const board = route("/boards/[id]");
+ * board.on("cardMoved", (card) => render(card));
+ * await board.syncRequest({ name: "moveCard", data: { card: 3, to: "done" } });
+ * ```
+ * @template {string} P
+ * @param {P} pattern
+ * @returns {{ pattern: P, syncRequest: (request: SyncRequestOptions) => Promise<SyncOutcome>, on: (name: string, fn: (payload: any, meta: object) => void) => () => void }}
+ */
+export function route(pattern) {
+  return Object.freeze({ pattern, syncRequest, on });
 }
 
 /**
@@ -720,7 +840,8 @@ function declared(e) {
   let data = null;
   if (el.dataset.syncData) data = JSON.parse(el.dataset.syncData);
   else if (el.tagName === "FORM") data = Object.fromEntries(new FormData(el));
-  syncRequest({ name: el.dataset.sync, data });
+  // Nobody can handle a declared request's error: report it once, readably.
+  syncRequest({ name: el.dataset.sync, data }).catch((e) => console.error(String(e)));
 }
 document.addEventListener("click", declared);
 document.addEventListener("submit", declared);

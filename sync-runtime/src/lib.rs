@@ -100,7 +100,7 @@ pub use handler::{
 pub use history::{BadCursor, Cursor};
 pub use hub::{BuildError, BuildProblem, Functions, SyncHub, SyncHubBuilder};
 pub use protocol::{ErrorCode, Outcome, PROTOCOL_VERSION, close_code};
-pub use reaction::{Reaction, Swap};
+pub use reaction::{ListOp, ListUpdate, Reaction, Swap};
 pub use roster::{Here, Present};
 pub use stats::Stats;
 pub use trigger::Pending;

@@ -1,6 +1,6 @@
-// The browser client's cursor bookkeeping, without a browser or a server: the module runs in Node against
-// a fake WebSocket, `location`, `history` and `document`, and each check drives frames into it and reads
-// what it sent.
+// The browser client's cursor and request bookkeeping, without a browser or a server: the module runs in
+// Node against a fake WebSocket, `location`, `history` and `document`, and each check drives frames into it
+// and reads what it sent.
 //
 //   node cursor-unit.mjs
 //
@@ -187,6 +187,38 @@ const hello = (resumed, key = "k1") => ({ t: "hello", v: 1, conn: "c", resume: k
   const nav = opening.sent.find((m) => m.t === "nav");
   check(opening.url.searchParams.get("cursor") === "ep:20" && nav?.path === "/boards/3" && nav?.cursor === "ep:30", "navigated while connecting: the catch-up nav carries the cursor", { url: opening.url.search, nav });
   c.close();
+}
+
+// Requests across connections: one sent on a connection that is cut rejects with `closed`; one made while
+// down waits and goes out on the next connection; past the queue's bound the oldest is dropped
+// (`queue_full`); closing for good rejects the rest. None stays pending.
+{
+  const settled = (p) => p.then((outcome) => ({ outcome }), (e) => ({ code: e.code, name: e.name }));
+  const [c, ws] = client("/dashboard");
+  ws.accept();
+  ws.frame(hello(false));
+  const lost = settled(c.request({ name: "a" }));
+  const sentId = ws.sent.find((m) => m.t === "req")?.id;
+  ws.cut();
+  const waiting = settled(c.request({ name: "b", data: 2 }));
+  check(JSON.stringify(await lost) === '{"code":"closed","name":"SyncRequestError"}', "a request sent on a cut connection rejects with closed", await lost);
+  await turn();
+  const next = sockets.at(-1);
+  next.accept();
+  next.frame(hello(false, "k2"));
+  const req = next.sent.find((m) => m.t === "req");
+  check(req?.name === "b" && req.id !== sentId && !next.sent.some((m) => m.name === "a"), "one made while down goes out on the next connection, the lost one does not", next.sent);
+  next.frame({ t: "result", id: req.id, matched: 2, passed: 1, delivered: 1, failed: 0 });
+  check(JSON.stringify(await waiting) === '{"outcome":{"matched":2,"passed":1,"delivered":1,"failed":0}}', "and resolves with its outcome", await waiting);
+
+  next.cut();
+  const queued = [];
+  for (let i = 0; i <= 256; i++) queued.push(settled(c.request({ name: `q${i}` })));
+  check(JSON.stringify(await queued[0]) === '{"code":"queue_full","name":"SyncRequestError"}', "past 256 waiting requests the oldest rejects with queue_full", await queued[0]);
+  c.close();
+  const codes = new Set((await Promise.all(queued.slice(1))).map((r) => r.code));
+  check(codes.size === 1 && codes.has("closed") && c.queue.length === 0, "closing for good rejects every waiting request with closed", [...codes]);
+  check(JSON.stringify(await settled(c.request({ name: "late" }))) === '{"code":"closed","name":"SyncRequestError"}', "and any request after", null);
 }
 
 // normalizePath against the server's own test vectors (sync-runtime/src/routes.rs).

@@ -33,10 +33,12 @@ mod ws;
 
 /// The browser client, embedded in the binary: a plain ES module, no build step.
 const CLIENT_JS: &str = include_str!("../../client/sync-client.js");
+/// Its query-cache half, which it imports as `./query-cache.js`.
+const QUERY_CACHE_JS: &str = include_str!("../../client/query-cache.js");
 
 impl SyncHub {
-    /// The sync endpoints (`<prefix>/ws`, `<prefix>/sse`, `<prefix>/client.js`), to merge into the app's
-    /// router.
+    /// The sync endpoints (`<prefix>/ws`, `<prefix>/sse`, `<prefix>/client.js` and the module it imports,
+    /// `<prefix>/query-cache.js`), to merge into the app's router.
     pub fn router(&self) -> Router {
         let prefix = &self.inner.config.prefix;
         Router::new()
@@ -50,7 +52,11 @@ impl SyncHub {
                         self.inner.config.max_frame_bytes,
                     )),
             )
-            .route(&format!("{prefix}/client.js"), get(client_js))
+            .route(&format!("{prefix}/client.js"), get(|| script(CLIENT_JS)))
+            .route(
+                &format!("{prefix}/query-cache.js"),
+                get(|| script(QUERY_CACHE_JS)),
+            )
             .with_state(self.clone())
     }
 
@@ -74,13 +80,13 @@ impl SyncHub {
     }
 }
 
-async fn client_js() -> Response {
+async fn script(source: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        CLIENT_JS,
+        source,
     )
         .into_response()
 }
