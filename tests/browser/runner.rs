@@ -23,11 +23,16 @@ pub fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
     if Command::new("node").arg("--version").output().is_err() {
         missing.push("node".to_owned());
     }
-    if !browser_dir.join("node_modules/playwright-core").exists() {
-        missing.push(format!(
-            "playwright-core (cd {} && npm ci)",
-            browser_dir.display()
-        ));
+    // Every package the scripts need, as `package.json` lists them (a `node_modules` from before a new
+    // one was added says so here, not as a script's ENOENT).
+    let manifest = std::fs::read_to_string(browser_dir.join("package.json")).unwrap_or_default();
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap_or_default();
+    for section in ["dependencies", "devDependencies"] {
+        for package in manifest[section].as_object().into_iter().flat_map(|d| d.keys()) {
+            if !browser_dir.join("node_modules").join(package).exists() {
+                missing.push(format!("{package} (cd {} && npm ci)", browser_dir.display()));
+            }
+        }
     }
     missing
 }
