@@ -62,7 +62,7 @@ mod roster;
 mod routes;
 mod stats;
 #[cfg(test)]
-mod testing;
+mod test_support;
 mod transport;
 mod trigger;
 
