@@ -68,6 +68,8 @@ mod trigger;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use auth::{AuthRequest, Identity};
 pub use broker::{Backplane, BackplaneStatus, MemoryBus};
