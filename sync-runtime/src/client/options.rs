@@ -39,7 +39,7 @@ impl ConnectOptions {
 
     /// When the socket drops (or the server goes away), reconnect with backoff and resume: the server
     /// replays what was missed, on the node it reaches (from the last reaction's cursor), or sends
-    /// `resync` (counted by [`SyncClient::resyncs`]).
+    /// `resync` (counted by [`SyncClient::resyncs`](super::SyncClient::resyncs)).
     pub fn reconnect(mut self) -> Self {
         self.reconnect = true;
         self
