@@ -258,7 +258,7 @@ async fn expect_times_out_saying_what_arrived_instead(transport: Transport) {
             "odd (",
             "at /room/1",
             "expected reaction `note` within 300ms, but no reaction arrived",
-            "What it received lately, oldest first",
+            "Before that it received, oldest first",
             "`note` (#1 on /room/1)",
             "error `unknown_type`",
         ],

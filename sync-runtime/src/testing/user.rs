@@ -119,12 +119,15 @@ impl TestUser {
                 "expected reaction `{name}`, but the next one was {got}"
             ));
         }
+        self.note(describe(&reaction));
         reaction
     }
 
     /// The next reaction, whatever its name. Fails if none comes in time or the connection closes.
     pub async fn next_reaction(&mut self) -> ReceivedReaction {
-        self.next("a reaction").await
+        let reaction = self.next("a reaction").await;
+        self.note(describe(&reaction));
+        reaction
     }
 
     /// Nothing arrived that was not expected already, and nothing is on its way: no reaction, no error
@@ -134,10 +137,10 @@ impl TestUser {
         let answered = self.endpoint.within(self.client.ping()).await;
         let mut unexpected = Vec::new();
         while let Some(Some(reaction)) = self.client.next_reaction().now_or_never() {
-            unexpected.push(self.note(&reaction));
+            unexpected.push(describe(&reaction));
         }
         while let Some(Some(error)) = self.client.next_error().now_or_never() {
-            unexpected.push(self.note_error(&error));
+            unexpected.push(describe_error(&error));
         }
         let resyncs = self.client.resyncs();
         if resyncs > self.resyncs {
@@ -167,10 +170,11 @@ impl TestUser {
     pub async fn expect_error(&mut self, code: ErrorCode) -> ErrorReply {
         match self.endpoint.within(self.client.next_error()).await {
             Some(Some(error)) => {
-                let got = self.note_error(&error);
+                let got = describe_error(&error);
                 if error.code != code {
                     self.fail(format!("expected error `{code}`, but got {got}"));
                 }
+                self.note(got);
                 error
             }
             Some(None) => {
@@ -350,10 +354,7 @@ impl TestUser {
     /// The next reaction, waiting for `what`.
     async fn next(&mut self, what: &str) -> ReceivedReaction {
         match self.endpoint.within(self.client.next_reaction()).await {
-            Some(Some(reaction)) => {
-                self.note(&reaction);
-                reaction
-            }
+            Some(Some(reaction)) => reaction,
             Some(None) => {
                 let closed = self.close_reason().await;
                 self.fail(format!("expected {what}, but the connection {closed}"))
@@ -365,21 +366,12 @@ impl TestUser {
         }
     }
 
-    /// Remember a reaction for failure messages; its description.
-    fn note(&mut self, reaction: &ReceivedReaction) -> String {
-        self.remember(describe(reaction))
-    }
-
-    fn note_error(&mut self, error: &ErrorReply) -> String {
-        self.remember(format!("error `{}`: {}", error.code, error.message))
-    }
-
-    fn remember(&mut self, line: String) -> String {
+    /// Remember something expected for failure messages.
+    fn note(&mut self, line: String) {
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
-        self.recent.push_back(line.clone());
-        line
+        self.recent.push_back(line);
     }
 
     /// "closed (1008 token expired)", once the client has stopped.
@@ -392,19 +384,22 @@ impl TestUser {
 
     /// Fail the test: `problem`, then what this user received lately.
     fn fail(&mut self, problem: String) -> ! {
-        while let Some(Some(error)) = self.client.next_error().now_or_never() {
-            self.note_error(&error);
-        }
         let mut message = format!("{}: {problem}", self.who);
         let recent: Vec<&String> = self.recent.iter().collect();
         if recent.is_empty() {
-            message.push_str("\nIt had received no reaction or error before.");
+            message.push_str("\nBefore that it had received nothing.");
         } else {
             let _ = write!(
                 message,
-                "\nWhat it received lately, oldest first:{}",
+                "\nBefore that it received, oldest first:{}",
                 list(&recent)
             );
+        }
+        let errors: Vec<String> = std::iter::from_fn(|| self.client.next_error().now_or_never())
+            .map_while(|error| error.as_ref().map(describe_error))
+            .collect();
+        if !errors.is_empty() {
+            let _ = write!(message, "\nError frames not yet taken:{}", list(&errors));
         }
         let resyncs = self.client.resyncs();
         if resyncs > 0 {
@@ -438,7 +433,12 @@ fn describe(reaction: &ReceivedReaction) -> String {
     )
 }
 
-/// "3 users: alice {...}, bob {...}".
+/// "error `malformed`: the message is not JSON".
+fn describe_error(error: &ErrorReply) -> String {
+    format!("error `{}`: {}", error.code, error.message)
+}
+
+/// "2 in all: alice {...}, bob {...}".
 fn describe_list(list: &PresenceList) -> String {
     let users: Vec<String> = list
         .users
