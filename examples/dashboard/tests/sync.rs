@@ -103,6 +103,30 @@ fn html(reaction: &ReceivedReaction) -> &str {
     reaction.reaction["html"].as_str().expect("an html swap")
 }
 
+/// The README's example: two users by their session cookies, one over SSE; an update for team red.
+#[tokio::test]
+async fn a_team_update_reaches_its_members_only() {
+    let db = App::seeded();
+    let hub = hub(db.clone());
+    let app = TestServer::start(router(db.clone(), &hub)).await;
+    let mut bob = app
+        .connect("/dashboard")
+        .cookie(format!("sid={}", db.login("bob", "red")))
+        .await;
+    let mut carol = app
+        .connect("/dashboard")
+        .cookie(format!("sid={}", db.login("carol", "blue")))
+        .sse()
+        .await;
+
+    hub.request("/dashboard", "refreshData", json!({ "team": "red" }))
+        .await
+        .expect("a refresh");
+    let update = bob.expect("refreshData").await;
+    assert!(html(&update).contains("Ship the sync framework"));
+    carol.expect_nothing().await;
+}
+
 #[tokio::test]
 async fn a_new_task_reaches_the_teams_members_only() {
     a_new_task_reaches_the_teams_members_only_over(Transport::WebSocket).await;

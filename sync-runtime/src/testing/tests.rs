@@ -134,6 +134,7 @@ over_both_transports!(
     presence_is_awaited_and_its_failure_shows_the_last_list,
     users_connect_by_cookie_and_without_credentials_are_refused,
     a_user_reopens_and_a_closed_connection_is_expected,
+    errors_and_resyncs_are_expected_by_name,
 );
 
 async fn each_user_gets_what_was_meant_for_them_and_nothing_else(transport: Transport) {
@@ -386,4 +387,56 @@ async fn a_user_reopens_and_a_closed_connection_is_expected(transport: Transport
         &message,
         &["expected nothing, but the connection was closed"],
     );
+}
+
+async fn errors_and_resyncs_are_expected_by_name(transport: Transport) {
+    let (_hub, app) = serve().await;
+    let app = app.timeout(Duration::from_millis(300));
+    let mut alice = app.connect("/room/1").token("alice").over(transport).await;
+    alice
+        .client()
+        .send_raw("not JSON")
+        .await
+        .expect("the connection is open");
+    let error = alice.expect_error(ErrorCode::Malformed).await;
+    assert_eq!(error.id, None);
+    alice.expect_nothing().await;
+    alice
+        .client()
+        .send_raw("not JSON either")
+        .await
+        .expect("the connection is open");
+    let message = failure(async {
+        alice.expect_error(ErrorCode::RateLimited).await;
+    })
+    .await;
+    assert_mentions(
+        &message,
+        &["expected error `rate_limited`, but got error `malformed`"],
+    );
+    let message = failure(async {
+        alice.expect_error(ErrorCode::Malformed).await;
+    })
+    .await;
+    assert_mentions(
+        &message,
+        &[
+            "expected error `malformed` within 300ms, but none arrived",
+            "Before that it received, oldest first:\n  - error `malformed`",
+        ],
+    );
+
+    // A cursor from a history this server never had: the page must reload its data.
+    let stale = || {
+        app.connect("/room/1")
+            .token("bob")
+            .cursor("elsewhere:7")
+            .over(transport)
+    };
+    let mut bob = stale().await;
+    bob.expect_resync().await;
+    bob.expect_nothing().await;
+    let mut bob = stale().await;
+    let message = failure(bob.expect_nothing()).await;
+    assert_mentions(&message, &["expected nothing, but received:\n  - 1 resync"]);
 }
