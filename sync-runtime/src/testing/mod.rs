@@ -37,7 +37,8 @@
 //! An app's authenticator sees the upgrade request ([`AuthRequest`](crate::AuthRequest)): its headers,
 //! its cookies and its token (`Authorization: Bearer`, or the `token` query parameter). [`Connect`] sends
 //! each: [`token`](Connect::token), [`cookie`](Connect::cookie) (a `name=value` pair, as a login
-//! response's `Set-Cookie` starts), or any [`header`](Connect::header).
+//! response's `Set-Cookie` starts: [`TestServer::post_form`] and [`TestResponse::cookie`] get one from a
+//! login form), or any [`header`](Connect::header).
 
 use std::future::{Future, IntoFuture};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -49,8 +50,10 @@ use tokio::task::JoinHandle;
 
 use crate::client::{ClientError, ConnectOptions, SyncClient};
 
+mod http;
 mod user;
 
+pub use http::TestResponse;
 pub use user::TestUser;
 
 /// How long an expectation waits unless told otherwise ([`TestServer::timeout`]).
@@ -322,6 +325,11 @@ impl IntoFuture for Connect {
 }
 
 impl Endpoint {
+    /// `fut`, or `None` after the timeout.
+    async fn within<F: Future>(&self, fut: F) -> Option<F::Output> {
+        tokio::time::timeout(self.timeout, fut).await.ok()
+    }
+
     fn url(&self, transport: Transport) -> String {
         match transport {
             Transport::WebSocket => format!("ws://{}{}/ws", self.addr, self.prefix),

@@ -83,8 +83,28 @@ async fn serve() -> (SyncHub, TestServer) {
         .presence_window(Duration::from_millis(10))
         .build_with(&[&NOTE, &SHOUT])
         .expect("the test syncs fit");
-    let app = TestServer::start(hub.attach(axum::Router::new())).await;
+    let app = TestServer::start(hub.attach(site())).await;
     (hub, app)
+}
+
+/// A login form that sets `sid=<name>`, and a page that says whose cookie came with it.
+fn site() -> axum::Router {
+    use axum::http::{HeaderMap, header};
+    let login = |body: String| async move {
+        let name = form_urlencoded::parse(body.as_bytes())
+            .find(|(field, _)| field == "name")
+            .map(|(_, name)| name.into_owned())
+            .unwrap_or_default();
+        let cookie = format!("sid={name}; Path=/; HttpOnly");
+        ([(header::SET_COOKIE, cookie)], "logged in")
+    };
+    let whoami = |headers: HeaderMap| async move {
+        let cookie = headers.get(header::COOKIE).and_then(|c| c.to_str().ok());
+        cookie.unwrap_or("nobody").to_owned()
+    };
+    axum::Router::new()
+        .route("/login", axum::routing::post(login))
+        .route("/whoami", axum::routing::get(whoami))
 }
 
 /// The message `fut` failed with; fails if it passed.
@@ -439,4 +459,26 @@ async fn errors_and_resyncs_are_expected_by_name(transport: Transport) {
     let mut bob = stale().await;
     let message = failure(bob.expect_nothing()).await;
     assert_mentions(&message, &["expected nothing, but received:\n  - 1 resync"]);
+}
+
+#[tokio::test]
+async fn a_session_cookie_comes_from_the_login_form() {
+    let (hub, app) = serve().await;
+    let login = app
+        .post_form("/login", &[("name", "dora+kim"), ("team", "red")], None)
+        .await;
+    assert_eq!((login.status, login.body.as_str()), (200, "logged in"));
+    assert_eq!(login.cookie("theme"), None);
+    let sid = login.cookie("sid").expect("a session cookie");
+    assert_eq!(sid, "sid=dora+kim", "the form was encoded, and decoded");
+    let page = app.get("/whoami", Some(&sid)).await;
+    assert_eq!(page.body, "sid=dora+kim");
+    assert_eq!(app.get("/whoami", None).await.body, "nobody");
+    assert_eq!(app.get("/nowhere", None).await.status, 404);
+    let mut dora = app.connect("/room/1").cookie(sid).sse().await;
+    assert_eq!(hub.presence("/room/1")[0].user(), "dora+kim");
+    hub.request("/room/1", "shout", json!({ "n": 1 }))
+        .await
+        .expect("a shout");
+    dora.expect("shout").await;
 }

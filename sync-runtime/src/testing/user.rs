@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
-use std::future::Future;
 
 use futures_util::FutureExt;
 
@@ -406,13 +405,6 @@ impl TestUser {
             let _ = write!(message, "\nResyncs: {resyncs}.");
         }
         panic!("{message}");
-    }
-}
-
-impl Endpoint {
-    /// `fut`, or `None` after the timeout.
-    async fn within<F: Future>(&self, fut: F) -> Option<F::Output> {
-        tokio::time::timeout(self.timeout, fut).await.ok()
     }
 }
 
