@@ -2,16 +2,11 @@
 //! connect with the cookie, and check the team filter, the wall's authors and refusals, a team switch
 //! while connected, and who is here. Every "nothing else arrived" is a round trip, not a sleep.
 
-use std::time::Duration;
-
 use example_dashboard::{App, hub, router};
 use serde_json::json;
 use sync_runtime::client::{ClientError, PresenceList, ReceivedReaction};
 use sync_runtime::testing::{TestServer, TestUser, Transport};
 use sync_runtime::{ErrorCode, SyncHub};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// The example served on a loopback port, with its hub.
 struct Site {
@@ -27,40 +22,11 @@ async fn site() -> Site {
 }
 
 impl Site {
-    async fn http(&self, request: String) -> String {
-        let mut stream = tokio::net::TcpStream::connect(self.app.addr())
-            .await
-            .expect("connect");
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut response = String::new();
-        tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-            .await
-            .expect("a response in time")
-            .expect("read");
-        response
-    }
-
-    /// `POST` a form to `path`, with the session cookie when given; the whole response.
-    async fn post_form(&self, path: &str, cookie: Option<&str>, body: &str) -> String {
-        let addr = self.app.addr();
-        let cookie = cookie.map_or_else(String::new, |c| format!("Cookie: {c}\r\n"));
-        self.http(format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ))
-        .await
-    }
-
     /// Log in through the form; the `sid=...` cookie.
     async fn login(&self, name: &str, team: &str) -> String {
-        let response = self
-            .post_form("/login", None, &format!("name={name}&team={team}"))
-            .await;
-        let cookie = response
-            .lines()
-            .find_map(|l| l.strip_prefix("set-cookie: "))
-            .expect("a session cookie");
-        cookie.split(';').next().expect("name=value").to_owned()
+        let form = [("name", name), ("team", team)];
+        let response = self.app.post_form("/login", &form, None).await;
+        response.cookie("sid").expect("a session cookie")
     }
 
     /// `name` logged in on `team` and connected at `path` (over a WebSocket).
@@ -161,11 +127,17 @@ async fn a_new_task_reaches_the_teams_members_only_over(transport: Transport) {
 
     // The handler answers after the fan-out: bob's update is queued, and carol has none.
     let response = site
-        .post_form("/dashboard/tasks", Some(&alice), "text=Review+the+PR")
+        .app
+        .post_form(
+            "/dashboard/tasks",
+            &[("text", "Review the PR")],
+            Some(&alice),
+        )
         .await;
+    assert_eq!(response.status, 200, "{response:?}");
     assert!(
-        response.contains(r#""delivered":1"#),
-        "only bob is on /dashboard in team red: {response}"
+        response.body.contains(r#""delivered":1"#),
+        "only bob is on /dashboard in team red: {response:?}"
     );
     let r = bob.expect("refreshData").await;
     assert_eq!(r.reaction["selector"], "#tasks");
@@ -277,11 +249,13 @@ async fn a_team_switch_reaches_the_live_connection_without_a_reconnect() {
     let connection = bob.client().connection().to_owned();
 
     let response = site
-        .post_form("/team", Some(&bob_cookie), "team=blue")
+        .app
+        .post_form("/team", &[("team", "blue")], Some(&bob_cookie))
         .await;
-    assert!(
-        response.starts_with("HTTP/1.1 303") && response.contains("location: /dashboard"),
-        "{response}"
+    assert_eq!(
+        (response.status, response.headers.get("location")),
+        (303, Some(&"/dashboard".parse().expect("a header value"))),
+        "{response:?}"
     );
 
     // Team red's update reaches nobody now; team blue's reaches bob on the connection he had.
@@ -322,15 +296,11 @@ async fn a_team_switch_reaches_the_live_connection_without_a_reconnect() {
             ),
         ]
     );
-    let page = site
-        .http(format!(
-            "GET /dashboard HTTP/1.1\r\nHost: {}\r\nCookie: {bob_cookie}\r\nConnection: close\r\n\r\n",
-            site.app.addr()
-        ))
-        .await;
+    let page = site.app.get("/dashboard", Some(&bob_cookie)).await;
     assert!(
-        page.contains(r#"Team <span class="team">blue</span> tasks"#),
-        "{page}"
+        page.body
+            .contains(r#"Team <span class="team">blue</span> tasks"#),
+        "{page:?}"
     );
 }
 
