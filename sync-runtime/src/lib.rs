@@ -62,12 +62,14 @@ mod roster;
 mod routes;
 mod stats;
 #[cfg(test)]
-mod testing;
+mod test_support;
 mod transport;
 mod trigger;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// What handler files and page handlers use, in one line: `use sync_runtime::prelude::*;`.
 ///

@@ -1,139 +1,56 @@
-//! The example over real HTTP and WebSockets (no browser): log in, connect with the cookie, and check
-//! the team filter, the wall's authors and refusals, a team switch while connected, and who is here.
+//! The example over real HTTP and live connections (no browser), with `sync_runtime::testing`: log in,
+//! connect with the cookie, and check the team filter, the wall's authors and refusals, a team switch
+//! while connected, and who is here. Every "nothing else arrived" is a round trip, not a sleep.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use example_dashboard::{App, Timeouts, hub, router, serve};
+use example_dashboard::{App, hub, router};
 use serde_json::json;
-use sync_runtime::client::{ClientError, ConnectOptions, ReceivedReaction, Status, SyncClient};
+use sync_runtime::client::{ClientError, PresenceList, ReceivedReaction};
+use sync_runtime::testing::{TestServer, TestUser, Transport};
 use sync_runtime::{ErrorCode, SyncHub};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// The example served on a loopback port, with its hub.
 struct Site {
-    addr: SocketAddr,
+    app: TestServer,
     hub: SyncHub,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
 }
 
 async fn site() -> Site {
-    let app = App::seeded();
-    let hub = hub(app.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("port");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(serve(
-        listener,
-        router(&hub),
-        Timeouts::default(),
-        std::future::pending(),
-    ));
-    Site { addr, hub, server }
+    let db = App::seeded();
+    let hub = hub(db.clone());
+    let app = TestServer::start(router(&hub)).await;
+    Site { app, hub }
 }
 
 impl Site {
-    async fn http(&self, request: String) -> String {
-        let mut stream = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .expect("connect");
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut response = String::new();
-        tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-            .await
-            .expect("a response in time")
-            .expect("read");
-        response
-    }
-
-    /// `POST` a form to `path`, with the session cookie when given; the whole response.
-    async fn post_form(&self, path: &str, cookie: Option<&str>, body: &str) -> String {
-        let addr = self.addr;
-        let cookie = cookie.map_or_else(String::new, |c| format!("Cookie: {c}\r\n"));
-        self.http(format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ))
-        .await
-    }
-
     /// Log in through the form; the `sid=...` cookie.
     async fn login(&self, name: &str, team: &str) -> String {
-        let response = self
-            .post_form("/login", None, &format!("name={name}&team={team}"))
-            .await;
-        let cookie = response
-            .lines()
-            .find_map(|l| l.strip_prefix("set-cookie: "))
-            .expect("a session cookie");
-        cookie.split(';').next().expect("name=value").to_owned()
+        let form = [("name", name), ("team", team)];
+        let response = self.app.post_form("/login", &form, None).await;
+        response.cookie("sid").expect("a session cookie")
     }
 
-    /// A live connection with `cookie`, placed on `path`.
-    async fn connect(&self, cookie: &str, path: &str) -> SyncClient {
-        SyncClient::connect(
-            &format!("ws://{}/_sync/ws", self.addr),
-            ConnectOptions::new().header("Cookie", cookie).path(path),
-        )
-        .await
-        .expect("the cookie authenticates")
+    /// `name` logged in on `team` and connected at `path` (over a WebSocket).
+    async fn user(&self, name: &str, team: &str, path: &str) -> TestUser {
+        let cookie = self.login(name, team).await;
+        self.app.connect(path).cookie(cookie).named(name).await
     }
 }
 
-async fn next_reaction(client: &mut SyncClient) -> ReceivedReaction {
-    tokio::time::timeout(WAIT, client.next_reaction())
-        .await
-        .expect("a reaction in time")
-        .expect("open")
-}
-
-/// The `html` of `client`'s next reaction.
-async fn next_html(client: &mut SyncClient) -> String {
-    let r = next_reaction(client).await;
-    r.reaction["html"]
-        .as_str()
-        .expect("an html swap")
-        .to_owned()
-}
-
-/// Wait until `client`'s list of who is on its page is `expected` (user key, name, team), in any order.
-async fn listed(client: &mut SyncClient, expected: &[(&str, &str)]) -> Status {
-    let mut want: Vec<serde_json::Value> = expected
-        .iter()
-        .map(|(name, team)| json!([name, { "name": name, "team": team }]))
-        .collect();
+/// Wait until `user`'s list of who is on its page is `expected` (user key, name, team), in any order.
+async fn listed(user: &mut TestUser, expected: &[(&str, &str)]) -> PresenceList {
+    let view = |name: &str, team: &str| json!([name, { "name": name, "team": team }]);
+    let mut want: Vec<serde_json::Value> = expected.iter().map(|(n, t)| view(n, t)).collect();
     want.sort_by_key(|v| v.to_string());
-    let status = tokio::time::timeout(
-        WAIT,
-        client.status_until(|s| {
-            s.presence.as_ref().is_some_and(|list| {
-                let mut got: Vec<serde_json::Value> = list
-                    .users
-                    .iter()
-                    .map(|(user, view)| json!([user, view]))
-                    .collect();
-                got.sort_by_key(|v| v.to_string());
-                list.count == expected.len() && got == want
-            })
-        }),
-    )
-    .await;
-    match status {
-        Ok(Some(status)) => status,
-        _ => panic!(
-            "never listed {expected:?}; last list: {:?}",
-            client.presence()
-        ),
-    }
+    user.expect_presence_where(&format!("exactly {expected:?} listed"), |list| {
+        let mut got: Vec<serde_json::Value> = list
+            .users
+            .iter()
+            .map(|(user, v)| json!([user, v]))
+            .collect();
+        got.sort_by_key(|v| v.to_string());
+        list.count == expected.len() && got == want
+    })
+    .await
 }
 
 /// The user keys and views `hub.presence` lists on `path`, in the order they came.
@@ -147,62 +64,106 @@ fn presence(hub: &SyncHub, path: &str) -> Vec<(String, serde_json::Value)> {
         .collect()
 }
 
+/// The `html` of a reaction.
+fn html(reaction: &ReceivedReaction) -> &str {
+    reaction.reaction["html"].as_str().expect("an html swap")
+}
+
+/// The README's example: two users by their session cookies, one over SSE; an update for team red.
+#[tokio::test]
+async fn a_team_update_reaches_its_members_only() {
+    let db = App::seeded();
+    let hub = hub(db.clone());
+    let app = TestServer::start(router(&hub)).await;
+    let mut bob = app
+        .connect("/dashboard")
+        .cookie(format!("sid={}", db.login("bob", "red")))
+        .await;
+    let mut carol = app
+        .connect("/dashboard")
+        .cookie(format!("sid={}", db.login("carol", "blue")))
+        .sse()
+        .await;
+
+    hub.request("/dashboard", "refreshData", json!({ "team": "red" }))
+        .await
+        .expect("a refresh");
+    let update = bob.expect("refreshData").await;
+    assert!(html(&update).contains("Ship the sync framework"));
+    carol.expect_nothing().await;
+}
+
 #[tokio::test]
 async fn a_new_task_reaches_the_teams_members_only() {
+    a_new_task_reaches_the_teams_members_only_over(Transport::WebSocket).await;
+}
+
+#[tokio::test]
+async fn a_new_task_reaches_the_teams_members_only_over_sse() {
+    a_new_task_reaches_the_teams_members_only_over(Transport::Sse).await;
+}
+
+async fn a_new_task_reaches_the_teams_members_only_over(transport: Transport) {
     let site = site().await;
     let alice = site.login("alice", "red").await;
-    let mut bob = site
-        .connect(&site.login("bob", "red").await, "/dashboard")
-        .await;
-    let mut carol = site
-        .connect(&site.login("carol", "blue").await, "/dashboard")
-        .await;
+    let connect = |name: &'static str, cookie: String| {
+        site.app
+            .connect("/dashboard")
+            .cookie(cookie)
+            .named(name)
+            .over(transport)
+    };
+    let mut bob = connect("bob", site.login("bob", "red").await).await;
+    let mut carol = connect("carol", site.login("carol", "blue").await).await;
     // No cookie, no connection.
-    let refused = SyncClient::connect(
-        &format!("ws://{}/_sync/ws", site.addr),
-        ConnectOptions::new().path("/dashboard"),
-    )
-    .await
-    .unwrap_err();
+    let refused = site
+        .app
+        .connect("/dashboard")
+        .over(transport)
+        .try_connect()
+        .await
+        .expect_err("no cookie");
     assert_eq!(refused.status(), Some(401));
 
+    // The handler answers after the fan-out: bob's update is queued, and carol has none.
     let response = site
-        .post_form("/dashboard/tasks", Some(&alice), "text=Review+the+PR")
+        .app
+        .post_form(
+            "/dashboard/tasks",
+            &[("text", "Review the PR")],
+            Some(&alice),
+        )
         .await;
+    assert_eq!(response.status, 200, "{response:?}");
     assert!(
-        response.contains(r#""delivered":1"#),
-        "only bob is on /dashboard in team red: {response}"
+        response.body.contains(r#""delivered":1"#),
+        "only bob is on /dashboard in team red: {response:?}"
     );
-    let r = next_reaction(&mut bob).await;
+    let r = bob.expect("refreshData").await;
     assert_eq!(r.reaction["selector"], "#tasks");
-    assert!(
-        r.reaction["html"]
-            .as_str()
-            .expect("html")
-            .contains("Review the PR <small>by alice</small>")
-    );
+    assert!(html(&r).contains("Review the PR <small>by alice</small>"));
+    bob.expect_nothing().await;
+    carol.expect_nothing().await;
 
     // carol's next reaction is her own team's update: nothing of team red's came before it.
     site.hub
         .request("/dashboard", "refreshData", json!({ "team": "blue" }))
         .await
         .expect("blue refresh");
-    let html = next_html(&mut carol).await;
+    let r = carol.expect("refreshData").await;
     assert!(
-        html.contains("Plan the offsite") && !html.contains("Review the PR"),
-        "{html}"
+        html(&r).contains("Plan the offsite") && !html(&r).contains("Review the PR"),
+        "{}",
+        html(&r)
     );
+    bob.expect_nothing().await;
 }
 
 #[tokio::test]
 async fn the_wall_names_the_author_the_server_knows_not_the_one_the_data_claims() {
     let site = site().await;
-    let mut alice = site
-        .connect(&site.login("alice", "red").await, "/home")
-        .await;
-    let mut carol = site
-        .connect(&site.login("carol", "blue").await, "/home")
-        .await;
+    let mut alice = site.user("alice", "red", "/home").await;
+    let mut carol = site.user("carol", "blue", "/home").await;
 
     let outcome = alice
         .request(
@@ -212,11 +173,10 @@ async fn the_wall_names_the_author_the_server_knows_not_the_one_the_data_claims(
         .await
         .expect("a post");
     assert_eq!((outcome.matched, outcome.delivered), (2, 2));
-    for client in [&mut carol, &mut alice] {
-        assert_eq!(
-            next_html(client).await,
-            "<li><b>alice</b> Hello &lt;all&gt;</li>"
-        );
+    for user in [&mut carol, &mut alice] {
+        let post = user.expect("refreshData").await;
+        assert_eq!(html(&post), "<li><b>alice</b> Hello &lt;all&gt;</li>");
+        user.expect_nothing().await;
     }
 
     // A post the app makes itself has no sender.
@@ -228,21 +188,17 @@ async fn the_wall_names_the_author_the_server_knows_not_the_one_the_data_claims(
         )
         .await
         .expect("a post from the server");
-    assert_eq!(
-        next_html(&mut carol).await,
-        "<li><b>server</b> Maintenance at noon</li>"
-    );
+    for user in [&mut carol, &mut alice] {
+        let post = user.expect("refreshData").await;
+        assert_eq!(html(&post), "<li><b>server</b> Maintenance at noon</li>");
+    }
 }
 
 #[tokio::test]
 async fn a_bad_post_is_refused_with_bad_data_before_any_fan_out() {
     let site = site().await;
-    let mut alice = site
-        .connect(&site.login("alice", "red").await, "/home")
-        .await;
-    let mut carol = site
-        .connect(&site.login("carol", "blue").await, "/home")
-        .await;
+    let mut alice = site.user("alice", "red", "/home").await;
+    let mut carol = site.user("carol", "blue", "/home").await;
 
     let overlong = "x".repeat(281);
     for text in ["", "   \n ", overlong.as_str()] {
@@ -264,17 +220,17 @@ async fn a_bad_post_is_refused_with_bad_data_before_any_fan_out() {
             reply.message
         );
     }
-    // At the limit it passes (counted in characters, not bytes); and it is the first thing carol gets:
-    // none of the refused posts reached anyone.
+    // None of the refused posts reached anyone.
+    carol.expect_nothing().await;
+    alice.expect_nothing().await;
+    // At the limit it passes (counted in characters, not bytes).
     let longest = "é".repeat(280);
     alice
         .request("refreshData", json!({ "text": longest }))
         .await
         .expect("280 characters is a post");
-    assert_eq!(
-        next_html(&mut carol).await,
-        format!("<li><b>alice</b> {longest}</li>")
-    );
+    let post = carol.expect("refreshData").await;
+    assert_eq!(html(&post), format!("<li><b>alice</b> {longest}</li>"));
     assert_eq!(site.hub.stats().fanouts, 1, "{:?}", site.hub.stats());
 }
 
@@ -282,19 +238,24 @@ async fn a_bad_post_is_refused_with_bad_data_before_any_fan_out() {
 async fn a_team_switch_reaches_the_live_connection_without_a_reconnect() {
     let site = site().await;
     let bob_cookie = site.login("bob", "red").await;
-    let mut bob = site.connect(&bob_cookie, "/dashboard").await;
-    let mut carol = site
-        .connect(&site.login("carol", "blue").await, "/dashboard")
+    let mut bob = site
+        .app
+        .connect("/dashboard")
+        .cookie(&bob_cookie)
+        .named("bob")
         .await;
+    let mut carol = site.user("carol", "blue", "/dashboard").await;
     listed(&mut carol, &[("bob", "red"), ("carol", "blue")]).await;
-    let connection = bob.connection().to_owned();
+    let connection = bob.client().connection().to_owned();
 
     let response = site
-        .post_form("/team", Some(&bob_cookie), "team=blue")
+        .app
+        .post_form("/team", &[("team", "blue")], Some(&bob_cookie))
         .await;
-    assert!(
-        response.starts_with("HTTP/1.1 303") && response.contains("location: /dashboard"),
-        "{response}"
+    assert_eq!(
+        (response.status, response.headers.get("location")),
+        (303, Some(&"/dashboard".parse().expect("a header value"))),
+        "{response:?}"
     );
 
     // Team red's update reaches nobody now; team blue's reaches bob on the connection he had.
@@ -304,19 +265,24 @@ async fn a_team_switch_reaches_the_live_connection_without_a_reconnect() {
         .await
         .expect("red refresh");
     assert_eq!((red.matched, red.passed), (2, 0), "{red:?}");
+    bob.expect_nothing().await;
     let blue = site
         .hub
         .request("/dashboard", "refreshData", json!({ "team": "blue" }))
         .await
         .expect("blue refresh");
     assert_eq!((blue.matched, blue.passed), (2, 2), "{blue:?}");
-    let html = next_html(&mut bob).await;
+    let r = bob.expect("refreshData").await;
     assert!(
-        html.contains("Plan the offsite") && !html.contains("Ship the sync framework"),
-        "bob's next update is team blue's list: {html}"
+        html(&r).contains("Plan the offsite") && !html(&r).contains("Ship the sync framework"),
+        "bob's next update is team blue's list: {}",
+        html(&r)
     );
-    assert_eq!(bob.connection(), connection);
-    assert_eq!(bob.reconnects(), 0);
+    bob.expect_nothing().await;
+    assert_eq!(bob.client().connection(), connection);
+    assert_eq!(bob.client().reconnects(), 0);
+    carol.expect("refreshData").await;
+    carol.expect_nothing().await;
 
     // Others see the new team; and so does the next page bob loads.
     listed(&mut carol, &[("bob", "blue"), ("carol", "blue")]).await;
@@ -330,15 +296,11 @@ async fn a_team_switch_reaches_the_live_connection_without_a_reconnect() {
             ),
         ]
     );
-    let page = site
-        .http(format!(
-            "GET /dashboard HTTP/1.1\r\nHost: {}\r\nCookie: {bob_cookie}\r\nConnection: close\r\n\r\n",
-            site.addr
-        ))
-        .await;
+    let page = site.app.get("/dashboard", Some(&bob_cookie)).await;
     assert!(
-        page.contains(r#"Team <span class="team">blue</span> tasks"#),
-        "{page}"
+        page.body
+            .contains(r#"Team <span class="team">blue</span> tasks"#),
+        "{page:?}"
     );
 }
 
@@ -346,15 +308,19 @@ async fn a_team_switch_reaches_the_live_connection_without_a_reconnect() {
 async fn who_is_here_lists_each_user_once_with_their_name_and_team() {
     let site = site().await;
     let alice_cookie = site.login("alice", "red").await;
-    let alice_tab = site.connect(&alice_cookie, "/dashboard").await;
-    let mut alice_other_tab = site.connect(&alice_cookie, "/dashboard").await;
-    let mut carol = site
-        .connect(&site.login("carol", "blue").await, "/dashboard")
-        .await;
-    let bob = site.connect(&site.login("bob", "red").await, "/home").await;
+    let tab = || {
+        site.app
+            .connect("/dashboard")
+            .cookie(&alice_cookie)
+            .named("alice")
+    };
+    let alice_tab = tab().await;
+    let mut alice_other_tab = tab().await;
+    let mut carol = site.user("carol", "blue", "/dashboard").await;
+    let bob = site.user("bob", "red", "/home").await;
 
-    let status = listed(&mut carol, &[("alice", "red"), ("carol", "blue")]).await;
-    assert_eq!(status.presence.expect("a list").path, "/dashboard");
+    let list = listed(&mut carol, &[("alice", "red"), ("carol", "blue")]).await;
+    assert_eq!(list.path, "/dashboard");
     listed(&mut alice_other_tab, &[("alice", "red"), ("carol", "blue")]).await;
     let alice = (
         "alice".to_owned(),

@@ -45,62 +45,14 @@ use tokio_tungstenite::tungstenite;
 
 use crate::{ErrorCode, Outcome};
 
+mod options;
 mod pump;
 mod sse;
 mod ws;
 
+pub use options::ConnectOptions;
+
 use pump::Pump;
-
-/// How to connect: credentials, initial location, extra headers.
-#[derive(Debug, Clone, Default)]
-pub struct ConnectOptions {
-    token: Option<String>,
-    path: Option<String>,
-    headers: Vec<(String, String)>,
-    reconnect: bool,
-    cursor: Option<String>,
-}
-
-impl ConnectOptions {
-    /// No token, no location, no extra headers.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Send `Authorization: Bearer <token>`.
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
-        self
-    }
-
-    /// Report this location on connect (`connect` returns once the server has placed the connection).
-    pub fn path(mut self, path: impl Into<String>) -> Self {
-        self.path = Some(path.into());
-        self
-    }
-
-    /// The position in [`path`](Self::path)'s history this client has had everything up to (a
-    /// [`Cursor`](crate::Cursor) as a string, from a page's render): the server sends every reaction
-    /// after it, or `resync` when its history no longer covers it.
-    pub fn cursor(mut self, cursor: impl ToString) -> Self {
-        self.cursor = Some(cursor.to_string());
-        self
-    }
-
-    /// When the socket drops (or the server goes away), reconnect with backoff and resume: the server
-    /// replays what was missed, on the node it reaches (from the last reaction's cursor), or sends
-    /// `resync` (counted by [`SyncClient::resyncs`]).
-    pub fn reconnect(mut self) -> Self {
-        self.reconnect = true;
-        self
-    }
-
-    /// Add a request header (e.g. `Origin` or `Cookie`).
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-}
 
 /// A reaction as received.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -200,6 +152,8 @@ enum Command {
     Raw(Outgoing),
     Nav(String, oneshot::Sender<Located>),
     Req(u64, String, oneshot::Sender<Result<Outcome, ErrorReply>>),
+    /// A `ping`, answered once its `pong` arrives.
+    Ping(oneshot::Sender<()>),
     /// Close the connection; answered (or dropped) once the server has let go of it.
     Close(oneshot::Sender<()>),
 }
@@ -307,6 +261,7 @@ impl SyncClient {
             reactions: reaction_tx,
             errors: error_tx,
             navs,
+            pings: VecDeque::new(),
             close: close.clone(),
             status: status_tx,
             sockets: 0,
@@ -414,6 +369,26 @@ impl SyncClient {
         }
     }
 
+    /// A round trip: send a `ping` and return once its `pong` is in. The server answers a connection's
+    /// messages in order, through the same queue as its reactions, so every frame it queued for this
+    /// connection before it read the `ping` has been received by then: reactions wait in
+    /// [`next_reaction`](Self::next_reaction), errors in [`next_error`](Self::next_error), and
+    /// [`status`](Self::watch_status) is up to date. What a test uses to know that nothing else is on
+    /// its way (after the trigger's outcome says the fan-out is done).
+    ///
+    /// ```no_run
+    /// # use sync_runtime::client::{ConnectOptions, SyncClient};
+    /// # async fn run(mut client: SyncClient) -> Result<(), sync_runtime::client::ClientError> {
+    /// client.ping().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Ping(tx)).await?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
     /// Send a text frame as is (for testing how the server treats bad input).
     pub async fn send_raw(&self, text: impl Into<String>) -> Result<(), ClientError> {
         self.command(Command::Raw(Outgoing::Text(text.into())))
@@ -512,6 +487,8 @@ enum ClientFrame {
     Ack { seq: u64 },
     /// Leaving on purpose: forget the connection now (what an SSE client has instead of a close frame).
     Bye,
+    /// Answer with a `pong`, after everything queued before it.
+    Ping,
 }
 
 /// A message for the server.

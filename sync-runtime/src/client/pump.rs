@@ -20,6 +20,8 @@ pub(super) struct Pump {
     pub(super) reactions: mpsc::Sender<ReceivedReaction>,
     pub(super) errors: mpsc::Sender<ErrorReply>,
     pub(super) navs: VecDeque<oneshot::Sender<Located>>,
+    /// `ping`s waiting for their `pong`, in the order they were sent; `None` for one sent as a raw frame.
+    pub(super) pings: VecDeque<Option<oneshot::Sender<()>>>,
     pub(super) close: Arc<Mutex<Option<(u16, String)>>>,
     pub(super) status: watch::Sender<Status>,
     pub(super) sockets: u64,
@@ -65,6 +67,7 @@ impl Pump {
             }
             // Requests and navigations in flight on the dead socket cannot be answered any more.
             self.navs.clear();
+            self.pings.clear();
             match self.reopen().await {
                 Some(next) => socket = next,
                 None => return,
@@ -166,7 +169,22 @@ impl Pump {
         requests: &mut HashMap<u64, oneshot::Sender<Result<Outcome, ErrorReply>>>,
     ) -> Option<SocketEnd> {
         let message = match command {
-            Some(Command::Raw(message)) => message,
+            Some(Command::Raw(message)) => {
+                // A `pong` answers it too: it must not pass for the answer to a later `ping()`.
+                if let Outgoing::Text(text) = &message
+                    && let Ok(crate::protocol::client::ClientFrame::Ping) =
+                        crate::protocol::client::parse_client_frame(text)
+                {
+                    self.pings.push_back(None);
+                }
+                message
+            }
+            Some(Command::Ping(tx)) => {
+                self.pings.push_back(Some(tx));
+                Outgoing::Text(
+                    serde_json::to_string(&ClientFrame::Ping).expect("a ping is a tag only"),
+                )
+            }
             Some(Command::Nav(path, tx)) => {
                 self.navs.push_back(tx);
                 Outgoing::Text(serde_json::json!({ "t": "nav", "path": path }).to_string())
@@ -327,7 +345,11 @@ impl Pump {
                 s.refreshed += 1;
                 s.expires_in = expires_in;
             }),
-            Ok(ServerFrame::Pong) => {}
+            Ok(ServerFrame::Pong) => {
+                if let Some(Some(tx)) = self.pings.pop_front() {
+                    let _ = tx.send(());
+                }
+            }
             Ok(ServerFrame::Cursor { path, cursor }) => {
                 if self.location.as_deref() == Some(path.as_str()) {
                     self.cursor = Some((path, cursor));

@@ -12,6 +12,8 @@ fn the_frames_the_client_builds_are_the_ones_the_server_parses() {
     ));
     let bye = serde_json::to_string(&ClientFrame::Bye).expect("serializes");
     assert!(matches!(parse_client_frame(&bye), Ok(Parsed::Bye)));
+    let ping = serde_json::to_string(&ClientFrame::Ping).expect("serializes");
+    assert!(matches!(parse_client_frame(&ping), Ok(Parsed::Ping)));
 }
 
 #[test]

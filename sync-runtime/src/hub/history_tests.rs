@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::registry::Registration;
-use crate::testing::TestClient;
+use crate::test_support::TestClient;
 use crate::{ClientCx, Filter, Identity, Reaction, ServerCx, SyncHub, SyncHubBuilder};
 
 #[derive(serde::Deserialize, serde::Serialize)]

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::broker::{Inbox, WireNote};
 use crate::registry::Registration;
-use crate::testing::{TestClient, until};
+use crate::test_support::{TestClient, until};
 use crate::{
     Backplane, ClientCx, Filter, Identity, MemoryBus, Reaction, Refusal, ServerCx, SyncHub,
     SyncHubBuilder, close_code,

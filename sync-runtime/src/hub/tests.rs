@@ -1,4 +1,4 @@
-//! The hub, the fan-out and the lifecycle over an in-memory transport (`crate::testing`) and the broker's
+//! The hub, the fan-out and the lifecycle over an in-memory transport (`crate::test_support`) and the broker's
 //! `Inbox`, without a socket. The socket-level suites in `tests/fixture` prove the wiring.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use crate::broker::{Inbox, WireTrigger};
 use crate::registry::Registration;
-use crate::testing::{TestClient, until};
+use crate::test_support::{TestClient, until};
 use crate::{ClientCx, Filter, Identity, Reaction, ServerCx, SyncHub, SyncHubBuilder};
 
 #[derive(serde::Deserialize, serde::Serialize)]
