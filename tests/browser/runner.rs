@@ -28,9 +28,16 @@ pub fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
     let manifest = std::fs::read_to_string(browser_dir.join("package.json")).unwrap_or_default();
     let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap_or_default();
     for section in ["dependencies", "devDependencies"] {
-        for package in manifest[section].as_object().into_iter().flat_map(|d| d.keys()) {
+        for package in manifest[section]
+            .as_object()
+            .into_iter()
+            .flat_map(|d| d.keys())
+        {
             if !browser_dir.join("node_modules").join(package).exists() {
-                missing.push(format!("{package} (cd {} && npm ci)", browser_dir.display()));
+                missing.push(format!(
+                    "{package} (cd {} && npm ci)",
+                    browser_dir.display()
+                ));
             }
         }
     }
