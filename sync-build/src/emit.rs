@@ -132,7 +132,8 @@ pub fn emit(tree: &RouteTree, inspections: &[Vec<Inspection>], manifest_dir: &Pa
         .zip(inspections)
         .filter(|(route, _)| !route.syncs.is_empty())
         .map(|(route, inspections)| emit_route(route, inspections, manifest_dir));
-    let tokens = quote!(#(#routes)*);
+    let types = crate::typescript::registration();
+    let tokens = quote!(#(#routes)* #types);
     let file = syn::parse2::<syn::File>(tokens).expect("the emitter produces valid items");
     format!("{HEADER}{}", prettyplease::unparse(&file))
 }

@@ -47,6 +47,7 @@ mod auth;
 mod broker;
 mod conn;
 mod conns;
+mod declarations;
 mod error;
 mod fanout;
 mod handler;
@@ -135,6 +136,7 @@ macro_rules! include_routes {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::handler::{ErasedSync, FilteredSyncDef, SyncDef};
+    pub use crate::declarations::TypeDeclarations;
     pub use crate::registry::{DataToJson, Registration};
 
     /// Picks, for a concrete `Data` type, how it serializes to cross nodes: generated code calls

@@ -18,6 +18,7 @@ use crate::auth::{AuthRequest, Who, bearer};
 use crate::conn::writer::{ReadSide, Sink, WriteEnd, write};
 use crate::conn::{Conn, Event, Outbound, Phase};
 use crate::conns::{AdmitError, Reservation};
+use crate::declarations;
 use crate::fanout::Work;
 use crate::history::Cursor;
 use crate::hub::HubInner;
@@ -35,8 +36,8 @@ mod ws;
 const CLIENT_JS: &str = include_str!("../../client/sync-client.js");
 
 impl SyncHub {
-    /// The sync endpoints (`<prefix>/ws`, `<prefix>/sse`, `<prefix>/client.js`), to merge into the app's
-    /// router.
+    /// The sync endpoints (`<prefix>/ws`, `<prefix>/sse`, `<prefix>/client.js`, and the TypeScript
+    /// declarations `<prefix>/client.d.ts` and `<prefix>/types.d.ts`), to merge into the app's router.
     pub fn router(&self) -> Router {
         let prefix = &self.inner.config.prefix;
         Router::new()
@@ -51,6 +52,8 @@ impl SyncHub {
                     )),
             )
             .route(&format!("{prefix}/client.js"), get(client_js))
+            .route(&format!("{prefix}/client.d.ts"), get(declarations::client_d_ts))
+            .route(&format!("{prefix}/types.d.ts"), get(declarations::types_d_ts))
             .with_state(self.clone())
     }
 
