@@ -230,10 +230,21 @@ impl<'a> Mapper<'a> {
     }
 }
 
+/// `T[]`, with `T` in parentheses when it is a union or an intersection.
 pub fn array(item: String) -> String {
-    if item.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '[' || c == ']') {
-        format!("{item}[]")
-    } else {
+    let mut depth = 0i32;
+    let mut compound = false;
+    for c in item.chars() {
+        match c {
+            '{' | '[' | '(' | '<' => depth += 1,
+            '}' | ']' | ')' | '>' => depth -= 1,
+            '|' | '&' if depth == 0 => compound = true,
+            _ => {}
+        }
+    }
+    if compound {
         format!("({item})[]")
+    } else {
+        format!("{item}[]")
     }
 }
