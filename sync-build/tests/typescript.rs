@@ -16,7 +16,11 @@ fn the_fixture_apps_declarations_match_the_golden_file() {
         .expect("the fixture app's routes");
     let tree = RouteTree::discover(&root).expect("the fixture's tree is valid");
     let types = declarations(&tree);
-    assert_eq!(types.warnings, Vec::new(), "the fixture's types are all visible");
+    assert_eq!(
+        types.warnings,
+        Vec::new(),
+        "the fixture's types are all visible"
+    );
     let golden = manifest.join("tests/golden/sync_types.d.ts");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &types.text).expect("write golden");
@@ -31,13 +35,23 @@ fn the_fixture_apps_declarations_match_the_golden_file() {
 
     let tsc = manifest.join("../tests/browser/node_modules/.bin/tsc");
     if !tsc.exists() {
-        let message = format!("TSC CHECK SKIPPED: {} is missing; run `npm ci` in tests/browser", tsc.display());
+        let message = format!(
+            "TSC CHECK SKIPPED: {} is missing; run `npm ci` in tests/browser",
+            tsc.display()
+        );
         assert!(std::env::var_os("CI").is_none(), "{message}");
         eprintln!("\n*** {message} ***\n");
         return;
     }
     let output = Command::new(&tsc)
-        .args(["--noEmit", "--strict", "--pretty", "false", "--lib", "es2022,dom"])
+        .args([
+            "--noEmit",
+            "--strict",
+            "--pretty",
+            "false",
+            "--lib",
+            "es2022,dom",
+        ])
         .arg(&golden)
         .output()
         .expect("tsc runs (node is installed)");

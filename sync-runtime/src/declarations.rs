@@ -37,7 +37,10 @@ fn app_declarations(prefix: &str) -> Option<String> {
 fn typescript(text: String) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "application/typescript; charset=utf-8"),
+            (
+                header::CONTENT_TYPE,
+                "application/typescript; charset=utf-8",
+            ),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         text,

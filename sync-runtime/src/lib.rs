@@ -135,8 +135,8 @@ macro_rules! include_routes {
 /// What generated code and the macros use. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::handler::{ErasedSync, FilteredSyncDef, SyncDef};
     pub use crate::declarations::TypeDeclarations;
+    pub use crate::handler::{ErasedSync, FilteredSyncDef, SyncDef};
     pub use crate::registry::{DataToJson, Registration};
 
     /// Picks, for a concrete `Data` type, how it serializes to cross nodes: generated code calls

@@ -37,7 +37,9 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
         stream.read_to_end(&mut bytes).await.expect("read");
         String::from_utf8(bytes).expect("UTF-8")
     };
-    tokio::time::timeout(WAIT, exchange).await.expect("a response in time")
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("a response in time")
 }
 
 #[tokio::test]
@@ -63,5 +65,9 @@ async fn client_d_ts_names_the_module_under_the_hubs_prefix() {
         "{response}"
     );
     assert!(!response.contains("/_sync/client.js\" {"), "{response}");
-    assert!(response.contains("export function syncRequest(request: AnySyncRequest): Promise<SyncOutcome>;"));
+    assert!(
+        response.contains(
+            "export function syncRequest(request: AnySyncRequest): Promise<SyncOutcome>;"
+        )
+    );
 }

@@ -30,7 +30,9 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (String, Vec<(String, St
         stream.read_to_end(&mut bytes).await.expect("read");
         bytes
     };
-    let bytes = tokio::time::timeout(WAIT, exchange).await.expect("a response in time");
+    let bytes = tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("a response in time");
     let text = String::from_utf8(bytes).expect("a UTF-8 response");
     let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
     let mut lines = head.lines();
@@ -43,7 +45,10 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (String, Vec<(String, St
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// The example on a loopback port: what it serves at `/_sync/types.d.ts`, checked against the build's file.
@@ -55,7 +60,9 @@ async fn served_declarations() -> String {
         .expect("a free loopback port");
     let addr = listener.local_addr().expect("an address");
     let server = tokio::spawn(async move {
-        axum::serve(listener, router(app, &hub)).await.expect("serve");
+        axum::serve(listener, router(app, &hub))
+            .await
+            .expect("serve");
     });
     let (status, headers, body) = get(addr, "/_sync/types.d.ts").await;
     assert!(status.contains(" 200 "), "types.d.ts: {status}");
@@ -63,12 +70,19 @@ async fn served_declarations() -> String {
         header(&headers, "content-type"),
         Some("application/typescript; charset=utf-8")
     );
-    assert_eq!(body, example_dashboard::syncs::TYPESCRIPT, "the served file is the build's");
+    assert_eq!(
+        body,
+        example_dashboard::syncs::TYPESCRIPT,
+        "the served file is the build's"
+    );
     assert!(body.contains("\"/boards/[id]\": {"), "{body}");
 
     let (status, _, client) = get(addr, "/_sync/client.d.ts").await;
     assert!(status.contains(" 200 "), "client.d.ts: {status}");
-    assert!(client.contains("declare module \"*/_sync/client.js\""), "{client}");
+    assert!(
+        client.contains("declare module \"*/_sync/client.js\""),
+        "{client}"
+    );
     server.abort();
     body
 }
@@ -98,7 +112,8 @@ fn check(tsc: &Path, declarations: &Path, sample: &Path) -> (bool, String) {
         .arg(sample)
         .output()
         .expect("tsc runs (node is installed)");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
 }
 
@@ -132,7 +147,12 @@ async fn the_served_declarations_type_the_example_pages() {
         let (ok, output) = check(&tsc, &file, &sample);
         assert!(!ok, "{} must not compile:\n{output}", sample.display());
         let errors: Vec<&str> = output.lines().filter(|l| l.contains("error TS")).collect();
-        assert_eq!(errors.len(), 1, "{}: exactly one error:\n{output}", sample.display());
+        assert_eq!(
+            errors.len(),
+            1,
+            "{}: exactly one error:\n{output}",
+            sample.display()
+        );
         assert!(
             errors[0].contains(&format!("error {code}:")) && errors[0].contains(needle),
             "{}: expected {code} with {needle}, got:\n{output}",

@@ -87,7 +87,12 @@ struct Calls {
 impl<'ast> Visit<'ast> for Calls {
     fn visit_expr_call(&mut self, call: &'ast syn::ExprCall) {
         if let syn::Expr::Path(f) = &*call.func {
-            let segments: Vec<String> = f.path.segments.iter().map(|s| s.ident.to_string()).collect();
+            let segments: Vec<String> = f
+                .path
+                .segments
+                .iter()
+                .map(|s| s.ident.to_string())
+                .collect();
             if segments.ends_with(&["Reaction".to_owned(), "event".to_owned()]) {
                 let name = match call.args.first() {
                     Some(syn::Expr::Lit(syn::ExprLit {

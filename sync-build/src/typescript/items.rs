@@ -28,7 +28,14 @@ impl Object {
                 let props: Vec<String> = self
                     .properties
                     .iter()
-                    .map(|p| format!("{}{}: {}", key(&p.name), if p.optional { "?" } else { "" }, p.ts))
+                    .map(|p| {
+                        format!(
+                            "{}{}: {}",
+                            key(&p.name),
+                            if p.optional { "?" } else { "" },
+                            p.ts
+                        )
+                    })
                     .collect();
                 parts.push(format!("{{ {} }}", props.join("; ")));
             }
@@ -51,7 +58,11 @@ pub fn key(name: &str) -> String {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
-    if ident { name.to_owned() } else { literal(name) }
+    if ident {
+        name.to_owned()
+    } else {
+        literal(name)
+    }
 }
 
 /// A TypeScript string literal.
@@ -72,20 +83,35 @@ pub fn literal(text: &str) -> String {
 impl Mapper<'_> {
     fn warn_unreadable(&mut self, file: usize, attrs: &SerdeAttrs) {
         for e in &attrs.unreadable {
-            self.unknown(file, format!("a `#[serde(...)]` attribute does not read: {e}"));
+            self.unknown(
+                file,
+                format!("a `#[serde(...)]` attribute does not read: {e}"),
+            );
         }
     }
 
     /// A field's type, honouring `with` / `serialize_with` / `deserialize_with`.
-    fn field_type(&mut self, field: &syn::Field, attrs: &SerdeAttrs, file: usize, side: Side, subst: &Subst) -> String {
+    fn field_type(
+        &mut self,
+        field: &syn::Field,
+        attrs: &SerdeAttrs,
+        file: usize,
+        side: Side,
+        subst: &Subst,
+    ) -> String {
         match attrs.with.get(side) {
             None => self.ty(&field.ty, file, side, subst),
             Some(module) => match module.strip_prefix("time::serde::") {
                 Some("rfc3339" | "rfc2822" | "iso8601") => "string".to_owned(),
-                Some("rfc3339::option" | "rfc2822::option" | "iso8601::option") => "string | null".to_owned(),
+                Some("rfc3339::option" | "rfc2822::option" | "iso8601::option") => {
+                    "string | null".to_owned()
+                }
                 Some("timestamp") => "number".to_owned(),
                 Some("timestamp::option") => "number | null".to_owned(),
-                _ => self.unknown(file, format!("its JSON is written by `{module}`, which the generator cannot read")),
+                _ => self.unknown(
+                    file,
+                    format!("its JSON is written by `{module}`, which the generator cannot read"),
+                ),
             },
         }
     }
@@ -119,7 +145,9 @@ impl Mapper<'_> {
             let optional = match side {
                 // A missing `Option` field is `None` unless a `deserialize_with` decides otherwise.
                 Side::De => {
-                    attrs.default || all_default || (is_option(&field.ty) && attrs.with.de.is_none())
+                    attrs.default
+                        || all_default
+                        || (is_option(&field.ty) && attrs.with.de.is_none())
                 }
                 Side::Ser => attrs.skip_ser_if,
             };
@@ -129,7 +157,13 @@ impl Mapper<'_> {
     }
 
     /// Unnamed fields: the one type of a newtype, or a tuple of the fields not skipped.
-    fn tuple(&mut self, fields: &syn::FieldsUnnamed, file: usize, side: Side, subst: &Subst) -> String {
+    fn tuple(
+        &mut self,
+        fields: &syn::FieldsUnnamed,
+        file: usize,
+        side: Side,
+        subst: &Subst,
+    ) -> String {
         let mut items = Vec::new();
         for (i, field) in fields.unnamed.iter().enumerate() {
             let attrs = SerdeAttrs::of(&field.attrs);
@@ -157,7 +191,13 @@ impl Mapper<'_> {
         Some(self.ty(other, file, side, &Subst::new()))
     }
 
-    pub(super) fn structure(&mut self, s: &syn::ItemStruct, file: usize, side: Side, subst: &Subst) -> String {
+    pub(super) fn structure(
+        &mut self,
+        s: &syn::ItemStruct,
+        file: usize,
+        side: Side,
+        subst: &Subst,
+    ) -> String {
         let attrs = SerdeAttrs::of(&s.attrs);
         self.warn_unreadable(file, &attrs);
         if let Some(ts) = self.converted(&attrs, file, side) {
@@ -165,10 +205,16 @@ impl Mapper<'_> {
         }
         if attrs.transparent {
             // The one field that is not skipped.
-            let field = s.fields.iter().find(|f| !SerdeAttrs::of(&f.attrs).skipped(side));
+            let field = s
+                .fields
+                .iter()
+                .find(|f| !SerdeAttrs::of(&f.attrs).skipped(side));
             return match field {
                 Some(field) => self.ty(&field.ty, file, side, subst),
-                None => self.unknown(file, format!("`{}` is transparent without a field", s.ident)),
+                None => self.unknown(
+                    file,
+                    format!("`{}` is transparent without a field", s.ident),
+                ),
             };
         }
         match &s.fields {
@@ -180,7 +226,13 @@ impl Mapper<'_> {
         }
     }
 
-    pub(super) fn enumeration(&mut self, e: &syn::ItemEnum, file: usize, side: Side, subst: &Subst) -> String {
+    pub(super) fn enumeration(
+        &mut self,
+        e: &syn::ItemEnum,
+        file: usize,
+        side: Side,
+        subst: &Subst,
+    ) -> String {
         let attrs = SerdeAttrs::of(&e.attrs);
         self.warn_unreadable(file, &attrs);
         if let Some(ts) = self.converted(&attrs, file, side) {
@@ -196,17 +248,24 @@ impl Mapper<'_> {
             let name = json_name(&variant.ident, &vattrs, &attrs.rename_all, side, true);
             self.at.push(name.clone());
             let tag = literal(&name);
-            let case = match (&attrs.tag, &attrs.content, attrs.untagged || vattrs.untagged) {
+            let case = match (
+                &attrs.tag,
+                &attrs.content,
+                attrs.untagged || vattrs.untagged,
+            ) {
                 (_, _, true) => match &variant.fields {
                     syn::Fields::Unit => "null".to_owned(),
                     syn::Fields::Unnamed(f) => self.tuple(f, file, side, subst),
-                    syn::Fields::Named(f) => self.object(f, &vattrs.rename_all, false, file, side, subst).render(),
+                    syn::Fields::Named(f) => self
+                        .object(f, &vattrs.rename_all, false, file, side, subst)
+                        .render(),
                 },
                 // Internally tagged: the tag among the variant's own fields.
                 (Some(t), None, false) => match &variant.fields {
                     syn::Fields::Unit => format!("{{ {}: {tag} }}", key(t)),
                     syn::Fields::Named(f) => {
-                        let mut object = self.object(f, &vattrs.rename_all, false, file, side, subst);
+                        let mut object =
+                            self.object(f, &vattrs.rename_all, false, file, side, subst);
                         let property = Property {
                             name: t.clone(),
                             optional: false,
@@ -221,7 +280,8 @@ impl Mapper<'_> {
                     }
                     syn::Fields::Unnamed(_) => self.unknown(
                         file,
-                        "an internally tagged enum cannot hold a tuple variant (serde refuses it)".to_owned(),
+                        "an internally tagged enum cannot hold a tuple variant (serde refuses it)"
+                            .to_owned(),
                     ),
                 },
                 // Adjacently tagged: the tag and the content side by side.
@@ -250,11 +310,20 @@ impl Mapper<'_> {
         cases.join(" | ")
     }
 
-    fn variant_content(&mut self, fields: &syn::Fields, vattrs: &SerdeAttrs, file: usize, side: Side, subst: &Subst) -> String {
+    fn variant_content(
+        &mut self,
+        fields: &syn::Fields,
+        vattrs: &SerdeAttrs,
+        file: usize,
+        side: Side,
+        subst: &Subst,
+    ) -> String {
         match fields {
             syn::Fields::Unit => "null".to_owned(),
             syn::Fields::Unnamed(f) => self.tuple(f, file, side, subst),
-            syn::Fields::Named(f) => self.object(f, &vattrs.rename_all, false, file, side, subst).render(),
+            syn::Fields::Named(f) => self
+                .object(f, &vattrs.rename_all, false, file, side, subst)
+                .render(),
         }
     }
 }
@@ -264,4 +333,3 @@ fn is_option(ty: &syn::Type) -> bool {
     matches!(ty, syn::Type::Path(p) if p.qself.is_none()
         && p.path.segments.last().is_some_and(|s| s.ident == "Option"))
 }
-

@@ -80,7 +80,11 @@ pub struct Declarations {
 
 /// The declarations of every route's syncs, routes and syncs sorted.
 pub fn declarations(tree: &RouteTree) -> Declarations {
-    let mut routes: Vec<_> = tree.routes().iter().filter(|r| !r.syncs.is_empty()).collect();
+    let mut routes: Vec<_> = tree
+        .routes()
+        .iter()
+        .filter(|r| !r.syncs.is_empty())
+        .collect();
     routes.sort_by(|a, b| a.pattern.cmp(&b.pattern));
     let mut warnings = Vec::new();
     let mut body = String::new();

@@ -97,7 +97,10 @@ pub struct BySide<T> {
 
 impl<T> Default for BySide<T> {
     fn default() -> Self {
-        BySide { ser: None, de: None }
+        BySide {
+            ser: None,
+            de: None,
+        }
     }
 }
 
@@ -162,7 +165,7 @@ impl SerdeAttrs {
             .map(ToString::to_string)
             .unwrap_or_default();
         match key.as_str() {
-            "rename" => self.rename = by_side(&meta, |s| Ok(s))?,
+            "rename" => self.rename = by_side(&meta, Ok)?,
             "rename_all" => {
                 self.rename_all = by_side(&meta, |s| {
                     Case::parse(&s).ok_or_else(|| meta.error(format!("unknown case `{s}`")))
@@ -254,7 +257,13 @@ fn by_side<T: Clone>(
 
 /// A field's or variant's name in JSON: its `rename`, else the container's `rename_all` of the Rust name
 /// (without `r#`).
-pub fn json_name(ident: &syn::Ident, attrs: &SerdeAttrs, all: &BySide<Case>, side: Side, variant: bool) -> String {
+pub fn json_name(
+    ident: &syn::Ident,
+    attrs: &SerdeAttrs,
+    all: &BySide<Case>,
+    side: Side,
+    variant: bool,
+) -> String {
     if let Some(name) = attrs.rename.get(side) {
         return name;
     }

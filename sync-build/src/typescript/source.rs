@@ -49,7 +49,11 @@ impl Source {
     }
 }
 
-fn collect_uses(tree: &syn::UseTree, prefix: &mut Vec<String>, out: &mut HashMap<String, Vec<String>>) {
+fn collect_uses(
+    tree: &syn::UseTree,
+    prefix: &mut Vec<String>,
+    out: &mut HashMap<String, Vec<String>>,
+) {
     match tree {
         syn::UseTree::Path(p) => {
             prefix.push(p.ident.to_string());

@@ -69,7 +69,11 @@ impl<'a> Mapper<'a> {
             syn::Type::Never(_) => "never".to_owned(),
             syn::Type::Tuple(t) if t.elems.is_empty() => "null".to_owned(),
             syn::Type::Tuple(t) => {
-                let items: Vec<String> = t.elems.iter().map(|e| self.ty(e, file, side, subst)).collect();
+                let items: Vec<String> = t
+                    .elems
+                    .iter()
+                    .map(|e| self.ty(e, file, side, subst))
+                    .collect();
                 format!("[{}]", items.join(", "))
             }
             syn::Type::Array(a) => array(self.ty(&a.elem, file, side, subst)),
@@ -77,7 +81,10 @@ impl<'a> Mapper<'a> {
             syn::Type::Path(p) if p.qself.is_none() => self.path(&p.path, file, side, subst),
             other => {
                 let text = quote::ToTokens::to_token_stream(other).to_string();
-                self.unknown(file, format!("the type `{text}` has no JSON form the generator knows"))
+                self.unknown(
+                    file,
+                    format!("the type `{text}` has no JSON form the generator knows"),
+                )
             }
         }
     }
@@ -115,7 +122,8 @@ impl<'a> Mapper<'a> {
             let order = std::iter::once(file).chain((0..self.files.len()).filter(|&i| i != file));
             for i in order.collect::<Vec<_>>() {
                 if self.files[i].item(&name).is_some() {
-                    let args: Vec<String> = args.iter().map(|a| self.ty(a, file, side, subst)).collect();
+                    let args: Vec<String> =
+                        args.iter().map(|a| self.ty(a, file, side, subst)).collect();
                     return self.item(i, &name, args, side);
                 }
             }
@@ -126,7 +134,10 @@ impl<'a> Mapper<'a> {
         }
         let written = full.join("::");
         if full.len() == 1 {
-            self.unknown(file, format!("`{written}` is not defined in the sync's handler files"))
+            self.unknown(
+                file,
+                format!("`{written}` is not defined in the sync's handler files"),
+            )
         } else {
             self.unknown(
                 file,
@@ -150,10 +161,12 @@ impl<'a> Mapper<'a> {
             None => UNKNOWN.to_owned(),
         };
         let ts = match name {
-            "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "i8" | "i16" | "i32" | "i64" | "i128"
-            | "isize" | "f32" | "f64" | "NonZeroU8" | "NonZeroU16" | "NonZeroU32" | "NonZeroU64"
-            | "NonZeroU128" | "NonZeroUsize" | "NonZeroI8" | "NonZeroI16" | "NonZeroI32"
-            | "NonZeroI64" | "NonZeroI128" | "NonZeroIsize" | "NonZero" => "number".to_owned(),
+            "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "i8" | "i16" | "i32" | "i64"
+            | "i128" | "isize" | "f32" | "f64" | "NonZeroU8" | "NonZeroU16" | "NonZeroU32"
+            | "NonZeroU64" | "NonZeroU128" | "NonZeroUsize" | "NonZeroI8" | "NonZeroI16"
+            | "NonZeroI32" | "NonZeroI64" | "NonZeroI128" | "NonZeroIsize" | "NonZero" => {
+                "number".to_owned()
+            }
             "Number" if krate == "serde_json" => "number".to_owned(),
             "bool" => "boolean".to_owned(),
             "String" | "str" | "char" | "PathBuf" | "Path" | "IpAddr" | "Ipv4Addr" | "Ipv6Addr"
@@ -164,32 +177,38 @@ impl<'a> Mapper<'a> {
             "DateTime" | "NaiveDate" | "NaiveDateTime" | "NaiveTime" if krate == "chrono" => {
                 "string".to_owned()
             }
-            "OffsetDateTime" | "PrimitiveDateTime" | "UtcDateTime" | "Date" | "Time" if krate == "time" => {
+            "OffsetDateTime" | "PrimitiveDateTime" | "UtcDateTime" | "Date" | "Time"
+                if krate == "time" =>
+            {
                 return Some(self.unknown(
                     file,
                     format!("`time::{name}` is a string or a tuple depending on the `time` crate's features; add `#[serde(with = \"time::serde::rfc3339\")]`"),
                 ));
             }
             "SystemTime" => "{ secs_since_epoch: number; nanos_since_epoch: number }".to_owned(),
-            "Duration" if krate != "chrono" && krate != "time" => "{ secs: number; nanos: number }".to_owned(),
+            "Duration" if krate != "chrono" && krate != "time" => {
+                "{ secs: number; nanos: number }".to_owned()
+            }
             "Value" if krate == "serde_json" => UNKNOWN.to_owned(),
             "Map" if krate == "serde_json" => "Record<string, unknown>".to_owned(),
             "PhantomData" => "null".to_owned(),
             "Option" => format!("{} | null", arg(0, self)),
-            "Vec" | "VecDeque" | "LinkedList" | "HashSet" | "BTreeSet" | "BinaryHeap" | "IndexSet" => {
-                array(arg(0, self))
-            }
+            "Vec" | "VecDeque" | "LinkedList" | "HashSet" | "BTreeSet" | "BinaryHeap"
+            | "IndexSet" => array(arg(0, self)),
             "HashMap" | "BTreeMap" | "IndexMap" => {
                 let key = arg(0, self);
                 let value = arg(1, self);
                 if key == "string" || key == "number" || key.starts_with('"') {
                     format!("Record<string, {value}>")
                 } else {
-                    self.unknown(file, format!("a map whose keys are `{key}`, not strings or numbers"))
+                    self.unknown(
+                        file,
+                        format!("a map whose keys are `{key}`, not strings or numbers"),
+                    )
                 }
             }
-            "Box" | "Arc" | "Rc" | "Cow" | "Cell" | "RefCell" | "Mutex" | "RwLock" | "Reverse" | "Wrapping"
-            | "Saturating" => arg(0, self),
+            "Box" | "Arc" | "Rc" | "Cow" | "Cell" | "RefCell" | "Mutex" | "RwLock" | "Reverse"
+            | "Wrapping" | "Saturating" => arg(0, self),
             "Result" => format!("{{ Ok: {} }} | {{ Err: {} }}", arg(0, self), arg(1, self)),
             _ => return None,
         };
@@ -200,9 +219,15 @@ impl<'a> Mapper<'a> {
     fn item(&mut self, file: usize, name: &str, args: Vec<String>, side: Side) -> String {
         let key = (file, name.to_owned());
         if self.expanding.contains(&key) {
-            return self.unknown(file, format!("`{name}` refers to itself; recursive types are not expanded"));
+            return self.unknown(
+                file,
+                format!("`{name}` refers to itself; recursive types are not expanded"),
+            );
         }
-        let item = self.files[file].item(name).expect("looked up by the caller").clone();
+        let item = self.files[file]
+            .item(name)
+            .expect("looked up by the caller")
+            .clone();
         let generics = match &item {
             syn::Item::Struct(s) => &s.generics,
             syn::Item::Enum(e) => &e.generics,
@@ -214,7 +239,10 @@ impl<'a> Mapper<'a> {
         for param in generics.type_params() {
             let ts = match args.next() {
                 Some(ts) => ts,
-                None => self.unknown(file, format!("`{name}`'s type parameter `{}` is not given", param.ident)),
+                None => self.unknown(
+                    file,
+                    format!("`{name}`'s type parameter `{}` is not given", param.ident),
+                ),
             };
             subst.insert(param.ident.to_string(), ts);
         }

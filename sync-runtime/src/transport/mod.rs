@@ -52,8 +52,14 @@ impl SyncHub {
                     )),
             )
             .route(&format!("{prefix}/client.js"), get(client_js))
-            .route(&format!("{prefix}/client.d.ts"), get(declarations::client_d_ts))
-            .route(&format!("{prefix}/types.d.ts"), get(declarations::types_d_ts))
+            .route(
+                &format!("{prefix}/client.d.ts"),
+                get(declarations::client_d_ts),
+            )
+            .route(
+                &format!("{prefix}/types.d.ts"),
+                get(declarations::types_d_ts),
+            )
             .with_state(self.clone())
     }
 
