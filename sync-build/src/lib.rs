@@ -9,6 +9,9 @@
 //!
 //! and once, at the crate root: `sync_runtime::include_routes!();`.
 //!
+//! It also writes the TypeScript declarations of every route's syncs, `sync_types.d.ts`, beside the
+//! generated code; the hub serves them at `<prefix>/types.d.ts` (see [`declarations`]).
+//!
 //! The rules (SPEC section 2): every folder under the root is a path segment, except `_folders` (their
 //! content belongs to the enclosing route), `(group)` folders (no segment) and `[param]` folders (a dynamic
 //! segment). A folder whose name ends in `sync` or `Sync` is a sync folder of the enclosing route and may

@@ -1,6 +1,6 @@
 //! The TypeScript declarations of the fixture app (`tests/fixture`) against a golden file
-//! (`UPDATE_GOLDEN=1` rewrites it; review the diff), and a real `tsc --strict` over them when
-//! `tests/browser` has it installed (required under CI).
+//! (`UPDATE_GOLDEN=1` rewrites it; review the diff), and a real `tsc --strict` over them and a page using
+//! them (`tests/typescript/`) when `tests/browser` has it installed (required under CI).
 
 use std::path::Path;
 use std::process::Command;
@@ -43,21 +43,31 @@ fn the_fixture_apps_declarations_match_the_golden_file() {
         eprintln!("\n*** {message} ***\n");
         return;
     }
-    let output = Command::new(&tsc)
-        .args([
-            "--noEmit",
-            "--strict",
-            "--pretty",
-            "false",
-            "--lib",
-            "es2022,dom",
-        ])
-        .arg(&golden)
+    let samples = manifest.join("tests/typescript");
+    let (ok, output) = tsc_check(&tsc, &golden, &samples.join("fixture_page.ts"));
+    assert!(
+        ok,
+        "the declarations and a page using them must compile:\n{output}"
+    );
+    let (ok, output) = tsc_check(&tsc, &golden, &samples.join("fixture_wrong_payload.ts"));
+    assert!(!ok, "a listener of the wrong payload type must not compile");
+    assert!(
+        output.contains("fixture_wrong_payload.ts(3,") && output.contains("error TS2769"),
+        "expected no overload to match the listener, got:\n{output}"
+    );
+}
+
+/// `tsc --noEmit --strict` over the declarations and a sample: success, and what it printed.
+fn tsc_check(tsc: &Path, declarations: &Path, sample: &Path) -> (bool, String) {
+    let output = Command::new(tsc)
+        .args(["--noEmit", "--strict", "--pretty", "false"])
+        .args(["--target", "es2022", "--lib", "es2022,dom"])
+        .args(["--module", "es2022", "--moduleResolution", "bundler"])
+        .arg(declarations)
+        .arg(sample)
         .output()
         .expect("tsc runs (node is installed)");
-    assert!(
-        output.status.success(),
-        "the declarations must be valid TypeScript:\n{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
 }

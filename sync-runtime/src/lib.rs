@@ -110,7 +110,8 @@ macro_rules! sync_request {
 ///
 /// It also makes `crate::syncs` public: `syncs::<route>::<name>::Data` names each sync's data type
 /// (`syncs::dashboard::refreshData::Data`, `syncs::posts__id::newComment::Data` for `/posts/[id]`, `syncs::root`
-/// for `/`).
+/// for `/`). `syncs::TYPESCRIPT` is the routes' TypeScript declarations, which the hub serves at
+/// `<prefix>/types.d.ts`.
 ///
 /// ```ignore
 /// sync_runtime::include_routes!();

@@ -78,7 +78,20 @@ pub struct Declarations {
     pub warnings: Vec<Warning>,
 }
 
-/// The declarations of every route's syncs, routes and syncs sorted.
+/// The declarations of every route's syncs, routes and syncs sorted (what [`Builder::compile`] writes to
+/// `sync_types.d.ts`, printing each warning as a `cargo:warning`).
+///
+/// ```no_run
+/// let tree = sync_build::RouteTree::discover(std::path::Path::new("src"))?;
+/// let types = sync_build::declarations(&tree);
+/// for warning in &types.warnings {
+///     eprintln!("{warning}");
+/// }
+/// std::fs::write("web/sync-types.d.ts", &types.text)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// [`Builder::compile`]: crate::Builder::compile
 pub fn declarations(tree: &RouteTree) -> Declarations {
     let mut routes: Vec<_> = tree
         .routes()
