@@ -246,6 +246,11 @@ impl Mapper<'_> {
             }
             self.warn_unreadable(file, &vattrs);
             let name = json_name(&variant.ident, &vattrs, &attrs.rename_all, side, true);
+            // A struct variant's fields: its own `rename_all`, else the enum's `rename_all_fields`.
+            let fields_case = BySide {
+                ser: vattrs.rename_all.ser.or(attrs.rename_all_fields.ser),
+                de: vattrs.rename_all.de.or(attrs.rename_all_fields.de),
+            };
             self.at.push(name.clone());
             let tag = literal(&name);
             let case = match (
@@ -257,15 +262,14 @@ impl Mapper<'_> {
                     syn::Fields::Unit => "null".to_owned(),
                     syn::Fields::Unnamed(f) => self.tuple(f, file, side, subst),
                     syn::Fields::Named(f) => self
-                        .object(f, &vattrs.rename_all, false, file, side, subst)
+                        .object(f, &fields_case, false, file, side, subst)
                         .render(),
                 },
                 // Internally tagged: the tag among the variant's own fields.
                 (Some(t), None, false) => match &variant.fields {
                     syn::Fields::Unit => format!("{{ {}: {tag} }}", key(t)),
                     syn::Fields::Named(f) => {
-                        let mut object =
-                            self.object(f, &vattrs.rename_all, false, file, side, subst);
+                        let mut object = self.object(f, &fields_case, false, file, side, subst);
                         let property = Property {
                             name: t.clone(),
                             optional: false,
@@ -288,7 +292,7 @@ impl Mapper<'_> {
                 (Some(t), Some(c), false) => match &variant.fields {
                     syn::Fields::Unit => format!("{{ {}: {tag} }}", key(t)),
                     fields => {
-                        let content = self.variant_content(fields, &vattrs, file, side, subst);
+                        let content = self.variant_content(fields, &fields_case, file, side, subst);
                         format!("{{ {}: {tag}; {}: {content} }}", key(t), key(c))
                     }
                 },
@@ -296,7 +300,7 @@ impl Mapper<'_> {
                 _ => match &variant.fields {
                     syn::Fields::Unit => tag,
                     fields => {
-                        let content = self.variant_content(fields, &vattrs, file, side, subst);
+                        let content = self.variant_content(fields, &fields_case, file, side, subst);
                         format!("{{ {}: {content} }}", key(&name))
                     }
                 },
@@ -313,7 +317,7 @@ impl Mapper<'_> {
     fn variant_content(
         &mut self,
         fields: &syn::Fields,
-        vattrs: &SerdeAttrs,
+        fields_case: &BySide<Case>,
         file: usize,
         side: Side,
         subst: &Subst,
@@ -322,7 +326,7 @@ impl Mapper<'_> {
             syn::Fields::Unit => "null".to_owned(),
             syn::Fields::Unnamed(f) => self.tuple(f, file, side, subst),
             syn::Fields::Named(f) => self
-                .object(f, &vattrs.rename_all, false, file, side, subst)
+                .object(f, fields_case, false, file, side, subst)
                 .render(),
         }
     }

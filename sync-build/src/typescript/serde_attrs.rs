@@ -118,6 +118,8 @@ impl<T: Clone> BySide<T> {
 pub struct SerdeAttrs {
     pub rename: BySide<String>,
     pub rename_all: BySide<Case>,
+    /// On an enum: `rename_all` for the fields of each struct variant.
+    pub rename_all_fields: BySide<Case>,
     pub tag: Option<String>,
     pub content: Option<String>,
     pub untagged: bool,
@@ -168,6 +170,11 @@ impl SerdeAttrs {
             "rename" => self.rename = by_side(&meta, Ok)?,
             "rename_all" => {
                 self.rename_all = by_side(&meta, |s| {
+                    Case::parse(&s).ok_or_else(|| meta.error(format!("unknown case `{s}`")))
+                })?
+            }
+            "rename_all_fields" => {
+                self.rename_all_fields = by_side(&meta, |s| {
                     Case::parse(&s).ok_or_else(|| meta.error(format!("unknown case `{s}`")))
                 })?
             }

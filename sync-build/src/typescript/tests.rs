@@ -165,6 +165,12 @@ fn the_four_enum_representations() {
         "\"Red\" | \"GREEN\""
     );
     assert_eq!(data("pub enum Data {}"), "never");
+    assert_eq!(
+        data(
+            "#[serde(rename_all_fields = \"camelCase\")] pub enum Data { A { the_x: u8 }, #[serde(rename_all = \"UPPERCASE\")] B { the_y: u8 } }"
+        ),
+        "{ A: { theX: number } } | { B: { THE_Y: number } }"
+    );
 }
 
 #[test]
