@@ -167,7 +167,8 @@ pub fn emit(tree: &RouteTree, inspections: &[Vec<Inspection>], manifest_dir: &Pa
         .filter(|(route, _)| !route.syncs.is_empty())
         .map(|(route, inspections)| emit_route(route, inspections, manifest_dir));
     let pages = emit_pages(tree);
-    let tokens = quote!(#(#routes)* #pages);
+    let types = crate::typescript::registration();
+    let tokens = quote!(#(#routes)* #pages #types);
     let file = syn::parse2::<syn::File>(tokens).expect("the emitter produces valid items");
     format!("{HEADER}{}", prettyplease::unparse(&file))
 }

@@ -9,6 +9,9 @@
 //!
 //! and once, at the crate root: `sync_runtime::include_routes!();`.
 //!
+//! It also writes the TypeScript declarations of every route's syncs, `sync_types.d.ts`, beside the
+//! generated code; the hub serves them at `<prefix>/types.d.ts` (see [`declarations`]).
+//!
 //! The rules (SPEC section 2): every folder under the root is a path segment, except `_folders` (their
 //! content belongs to the enclosing route), `(group)` folders (no segment) and `[param]` folders (a dynamic
 //! segment). A folder whose name ends in `sync` or `Sync` is a sync folder of the enclosing route and may
@@ -17,6 +20,7 @@
 mod emit;
 mod inspect;
 mod model;
+mod typescript;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,7 @@ use std::path::{Path, PathBuf};
 pub use emit::{HEADER, emit};
 pub use inspect::{Inspection, inspect};
 pub use model::{Entry, Problem, Route, RouteRef, RouteTree, SyncHandler, is_valid_name};
+pub use typescript::{CLIENT_MODULE, Declarations, TYPES_FILE, Warning, declarations};
 
 /// The generated file's name in the output folder.
 pub const OUTPUT_FILE: &str = "sync_routes.rs";
@@ -152,8 +157,9 @@ impl Builder {
         self
     }
 
-    /// Discover, validate, inspect and write `sync_routes.rs` (only if its content changed). Returns the
-    /// written file's path.
+    /// Discover, validate, inspect and write `sync_routes.rs` and the TypeScript declarations
+    /// `sync_types.d.ts` beside it (each only if its content changed); every part of a type the
+    /// declarations cannot see is a `cargo:warning`. Returns the path of `sync_routes.rs`.
     pub fn compile(&self) -> Result<PathBuf, Error> {
         let manifest_dir = PathBuf::from(
             std::env::var_os("CARGO_MANIFEST_DIR")
@@ -178,6 +184,14 @@ impl Builder {
         let inspections = inspect(&tree).map_err(Error::Invalid)?;
         let text = emit(&tree, &inspections, &manifest_dir);
         let path = out_dir.join(OUTPUT_FILE);
+        // Before the Rust file, which includes it.
+        let types = declarations(&tree);
+        if self.emit_cargo_directives {
+            for warning in &types.warnings {
+                println!("cargo:warning={warning}");
+            }
+        }
+        write_if_changed(&out_dir.join(TYPES_FILE), &types.text)?;
         write_if_changed(&path, &text)?;
         if self.emit_cargo_directives {
             // Where `include_routes!()` finds it (also when `out_dir` moved it).

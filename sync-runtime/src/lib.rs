@@ -47,6 +47,7 @@ mod auth;
 mod broker;
 mod conn;
 mod conns;
+mod declarations;
 mod error;
 mod fanout;
 mod handler;
@@ -132,7 +133,8 @@ macro_rules! sync_request {
 ///
 /// It also makes `crate::syncs` public: `syncs::<route>::<name>::Data` names each sync's data type
 /// (`syncs::dashboard::refreshData::Data`, `syncs::posts__id::newComment::Data` for `/posts/[id]`, `syncs::root`
-/// for `/`).
+/// for `/`). `syncs::TYPESCRIPT` is the routes' TypeScript declarations, which the hub serves at
+/// `<prefix>/types.d.ts`.
 ///
 /// ```ignore
 /// sync_runtime::include_routes!();
@@ -150,6 +152,7 @@ macro_rules! include_routes {
 /// What generated code and the macros use. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::declarations::TypeDeclarations;
     pub use crate::handler::{ErasedSync, FilteredSyncDef, SyncDef};
     pub use crate::registry::{DataToJson, Registration};
 

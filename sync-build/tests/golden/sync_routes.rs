@@ -227,3 +227,9 @@ pub mod pages {
         pub use self::page::*;
     }
 }
+/// The TypeScript declarations of every route's syncs (`sync_types.d.ts`), which the hub serves at
+/// `<prefix>/types.d.ts`.
+pub const TYPESCRIPT: &str = include_str!("sync_types.d.ts");
+::sync_runtime::__private::inventory::submit! {
+    ::sync_runtime::__private::TypeDeclarations { text : TYPESCRIPT }
+}

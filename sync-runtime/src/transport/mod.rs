@@ -18,6 +18,7 @@ use crate::auth::{AuthRequest, Who, bearer};
 use crate::conn::writer::{ReadSide, Sink, WriteEnd, write};
 use crate::conn::{Conn, Event, Outbound, Phase};
 use crate::conns::{AdmitError, Reservation};
+use crate::declarations;
 use crate::fanout::Work;
 use crate::history::Cursor;
 use crate::hub::HubInner;
@@ -38,7 +39,8 @@ const QUERY_CACHE_JS: &str = include_str!("../../client/query-cache.js");
 
 impl SyncHub {
     /// The sync endpoints (`<prefix>/ws`, `<prefix>/sse`, `<prefix>/client.js` and the module it imports,
-    /// `<prefix>/query-cache.js`), to merge into the app's router.
+    /// `<prefix>/query-cache.js`, and the TypeScript declarations `<prefix>/client.d.ts` and
+    /// `<prefix>/types.d.ts`), to merge into the app's router.
     pub fn router(&self) -> Router {
         let prefix = &self.inner.config.prefix;
         Router::new()
@@ -56,6 +58,14 @@ impl SyncHub {
             .route(
                 &format!("{prefix}/query-cache.js"),
                 get(|| script(QUERY_CACHE_JS)),
+            )
+            .route(
+                &format!("{prefix}/client.d.ts"),
+                get(declarations::client_d_ts),
+            )
+            .route(
+                &format!("{prefix}/types.d.ts"),
+                get(declarations::types_d_ts),
             )
             .with_state(self.clone())
     }
