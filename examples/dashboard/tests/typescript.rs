@@ -53,14 +53,13 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// The example on a loopback port: what it serves at `/_sync/types.d.ts`, checked against the build's file.
 async fn served_declarations() -> String {
-    let app = App::seeded();
-    let hub = hub(app.clone());
+    let hub = hub(App::seeded());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free loopback port");
     let addr = listener.local_addr().expect("an address");
     let server = tokio::spawn(async move {
-        axum::serve(listener, router(app, &hub))
+        axum::serve(listener, router(&hub))
             .await
             .expect("serve");
     });
