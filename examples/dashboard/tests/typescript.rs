@@ -59,9 +59,7 @@ async fn served_declarations() -> String {
         .expect("a free loopback port");
     let addr = listener.local_addr().expect("an address");
     let server = tokio::spawn(async move {
-        axum::serve(listener, router(&hub))
-            .await
-            .expect("serve");
+        axum::serve(listener, router(&hub)).await.expect("serve");
     });
     let (status, headers, body) = get(addr, "/_sync/types.d.ts").await;
     assert!(status.contains(" 200 "), "types.d.ts: {status}");
