@@ -9,11 +9,12 @@ use axum::http::{HeaderMap, Uri};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::SyncHub;
 use crate::conn::Conn;
 use crate::conn::writer::Sink;
+use crate::registry::Registration;
 use crate::transport::inbound::{Inbound, receive};
 use crate::transport::{ConnectQuery, ReadEnd, admit, attach, serve};
+use crate::{Identity, SyncHub, SyncHubBuilder};
 
 /// What a test transport was given.
 #[derive(Debug)]
@@ -187,4 +188,19 @@ pub(crate) async fn until(what: &str, mut ready: impl FnMut() -> bool) {
     if waited.await.is_err() {
         panic!("timed out waiting until {what}");
     }
+}
+
+/// A hub whose tokens are user names (each user's session is the name too), with exactly the syncs
+/// `regs`, and whatever else `configure` sets.
+pub(crate) fn token_hub(
+    regs: &[&'static Registration],
+    configure: impl FnOnce(SyncHubBuilder<String, ()>) -> SyncHubBuilder<String, ()>,
+) -> SyncHub {
+    let builder = SyncHub::builder().authenticate(|req| {
+        let name = req.token().unwrap_or("anonymous").to_owned();
+        async move { Ok(Identity::new(name.clone(), name)) }
+    });
+    configure(builder)
+        .build_with(regs)
+        .expect("the test syncs fit")
 }

@@ -39,6 +39,8 @@ mod memory;
 mod redis;
 #[cfg(feature = "redis")]
 mod redis_cluster;
+#[cfg(feature = "redis")]
+mod redis_scripts;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 

@@ -29,10 +29,10 @@ use redis::{ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisError, Value};
 use tokio::sync::mpsc;
 
 use super::redis::{
-    Lua, Reader, TIMEOUT, append_args, append_script, check_url, classify, install_crypto_provider,
-    node_channel, path_of, position, publish_pipeline, read_top, recalled, redact, since_pipeline,
-    top_script, unreachable,
+    Reader, TIMEOUT, check_url, classify, install_crypto_provider, node_channel, path_of,
+    publish_pipeline, recalled, redact, since_pipeline, unreachable,
 };
+use super::redis_scripts::{Lua, append_args, append_script, position, read_top, top_script};
 use super::{Message, Transport, TransportError};
 use crate::history::{Cursor, HistoryLimits, Recalled, new_epoch};
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::registry::Registration;
 use crate::test_support::TestClient;
-use crate::{ClientCx, Filter, Identity, Reaction, ServerCx, SyncHub, SyncHubBuilder};
+use crate::{ClientCx, Filter, Reaction, ServerCx, SyncHub, SyncHubBuilder};
 
 #[derive(serde::Deserialize, serde::Serialize)]
 struct Note {
@@ -50,13 +50,7 @@ static NOTE: Registration = Registration {
 fn hub(
     configure: impl FnOnce(SyncHubBuilder<String, ()>) -> SyncHubBuilder<String, ()>,
 ) -> SyncHub {
-    let builder = SyncHub::builder().authenticate(|req| {
-        let name = req.token().unwrap_or("anonymous").to_owned();
-        async move { Ok(Identity::new(name.clone(), name)) }
-    });
-    configure(builder)
-        .build_with(&[&NOTE])
-        .expect("the test sync fits")
+    crate::test_support::token_hub(&[&NOTE], configure)
 }
 
 async fn note(hub: &SyncHub, path: &str, n: u64) {

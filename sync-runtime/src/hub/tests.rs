@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use crate::broker::{Inbox, WireTrigger};
 use crate::registry::Registration;
 use crate::test_support::{TestClient, until};
-use crate::{ClientCx, Filter, Identity, Reaction, ServerCx, SyncHub, SyncHubBuilder};
+use crate::{ClientCx, Filter, Reaction, ServerCx, SyncHub, SyncHubBuilder};
 
 #[derive(serde::Deserialize, serde::Serialize)]
 struct Note {
@@ -65,13 +65,7 @@ static SLOW: Registration = Registration {
 fn hub(
     configure: impl FnOnce(SyncHubBuilder<String, ()>) -> SyncHubBuilder<String, ()>,
 ) -> SyncHub {
-    let builder = SyncHub::builder().authenticate(|req| {
-        let name = req.token().unwrap_or("anonymous").to_owned();
-        async move { Ok(Identity::new(name.clone(), name)) }
-    });
-    configure(builder)
-        .build_with(&[&NOTE, &SLOW])
-        .expect("the test syncs fit")
+    crate::test_support::token_hub(&[&NOTE, &SLOW], configure)
 }
 
 #[tokio::test]
