@@ -3,9 +3,11 @@
 //! them (`tests/typescript/`) when `tests/browser` has it installed (required under CI).
 
 use std::path::Path;
-use std::process::Command;
 
 use sync_build::{RouteTree, declarations};
+
+#[path = "../../tests/browser/tsc.rs"]
+mod tsc;
 
 #[test]
 fn the_fixture_apps_declarations_match_the_golden_file() {
@@ -33,41 +35,19 @@ fn the_fixture_apps_declarations_match_the_golden_file() {
     );
     assert_eq!(declarations(&tree).text, types.text, "deterministic");
 
-    let tsc = manifest.join("../tests/browser/node_modules/.bin/tsc");
-    if !tsc.exists() {
-        let message = format!(
-            "TSC CHECK SKIPPED: {} is missing; run `npm ci` in tests/browser",
-            tsc.display()
-        );
-        assert!(std::env::var_os("CI").is_none(), "{message}");
-        eprintln!("\n*** {message} ***\n");
+    let Some(tsc) = tsc::tsc(env!("CARGO_MANIFEST_DIR"), 1) else {
         return;
-    }
+    };
     let samples = manifest.join("tests/typescript");
-    let (ok, output) = tsc_check(&tsc, &golden, &samples.join("fixture_page.ts"));
+    let (ok, output) = tsc::check(&tsc, &[&golden, &samples.join("fixture_page.ts")]);
     assert!(
         ok,
         "the declarations and a page using them must compile:\n{output}"
     );
-    let (ok, output) = tsc_check(&tsc, &golden, &samples.join("fixture_wrong_payload.ts"));
+    let (ok, output) = tsc::check(&tsc, &[&golden, &samples.join("fixture_wrong_payload.ts")]);
     assert!(!ok, "a listener of the wrong payload type must not compile");
     assert!(
         output.contains("fixture_wrong_payload.ts(3,") && output.contains("error TS2769"),
         "expected no overload to match the listener, got:\n{output}"
     );
-}
-
-/// `tsc --noEmit --strict` over the declarations and a sample: success, and what it printed.
-fn tsc_check(tsc: &Path, declarations: &Path, sample: &Path) -> (bool, String) {
-    let output = Command::new(tsc)
-        .args(["--noEmit", "--strict", "--pretty", "false"])
-        .args(["--target", "es2022", "--lib", "es2022,dom"])
-        .args(["--module", "es2022", "--moduleResolution", "bundler"])
-        .arg(declarations)
-        .arg(sample)
-        .output()
-        .expect("tsc runs (node is installed)");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
 }

@@ -13,19 +13,12 @@
 // page (its client starts when the test calls `start()`); `POST /dashboard/save?team=…&note=…` triggers
 // `refreshData` on /dashboard for that team, as a page handler does. Every wait has a timeout.
 
-import { chromium } from "playwright-core";
+import { launch, WAIT } from "./chromium.mjs";
 
 const [base] = process.argv.slice(2);
-const WAIT = { timeout: 15000 };
 const CURSOR = /^[0-9A-Za-z_-]+:[0-9]+$/;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 
 let failed = false;
 function check(ok, what) {

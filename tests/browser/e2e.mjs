@@ -8,14 +8,13 @@
 // Run by examples/dashboard/tests/browser.rs, which starts the server and restarts it when this script
 // prints "RESTART" (answering "RESTARTED" on stdin). Every wait has a timeout; nothing sleeps to wait.
 
-import { chromium } from "playwright-core";
+import { launch, WAIT } from "./chromium.mjs";
 import { createInterface } from "node:readline";
 import { mkdirSync } from "node:fs";
 
 const [base, shots, transport = "websocket"] = process.argv.slice(2);
 const shot = (name) => `${shots}/${transport === "sse" ? "sse-" : ""}${name}.png`;
 mkdirSync(shots, { recursive: true });
-const WAIT = { timeout: 15000 };
 const stdin = createInterface({ input: process.stdin });
 const lines = stdin[Symbol.asyncIterator]();
 
@@ -23,13 +22,7 @@ function step(text) {
   console.log(`browser-e2e (${transport}): ${text}`);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 
 /**
  * Wait until the page's sync connection is open (surviving page reloads in between). With `fresh`, only a

@@ -5,18 +5,11 @@
 // Run by tests/fixture/tests/browser.rs, which serves `hello::app()`. Every wait has a timeout; nothing
 // sleeps to wait.
 
-import { chromium } from "playwright-core";
+import { launch, WAIT } from "./chromium.mjs";
 
 const [base] = process.argv.slice(2);
-const WAIT = { timeout: 15000 };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 let failed = false;
 try {
   const windows = [];

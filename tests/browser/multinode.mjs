@@ -5,20 +5,13 @@
 // Run by examples/dashboard/tests/multinode.rs, which starts Redis and both processes (sharing one SQLite
 // file). Every wait has a timeout; nothing sleeps to wait.
 
-import { chromium } from "playwright-core";
+import { launch, WAIT } from "./chromium.mjs";
 import { mkdirSync } from "node:fs";
 
 const [nodeA, nodeB, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
-const WAIT = { timeout: 15000 };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 
 /** A user in their own browser context, logged in on `base`, live on /dashboard. */
 async function user(base, name, team) {

@@ -8,24 +8,17 @@
 // file). Three users in their own browser contexts: alice (two tabs) and carol on node A, bob on node B.
 // Every wait has a timeout; nothing sleeps to wait.
 
-import { chromium } from "playwright-core";
+import { launch, WAIT } from "./chromium.mjs";
 import { mkdirSync } from "node:fs";
 
 const [nodeA, nodeB, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
-const WAIT = { timeout: 15000 };
 
 function step(text) {
   console.log(`browser-presence: ${text}`);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 
 const live = (page) =>
   page.waitForFunction(() => document.documentElement.dataset.syncState === "open", null, WAIT);

@@ -10,21 +10,14 @@
 // whose `listChange` sync applies the list operation its data describes and then sends a `listChanged`
 // event: the test waits for that event, so the whole reaction was applied. Every wait has a timeout.
 
-import { chromium } from "playwright-core";
+import { launch, WAIT } from "./chromium.mjs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const [base] = process.argv.slice(2);
-const WAIT = { timeout: 15000 };
 const QUERY_CORE = join(dirname(fileURLToPath(import.meta.url)), "node_modules/@tanstack/query-core/build/modern");
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 
 let failed = false;
 function check(ok, what) {

@@ -7,18 +7,11 @@
 // Run by tests/fixture/tests/browser.rs. The fixture's tokens are `name:team[:ms]`, `ms` being how long
 // the credential lives. Every wait has a timeout.
 
-import { chromium } from "playwright-core";
+import { launch, WAIT } from "./chromium.mjs";
 
 const [base] = process.argv.slice(2);
-const WAIT = { timeout: 15000 };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 
 /** A page of the fixture's (`GET /browser`) whose client is built from `query`. */
 async function page(name, query) {

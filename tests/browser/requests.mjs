@@ -11,18 +11,11 @@
 // sleeping: after the requests that must not be reported, an unhandled one must be, and reports come in
 // order. Every wait has a timeout.
 
-import { chromium } from "playwright-core";
+import { launch, WAIT } from "./chromium.mjs";
 
 const [base] = process.argv.slice(2);
-const WAIT = { timeout: 15000 };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 
 let failed = false;
 function check(ok, what) {

@@ -5,16 +5,10 @@
 // Run by examples/dashboard/tests/browser.rs, which triggers the 1,000 posts and cuts the proxied
 // connection twice after this script prints "READY"; the script waits for all of them and checks.
 
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [base, transport = "websocket"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 const context = await browser.newContext();
 if (transport === "sse") await context.addInitScript(() => (window.syncOptions = { transport: "sse" }));
 const page = await context.newPage();

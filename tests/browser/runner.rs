@@ -48,6 +48,33 @@ pub fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
 /// slower.
 static ONE_BROWSER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A browser test's turn: no other browser test of this binary runs while it is held.
+pub struct Turn {
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Wait for `test`'s turn; `None` (after saying loudly what is missing) when Chromium, node, a package of
+/// `package.json` or one of `also_missing` (the test's own prerequisites) is not there. Under CI (`CI`
+/// set) a missing prerequisite fails the test instead.
+pub fn turn(browser_dir: &Path, test: &str, also_missing: Vec<String>) -> Option<Turn> {
+    let lock = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut missing = missing_prerequisites(browser_dir);
+    missing.extend(also_missing);
+    if !missing.is_empty() {
+        let message = format!("the browser test {test} needs: {}", missing.join(", "));
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!(
+            "\n{}\nSKIPPED: {message}\nRun `bash .ci/run`, or install them and rerun the test.\n{}\n",
+            "!".repeat(72),
+            "!".repeat(72)
+        );
+        return None;
+    }
+    Some(Turn { _lock: lock })
+}
+
 /// Run `<browser_dir>/<script>` with the base URL of the server `start` starts (kept until the script
 /// ends), and check that it passed with `oks` lines starting `ok: `; or say loudly that it was skipped.
 pub fn run_script_on<S>(
@@ -56,20 +83,9 @@ pub fn run_script_on<S>(
     oks: usize,
     start: impl FnOnce(&tokio::runtime::Runtime) -> (String, S),
 ) {
-    let _turn = ONE_BROWSER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let missing = missing_prerequisites(browser_dir);
-    if !missing.is_empty() {
-        let message = format!("the browser test {script} needs: {}", missing.join(", "));
-        assert!(std::env::var_os("CI").is_none(), "{message}");
-        eprintln!(
-            "\n{}\nSKIPPED: {message}\nRun `bash .ci/run`, or install them and rerun the test.\n{}\n",
-            "!".repeat(72),
-            "!".repeat(72)
-        );
+    let Some(_turn) = turn(browser_dir, script, Vec::new()) else {
         return;
-    }
+    };
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let (base, server) = start(&runtime);
     let output = Command::new("node")

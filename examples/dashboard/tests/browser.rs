@@ -49,59 +49,29 @@ impl Server {
     }
 }
 
-fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
-    let mut missing = Vec::new();
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    if !Path::new(&chromium).exists() {
-        missing.push(format!("Chromium at {chromium} (apt-get install chromium)"));
-    }
-    if Command::new("node").arg("--version").output().is_err() {
-        missing.push("node".to_owned());
-    }
-    if !browser_dir.join("node_modules/playwright-core").exists() {
-        missing.push(format!(
-            "playwright-core (cd {} && npm ci)",
-            browser_dir.display()
-        ));
-    }
-    missing
-}
-
-/// The browser tests take turns: two Chromiums at once on a small machine only make both slower.
-static ONE_BROWSER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+#[path = "../../../tests/browser/runner.rs"]
+#[allow(
+    dead_code,
+    reason = "these tests run their scripts themselves (a restart, two nodes): only the turn is used"
+)]
+mod runner;
 
 /// A browser test's turn, with where its files are.
 struct Turn {
     workspace: PathBuf,
     browser_dir: PathBuf,
-    _lock: std::sync::MutexGuard<'static, ()>,
+    _turn: runner::Turn,
 }
 
-/// Wait for this test's turn; `None` (after saying so loudly) when Chromium, node or playwright-core is
-/// missing outside CI. Under CI (`CI` set) a missing prerequisite fails the test.
-fn browser_turn() -> Option<Turn> {
-    let lock = ONE_BROWSER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+/// Wait for `test`'s turn; `None` (after saying so loudly) when a prerequisite is missing outside CI.
+fn browser_turn(test: &str) -> Option<Turn> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let browser_dir = workspace.join("tests/browser");
-    let missing = missing_prerequisites(&browser_dir);
-    if !missing.is_empty() {
-        let message = format!("the browser tests need: {}", missing.join(", "));
-        if std::env::var_os("CI").is_some() {
-            panic!("{message}");
-        }
-        eprintln!(
-            "\n{}\nSKIPPED: {message}\nRun `bash .ci/run`, or install them and rerun `cargo test -p example-dashboard --test browser`.\n{}\n",
-            "!".repeat(72),
-            "!".repeat(72)
-        );
-        return None;
-    }
+    let browser_dir = runner::browser_dir(env!("CARGO_MANIFEST_DIR"));
+    let turn = runner::turn(&browser_dir, test, Vec::new())?;
     Some(Turn {
         workspace,
         browser_dir,
-        _lock: lock,
+        _turn: turn,
     })
 }
 
@@ -117,7 +87,7 @@ fn two_browsers_stay_in_sync_over_sse() {
 }
 
 fn browsers_stay_in_sync(transport: &str) {
-    let Some(turn) = browser_turn() else {
+    let Some(turn) = browser_turn("e2e.mjs") else {
         return;
     };
     let (workspace, browser_dir) = (&turn.workspace, &turn.browser_dir);
@@ -224,7 +194,7 @@ fn the_browser_client_gets_every_reaction_once_across_cut_connections_over_sse()
 }
 
 fn every_reaction_once_across_cuts(transport: &str) {
-    let Some(turn) = browser_turn() else {
+    let Some(turn) = browser_turn("resume.mjs") else {
         return;
     };
     let browser_dir = &turn.browser_dir;

@@ -21,29 +21,19 @@ impl Drop for Running {
     }
 }
 
-fn missing_prerequisites(browser_dir: &Path) -> Vec<String> {
-    let mut missing = Vec::new();
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    if !Path::new(&chromium).exists() {
-        missing.push(format!("Chromium at {chromium} (apt-get install chromium)"));
+#[path = "../../../tests/browser/runner.rs"]
+#[allow(
+    dead_code,
+    reason = "these tests run their scripts themselves (a restart, two nodes): only the turn is used"
+)]
+mod runner;
+
+/// What the multi-node tests need besides a browser.
+fn missing_redis() -> Vec<String> {
+    match Command::new("redis-server").arg("--version").output() {
+        Ok(_) => Vec::new(),
+        Err(_) => vec!["redis-server (apt-get install redis-server)".to_owned()],
     }
-    if Command::new("node").arg("--version").output().is_err() {
-        missing.push("node".to_owned());
-    }
-    if !browser_dir.join("node_modules/playwright-core").exists() {
-        missing.push(format!(
-            "playwright-core (cd {} && npm ci)",
-            browser_dir.display()
-        ));
-    }
-    if Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        missing.push("redis-server (apt-get install redis-server)".to_owned());
-    }
-    missing
 }
 
 fn free_port() -> u16 {
@@ -76,10 +66,6 @@ fn example(database: &Path, redis_url: &str) -> (Running, String) {
     (running, url)
 }
 
-/// The browser tests take turns: two Chromiums and four servers at once on a small machine only make
-/// all of them slower.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Two example processes sharing one SQLite file and one Redis, started for one test and stopped (killed)
 /// when it ends.
 struct Cluster {
@@ -91,27 +77,16 @@ struct Cluster {
     _nodes: [Running; 2],
     _redis: Running,
     _dir: tempfile::TempDir,
-    _turn: std::sync::MutexGuard<'static, ()>,
+    _turn: runner::Turn,
 }
 
 impl Cluster {
     /// Wait for this test's turn and start the cluster; `None` (after saying so loudly) when a
     /// prerequisite is missing outside CI. Under CI (`CI` set) a missing prerequisite fails the test.
     fn start(test: &str) -> Option<Cluster> {
-        let turn = ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let browser_dir = workspace.join("tests/browser");
-        let missing = missing_prerequisites(&browser_dir);
-        if !missing.is_empty() {
-            let message = format!("the multi-node browser tests need: {}", missing.join(", "));
-            assert!(std::env::var_os("CI").is_none(), "{message}");
-            eprintln!(
-                "\nSKIPPED {test}: {message}\nRun `bash .ci/run`, or install them and rerun `cargo test -p example-dashboard --test multinode`.\n"
-            );
-            return None;
-        }
+        let browser_dir = runner::browser_dir(env!("CARGO_MANIFEST_DIR"));
+        let turn = runner::turn(&browser_dir, test, missing_redis())?;
         let port = free_port();
         let redis = Running(
             Command::new("redis-server")

@@ -1,5 +1,8 @@
 //! The README's quick start is this crate's code, block for block.
 
+#[path = "../../../tests/browser/tsc.rs"]
+mod tsc;
+
 #[test]
 fn the_readme_shows_this_crate_s_code() {
     let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -37,16 +40,9 @@ fn the_readme_shows_this_crate_s_code() {
 #[test]
 fn the_readme_s_typed_page_fails_exactly_where_it_says() {
     let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tsc = crate_dir.join("../../tests/browser/node_modules/.bin/tsc");
-    if !tsc.exists() {
-        let message = format!(
-            "TYPESCRIPT CHECK SKIPPED: {} is missing; run `npm ci` in tests/browser",
-            tsc.display()
-        );
-        assert!(std::env::var_os("CI").is_none(), "{message}");
-        eprintln!("\n*** {message} ***\n");
+    let Some(tsc) = tsc::tsc(env!("CARGO_MANIFEST_DIR"), 2) else {
         return;
-    }
+    };
     let readme = std::fs::read_to_string(crate_dir.join("../../README.md")).expect("the README");
     let page = readme
         .split("```ts\n")
@@ -56,15 +52,11 @@ fn the_readme_s_typed_page_fails_exactly_where_it_says() {
     let dir = tempfile::tempdir().expect("a temp dir");
     std::fs::write(dir.path().join("sync-types.d.ts"), hello::syncs::TYPESCRIPT).expect("write");
     std::fs::write(dir.path().join("page.ts"), format!("{page}export {{}};\n")).expect("write");
-    let output = std::process::Command::new(&tsc)
-        .args(["--noEmit", "--strict", "--pretty", "false"])
-        .args(["--target", "es2022", "--lib", "es2022,dom"])
-        .args(["--module", "es2022", "--moduleResolution", "bundler"])
-        .arg(dir.path().join("sync-types.d.ts"))
-        .arg(dir.path().join("page.ts"))
-        .output()
-        .expect("tsc runs");
-    let printed = String::from_utf8_lossy(&output.stdout);
+    let (types, page_file) = (
+        dir.path().join("sync-types.d.ts"),
+        dir.path().join("page.ts"),
+    );
+    let (_, printed) = tsc::check(&tsc, &[&types, &page_file]);
     let failing: Vec<usize> = printed
         .lines()
         .filter_map(|l| l.split_once("page.ts(")?.1.split_once(',')?.0.parse().ok())
