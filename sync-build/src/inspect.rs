@@ -90,29 +90,45 @@ pub fn check_client(path: &Path, file: &syn::File, problems: &mut Vec<Problem>) 
     }
 }
 
-/// The server data type `react` takes, as written: `T` of its `ClientCx<Data, T>` parameter.
-fn react_server_type(file: &syn::File) -> Option<&syn::Type> {
-    let react = file.items.iter().find_map(|item| match item {
-        syn::Item::Fn(f) if f.sig.ident == "react" => Some(f),
+/// The function named `name` in `file`.
+pub(crate) fn function<'a>(file: &'a syn::File, name: &str) -> Option<&'a syn::ItemFn> {
+    file.items.iter().find_map(|item| match item {
+        syn::Item::Fn(f) if f.sig.ident == name => Some(f),
         _ => None,
-    })?;
-    let Some(syn::FnArg::Typed(arg)) = react.sig.inputs.first() else {
-        return None;
-    };
-    let syn::Type::Path(path) = &*arg.ty else {
+    })
+}
+
+/// The last segment of a path type as written, and its type arguments: `ClientCx` and `[Data, T]` for
+/// `sync_runtime::ClientCx<Data, T>`.
+pub(crate) fn type_arguments(ty: &syn::Type) -> Option<(&syn::Ident, Vec<&syn::Type>)> {
+    let syn::Type::Path(path) = ty else {
         return None;
     };
     let last = path.path.segments.last()?;
-    if last.ident != "ClientCx" {
-        return None;
-    }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+    let types = match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) => args
+            .args
+            .iter()
+            .filter_map(|arg| match arg {
+                syn::GenericArgument::Type(ty) => Some(ty),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some((&last.ident, types))
+}
+
+/// The server data type `react` takes, as written: `T` of its `ClientCx<Data, T>` parameter.
+fn react_server_type(file: &syn::File) -> Option<&syn::Type> {
+    let Some(syn::FnArg::Typed(arg)) = function(file, "react")?.sig.inputs.first() else {
         return None;
     };
-    args.args.iter().nth(1).and_then(|arg| match arg {
-        syn::GenericArgument::Type(ty) => Some(ty),
-        _ => None,
-    })
+    let (ident, types) = type_arguments(&arg.ty)?;
+    if ident != "ClientCx" {
+        return None;
+    }
+    types.get(1).copied()
 }
 
 /// A sync without a server file delivers `()` to every recipient: a `react` that takes other server data

@@ -60,22 +60,13 @@ pub fn events(mapper: &mut Mapper<'_>) -> Events {
     out
 }
 
-/// `ClientCx<D, S>` (any path ending in `ClientCx`): `D` and `S`.
+/// `ClientCx<D, S>` (whatever the context type is named): `D` and `S`.
 fn cx_types(ty: &syn::Type) -> (Option<syn::Type>, Option<syn::Type>) {
-    let syn::Type::Path(p) = ty else {
-        return (None, None);
-    };
-    let Some(last) = p.path.segments.last() else {
-        return (None, None);
-    };
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return (None, None);
-    };
-    let mut types = args.args.iter().filter_map(|a| match a {
-        syn::GenericArgument::Type(t) => Some(t.clone()),
-        _ => None,
-    });
-    (types.next(), types.next())
+    let types = crate::inspect::type_arguments(ty).map_or_else(Vec::new, |(_, types)| types);
+    (
+        types.first().copied().cloned(),
+        types.get(1).copied().cloned(),
+    )
 }
 
 /// Calls of `Reaction::event(name, payload)`: the name when it is a string literal, and the payload.

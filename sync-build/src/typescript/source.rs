@@ -42,10 +42,7 @@ impl Source {
 
     /// The function named `name` in this file.
     pub fn function(&self, name: &str) -> Option<&syn::ItemFn> {
-        self.file.items.iter().find_map(|item| match item {
-            syn::Item::Fn(f) if f.sig.ident == name => Some(f),
-            _ => None,
-        })
+        crate::inspect::function(&self.file, name)
     }
 }
 
