@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
 
-/// The generated file's name, as sync-build writes it.
-const FILE: &str = "sync_routes.rs";
+// The generated file's name, as sync-build writes it.
+use sync_build::OUTPUT_FILE as FILE;
 
 /// What the build told the compiler, read from the environment rustc runs the macro in.
 pub struct BuildEnv {

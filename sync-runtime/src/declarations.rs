@@ -29,9 +29,13 @@ inventory::collect!(TypeDeclarations);
 /// (no `include_routes!()`). A binary linking two apps' routes serves the first it finds.
 fn app_declarations(prefix: &str) -> Option<String> {
     let text = inventory::iter::<TypeDeclarations>().next()?.text;
-    let module = format!("\"*{prefix}/client.js\"");
-    // Only the `declare module` line names it; replacing once leaves any other mention alone.
-    Some(text.replacen(DEFAULT_MODULE, &module, 1))
+    Some(under_prefix(text, prefix))
+}
+
+/// `text` with the client's module named under `prefix`. Only the `declare module` line names it;
+/// replacing once leaves any other mention alone.
+fn under_prefix(text: &str, prefix: &str) -> String {
+    text.replacen(DEFAULT_MODULE, &format!("\"*{prefix}/client.js\""), 1)
 }
 
 fn typescript(text: String) -> Response {
@@ -63,6 +67,5 @@ pub(crate) async fn types_d_ts(State(hub): State<SyncHub>) -> Response {
 /// `GET <prefix>/client.d.ts`: the client's route-agnostic declarations, with the prefix in its module
 /// name.
 pub(crate) async fn client_d_ts(State(hub): State<SyncHub>) -> Response {
-    let module = format!("\"*{}/client.js\"", hub.inner.config.prefix);
-    typescript(CLIENT_D_TS.replacen(DEFAULT_MODULE, &module, 1))
+    typescript(under_prefix(CLIENT_D_TS, &hub.inner.config.prefix))
 }
