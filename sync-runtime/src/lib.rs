@@ -34,7 +34,7 @@
 //! See the README for the whole flow and `docs/PROTOCOL.md` for the wire protocol.
 
 // The layers, bottom up (each imports only from those above it in this list):
-// protocol, routes, handler, reaction, error, random, stats, auth, roster  what everything speaks
+// protocol, routes, handler, reaction, error, random, stats, observe, auth, roster  what everything speaks
 // conn        one connection: lifecycle, outbox, writer
 // registry, presence, conns  the sync table; who is where; admission, resume and parking
 // fanout      lanes and the broadcast
@@ -54,6 +54,7 @@ mod handler;
 mod history;
 mod hub;
 mod membership;
+mod observe;
 mod presence;
 mod protocol;
 mod random;

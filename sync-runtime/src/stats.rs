@@ -8,8 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// Connections with a transport attached now.
     pub connections: u64,
+    /// Of `connections`, those over WebSocket now.
+    pub websockets: u64,
+    /// Of `connections`, those over SSE now.
+    pub sse_streams: u64,
     /// Connections waiting for a resume now (no transport attached).
     pub parked: u64,
+    /// Connections that resumed (a transport came back within the grace window), since the hub was built.
+    pub resumed: u64,
     /// Fan-outs run.
     pub fanouts: u64,
     /// Reactions handed to connection queues.
@@ -27,6 +33,8 @@ pub struct Stats {
     pub parked_evicted: u64,
     /// Client messages answered with an error code.
     pub rejected_messages: u64,
+    /// Of `rejected_messages`, those dropped by a rate limit (`rate_limited`).
+    pub rate_limited: u64,
     /// Triggers from other nodes that could not be queued (the path's queue was full); that path's
     /// connections were told to resync.
     pub remote_dropped: u64,
@@ -40,7 +48,10 @@ pub struct Stats {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub connections: AtomicU64,
+    pub websockets: AtomicU64,
+    pub sse_streams: AtomicU64,
     pub parked: AtomicU64,
+    pub resumed: AtomicU64,
     pub fanouts: AtomicU64,
     pub delivered: AtomicU64,
     pub filter_errors: AtomicU64,
@@ -49,6 +60,7 @@ pub(crate) struct Counters {
     pub slow_consumers: AtomicU64,
     pub parked_evicted: AtomicU64,
     pub rejected_messages: AtomicU64,
+    pub rate_limited: AtomicU64,
     pub remote_dropped: AtomicU64,
     pub replayed: AtomicU64,
     pub history_resyncs: AtomicU64,
@@ -67,7 +79,10 @@ impl Counters {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
             connections: get(&self.connections),
+            websockets: get(&self.websockets),
+            sse_streams: get(&self.sse_streams),
             parked: get(&self.parked),
+            resumed: get(&self.resumed),
             fanouts: get(&self.fanouts),
             delivered: get(&self.delivered),
             filter_errors: get(&self.filter_errors),
@@ -76,6 +91,7 @@ impl Counters {
             slow_consumers: get(&self.slow_consumers),
             parked_evicted: get(&self.parked_evicted),
             rejected_messages: get(&self.rejected_messages),
+            rate_limited: get(&self.rate_limited),
             remote_dropped: get(&self.remote_dropped),
             replayed: get(&self.replayed),
             history_resyncs: get(&self.history_resyncs),

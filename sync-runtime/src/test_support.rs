@@ -106,7 +106,14 @@ impl TestClient {
         let (tx, frames) = mpsc::unbounded_channel();
         let (reader, read_end) = oneshot::channel();
         let reading = async move { read_end.await.unwrap_or(ReadEnd::Dropped) };
-        tokio::spawn(serve(inner, attached, MemorySink(tx), reading, false));
+        tokio::spawn(serve(
+            inner,
+            crate::transport::Transport::WebSocket,
+            attached,
+            MemorySink(tx),
+            reading,
+            false,
+        ));
         TestClient {
             hub: hub.clone(),
             conn,

@@ -22,6 +22,7 @@ use crate::fanout::{Job, Recall, Record, Reply, Sender, Work};
 use crate::handler::{AnyArc, ConnectionId, ErasedPeer, Location};
 use crate::history::{Cursor, Recalled};
 use crate::hub::{HubInner, SyncHub};
+use crate::observe::{Trace, TriggerId, unix_millis};
 use crate::protocol::server::RESYNC;
 use crate::protocol::{ErrorCode, Outcome};
 use crate::registry::SyncEntry;
@@ -159,7 +160,20 @@ impl HubInner {
         }
     }
 
+    /// A job for an accepted trigger, with its id: this node's, and its next number here (the number it
+    /// is published under, with a backplane).
     fn job(&self, accepted: Accepted, sender: Option<Sender>, reply: Reply) -> Job {
+        let id = TriggerId {
+            node: self.node,
+            seq: self.next_publish.fetch_add(1, Ordering::Relaxed),
+        };
+        let trace = Trace::new(
+            id,
+            accepted.entry.route,
+            accepted.entry.name,
+            accepted.location.path(),
+            false,
+        );
         Job {
             entry: accepted.entry,
             location: accepted.location,
@@ -167,6 +181,7 @@ impl HubInner {
             sender,
             reply,
             at: None,
+            trace: Some(trace),
         }
     }
 
@@ -180,10 +195,11 @@ impl HubInner {
             job.reply.send(&self.conns, Err(error));
             return None;
         };
-        let id = self.next_publish.fetch_add(1, Ordering::Relaxed);
+        let id = job.trace.as_ref().map_or(0, |t| t.id.seq);
         wire.origin = Some(Origin {
             node: broker.node(),
             id,
+            at: unix_millis(),
         });
         let mut waiting = self.waiting.lock().expect("waiting lock is never poisoned");
         if waiting.len() >= MAX_WAITING {
@@ -198,6 +214,11 @@ impl HubInner {
         // Followed now, confirmed: the subscription is older than the publish, so the trigger will come
         // back on it.
         let echoed = broker.follows(job.location.path());
+        if let Some(trace) = &job.trace {
+            trace
+                .span
+                .in_scope(|| tracing::debug!(target: "sync_runtime::trigger", "published"));
+        }
         waiting.insert(
             id,
             Waiting {
@@ -350,20 +371,33 @@ impl Inbox for HubInner {
     /// A trigger on a path this node follows: this node's own (its sender and whoever waits for its
     /// outcome are still here), or another node's. Never waits.
     fn trigger(&self, trigger: WireTrigger, at: Cursor) {
-        let node = self.broker.as_ref().map(|b| b.node());
-        let own = trigger
-            .origin
-            .filter(|o| Some(o.node) == node)
-            .and_then(|o| {
-                self.waiting
-                    .lock()
-                    .expect("waiting lock is never poisoned")
-                    .remove(&o.id)
-            });
+        let origin = trigger.origin;
+        let own = origin.filter(|o| o.node == self.node).and_then(|o| {
+            self.waiting
+                .lock()
+                .expect("waiting lock is never poisoned")
+                .remove(&o.id)
+        });
         let mut job = match own {
             Some(waiting) => waiting.job,
             None => match self.record(trigger) {
-                Some(record) => record.into_job(),
+                Some(record) => {
+                    let mut job = record.into_job();
+                    if let Some(origin) = origin {
+                        if origin.at > 0 {
+                            let lag = unix_millis().saturating_sub(origin.at);
+                            self.observers.received(Duration::from_millis(lag));
+                        }
+                        let id = TriggerId {
+                            node: origin.node,
+                            seq: origin.id,
+                        };
+                        let (route, name) = (job.entry.route, job.entry.name);
+                        let trace = Trace::new(id, route, name, job.location.path(), true);
+                        job.trace = Some(trace);
+                    }
+                    job
+                }
                 None => return,
             },
         };
@@ -381,6 +415,9 @@ impl Inbox for HubInner {
         };
         let job = {
             let mut waiting = self.waiting.lock().expect("waiting lock is never poisoned");
+            if let Some(w) = waiting.get(&id) {
+                self.observers.published(w.since.elapsed());
+            }
             match waiting.get(&id) {
                 // Back already, or coming back on its path's subscription.
                 None | Some(Waiting { echoed: true, .. }) => return,

@@ -338,6 +338,10 @@ pub(crate) struct WireTrigger {
 pub(crate) struct Origin {
     pub node: u64,
     pub id: u64,
+    /// When it was accepted, in milliseconds since the Unix epoch by the origin's clock (0 from a node
+    /// that predates it): each receiver's lag.
+    #[serde(default)]
+    pub at: u64,
 }
 
 /// Who sent a trigger, for the filters on other nodes. The token stays on the sender's node.

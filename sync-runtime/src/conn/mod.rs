@@ -170,6 +170,14 @@ impl Conn {
         &self.who.user
     }
 
+    /// Frames and bytes waiting for this connection's transport (for metrics and the admin page).
+    pub fn queued(&self) -> (usize, usize) {
+        self.outbox
+            .lock()
+            .expect("outbox lock is never poisoned")
+            .queued()
+    }
+
     pub fn phase(&self) -> Phase {
         PHASES[usize::from(self.phase.load(Ordering::Acquire))]
     }

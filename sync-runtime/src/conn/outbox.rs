@@ -173,6 +173,11 @@ impl Outbox {
         !self.queue.is_empty()
     }
 
+    /// Frames and bytes waiting for the transport.
+    pub fn queued(&self) -> (usize, usize) {
+        (self.queue.len(), self.queued_bytes)
+    }
+
     /// Number the next reaction and keep it for replay (at most `keep`).
     pub fn record(&mut self, tail: Arc<str>, keep: usize) -> u64 {
         self.last_seq += 1;

@@ -45,6 +45,15 @@ impl Lanes {
         }
     }
 
+    /// Every lane's path and the jobs waiting on it (the one running not counted).
+    pub fn backlog(&self) -> Vec<(Arc<str>, usize)> {
+        let lanes = self.lanes.lock().expect("lanes lock is never poisoned");
+        lanes
+            .iter()
+            .map(|(path, lane)| (path.clone(), lane.jobs.len()))
+            .collect()
+    }
+
     /// Queue `job` on its path's lane without waiting. `Ok(true)` when no runner serves the lane: the
     /// caller must start one with [`run`](Self::run).
     // The error hands the caller's own job back (a move, not a copy to the heap): boxing it would cost an

@@ -32,6 +32,8 @@ pub(crate) struct Job {
     /// Its position in the path's history, when the broker gave it one; `None`: this node's own history
     /// gives it one when it runs.
     pub at: Option<Cursor>,
+    /// Its id and span; `None` for a trigger re-run from the history (it was reported when it ran).
+    pub trace: Option<crate::observe::Trace>,
 }
 
 impl Job {

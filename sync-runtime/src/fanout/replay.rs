@@ -45,6 +45,7 @@ impl Record {
             }),
             reply: Reply::None,
             at: None,
+            trace: None,
         }
     }
 }

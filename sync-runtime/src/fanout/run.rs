@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use tracing::Instrument;
 
 use super::lane::{Full, Lanes};
 use super::replay::History;
@@ -18,6 +19,7 @@ use crate::conn::{Conn, Outbound};
 use crate::conns::ConnTable;
 use crate::handler::{AnyArc, Call, FilterFailure, Handling, Location};
 use crate::history::{Cursor, HistoryLimits, Log};
+use crate::observe::{Finished, Observers, Trace};
 use crate::presence::Presence;
 use crate::protocol::Outcome;
 use crate::protocol::server::{cursor_frame, reaction_tail};
@@ -30,6 +32,7 @@ pub(crate) struct FanOut {
     pub presence: Arc<Presence>,
     pub conns: Arc<ConnTable>,
     pub counters: Arc<Counters>,
+    pub observers: Arc<Observers>,
     pub functions: AnyArc,
     pub deadline: Duration,
     lanes: Lanes,
@@ -51,6 +54,7 @@ pub(crate) struct FanOutSettings {
     pub history: HistoryAt,
     /// Triggers kept per path (the position frames of skipped connections go out twice per history).
     pub history_size: usize,
+    pub observers: Arc<Observers>,
 }
 
 /// Where a hub's fan-outs find the history of a path.
@@ -75,11 +79,13 @@ impl FanOut {
             lane_idle,
             history,
             history_size,
+            observers,
         } = settings;
         FanOut {
             presence,
             conns,
             counters,
+            observers,
             functions,
             deadline,
             lanes: Lanes::new(lane_queue, lane_idle),
@@ -107,6 +113,11 @@ impl FanOut {
         }
     }
 
+    /// Every lane's path and the triggers (and catch-ups) waiting on it.
+    pub fn backlog(&self) -> Vec<(Arc<str>, usize)> {
+        self.lanes.backlog()
+    }
+
     /// Queue a job, waiting for room (client requests: backpressure reaches the sending connection).
     pub async fn submit(self: &Arc<Self>, job: Work) {
         let path = job.path().clone();
@@ -132,7 +143,10 @@ impl FanOut {
     /// Run one piece of a lane's work, in this lane's order.
     pub async fn run(&self, work: Work) {
         match work {
-            Work::Trigger(job) => self.trigger(job).await,
+            Work::Trigger(job) => match job.trace.as_ref().map(|t| t.span.clone()) {
+                Some(span) => self.trigger(job).instrument(span).await,
+                None => self.trigger(job).await,
+            },
             Work::CatchUp { path, conns } => self.catch_up(path, conns).await,
             Work::Follow { path, before } => self.follow(path, before).await,
         }
@@ -147,6 +161,7 @@ impl FanOut {
             sender,
             reply,
             at: _,
+            trace,
         } = job;
         Counters::bump(&self.counters.fanouts);
         let cursor = at.to_string();
@@ -155,7 +170,7 @@ impl FanOut {
             ..Outcome::default()
         };
         if recipients.is_empty() {
-            reply.send(&self.conns, Ok(outcome));
+            self.finish(trace, &entry, &location, outcome, reply);
             return;
         }
         let route = entry.route;
@@ -176,7 +191,8 @@ impl FanOut {
                     Counters::bump(&self.counters.filter_panics);
                     tracing::error!(target: "sync_runtime::fanout", route, name = entry.name, "client reaction panicked");
                     tally.outcome.failed = tally.outcome.matched;
-                    reply.send(&self.conns, Ok(tally.outcome));
+                    let outcome = tally.outcome;
+                    self.finish(trace, &entry, &location, outcome, reply);
                     return;
                 };
                 let tail = reaction_tail(
@@ -253,7 +269,33 @@ impl FanOut {
         self.counters
             .delivered
             .fetch_add(u64::from(tally.outcome.delivered), Ordering::Relaxed);
-        reply.send(&self.conns, Ok(tally.outcome));
+        let outcome = tally.outcome;
+        self.finish(trace, &entry, &location, outcome, reply);
+    }
+
+    /// Tell the observers (a trigger re-run from the history has no trace: it was told when it ran) and
+    /// the sender how a fan-out went.
+    fn finish(
+        &self,
+        trace: Option<Trace>,
+        entry: &SyncEntry,
+        location: &Location,
+        outcome: Outcome,
+        reply: super::Reply,
+    ) {
+        if let Some(trace) = trace {
+            let _entered = trace.span.enter();
+            self.observers.finished(&Finished {
+                id: trace.id,
+                route: entry.route,
+                name: entry.name,
+                path: location.path(),
+                outcome,
+                took: trace.since.elapsed(),
+                remote: trace.remote,
+            });
+        }
+        reply.send(&self.conns, Ok(outcome));
     }
 
     /// Queue a recipient's reaction, or count and log why it got none.

@@ -18,6 +18,7 @@ use crate::error::SyncError;
 use crate::fanout::{FanOut, FanOutSettings, HistoryAt};
 use crate::handler::AnyArc;
 use crate::history::Cursor;
+use crate::observe::Observers;
 use crate::presence::Presence;
 use crate::protocol::{ErrorCode, close_code};
 use crate::registry::SyncTable;
@@ -29,6 +30,8 @@ mod builder;
 mod extract;
 #[cfg(test)]
 mod history_tests;
+#[cfg(test)]
+mod observe_tests;
 #[cfg(test)]
 mod presence_tests;
 mod problem;
@@ -68,8 +71,12 @@ pub(crate) struct HubInner {
     pub membership: Membership,
     /// This node's triggers published and waiting for their position, by their number here.
     pub waiting: std::sync::Mutex<std::collections::HashMap<u64, crate::trigger::Waiting>>,
-    /// The number of this node's next published trigger.
+    /// The number of this node's next trigger (its id's second half, and its number when published).
     pub next_publish: std::sync::atomic::AtomicU64,
+    /// This node's id: the backplane's, or a random one without a backplane.
+    pub node: u64,
+    /// Who watches this hub (metrics, the admin page).
+    pub observers: Arc<Observers>,
 }
 
 /// What `build` hands to `assemble`.
@@ -97,6 +104,7 @@ fn assemble(parts: Parts) -> SyncHub {
         session_type,
     } = parts;
     let counters = Arc::new(Counters::default());
+    let observers = Arc::new(Observers::default());
     let roster = Arc::new(Roster::new(config.presence_limit, backplane.is_some()));
     let presence = Arc::new(Presence::new(roster.clone()));
     let limits = Arc::new(ConnLimits {
@@ -138,6 +146,7 @@ fn assemble(parts: Parts) -> SyncHub {
                 None => HistoryAt::Here(config.history),
             },
             history_size: config.history.size,
+            observers: observers.clone(),
         },
     ));
     let (broker, session_codec) = match &backplane {
@@ -148,6 +157,9 @@ fn assemble(parts: Parts) -> SyncHub {
         let broker = broker.clone();
         presence.set_watch(Box::new(move |path, used| broker.follow(path, used)));
     }
+    let node = broker
+        .as_ref()
+        .map_or_else(crate::broker::node_id, |b| b.node());
     let inner = Arc::new(HubInner {
         config,
         table,
@@ -168,6 +180,8 @@ fn assemble(parts: Parts) -> SyncHub {
         membership: Membership::default(),
         waiting: std::sync::Mutex::new(std::collections::HashMap::new()),
         next_publish: std::sync::atomic::AtomicU64::new(1),
+        node,
+        observers,
     });
     // Only now that the hub exists: a subscriber started earlier could find no hub and stop for good.
     if let Some(broker) = &inner.broker {

@@ -53,6 +53,7 @@ async fn receive_inline(hub: &Arc<HubInner>, conn: &Arc<Conn>, message: Inbound<
         .expect("rate lock is never poisoned")
         .allow();
     if !limit.allow() || !user_allows {
+        Counters::bump(&hub.counters.rate_limited);
         return reject(
             hub,
             conn,

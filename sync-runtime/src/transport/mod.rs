@@ -27,6 +27,7 @@ use crate::protocol::server::{Hello, Located, RESYNC, Refreshed, reaction_frame}
 use crate::protocol::{ErrorCode, PROTOCOL_VERSION, close_code};
 use crate::roster::View;
 use crate::routes::normalize;
+use crate::stats::Counters;
 
 pub(crate) mod inbound;
 mod sse;
@@ -398,6 +399,7 @@ pub(crate) enum ReadEnd {
 /// is closed) forgets it.
 pub(crate) fn serve(
     hub: Arc<HubInner>,
+    transport: Transport,
     attached: Attached,
     sink: impl Sink + 'static,
     reader: impl Future<Output = ReadEnd> + Send + 'static,
@@ -407,11 +409,29 @@ pub(crate) fn serve(
     // attribute keeps a second copy in every connection's task).
     let conn = &attached.conn;
     let span = tracing::info_span!(target: "sync_runtime::ws", "sync_connection", conn = %conn.id, user = %conn.user());
-    tracing::Instrument::instrument(run(hub, attached, sink, reader, acks), span)
+    tracing::Instrument::instrument(run(hub, transport, attached, sink, reader, acks), span)
+}
+
+/// Which transport serves a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    WebSocket,
+    Sse,
+}
+
+impl Transport {
+    /// The gauge of this transport's connections.
+    fn gauge(self, counters: &Counters) -> &std::sync::atomic::AtomicU64 {
+        match self {
+            Transport::WebSocket => &counters.websockets,
+            Transport::Sse => &counters.sse_streams,
+        }
+    }
 }
 
 async fn run(
     hub: Arc<HubInner>,
+    transport: Transport,
     attached: Attached,
     mut sink: impl Sink,
     reader: impl Future<Output = ReadEnd> + Send + 'static,
@@ -429,11 +449,17 @@ async fn run(
         return;
     }
     conn.clear_detach();
+    transport
+        .gauge(&hub.counters)
+        .fetch_add(1, Ordering::AcqRel);
     hub.counters.connections.fetch_add(1, Ordering::AcqRel);
     hub.keep_lists();
     watch_expiry(&hub, &conn);
     let conn_name = conn.id.to_string();
     let resumed = matches!(start, Start::Resumed { .. });
+    if resumed {
+        Counters::bump(&hub.counters.resumed);
+    }
     let window = if acks { conn.keep() } else { 0 };
     conn.window.store(window as u64, Ordering::Release);
     let hello = serde_json::to_string(&Hello {
@@ -500,6 +526,9 @@ async fn run(
     });
     let end = write(&conn, &mut sink, preamble, &side).await;
     reading.abort();
+    transport
+        .gauge(&hub.counters)
+        .fetch_sub(1, Ordering::AcqRel);
     hub.counters.connections.fetch_sub(1, Ordering::AcqRel);
     if end != WriteEnd::Closed && !conn.is_closed() {
         tracing::debug!(target: "sync_runtime::ws", ?end, "transport gone; parked for resume");

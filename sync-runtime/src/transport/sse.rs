@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::inbound::{Inbound, receive};
-use super::{ConnectQuery, ReadEnd, admit, attach, authenticate, serve};
+use super::{ConnectQuery, ReadEnd, Transport, admit, attach, authenticate, serve};
 use crate::SyncHub;
 use crate::conn::Phase;
 use crate::conn::writer::Sink;
@@ -145,7 +145,14 @@ pub(super) async fn stream(
         key: attached.conn.resume_key.clone(),
     };
     let acks = query.ack == Some(1);
-    tokio::spawn(serve(inner.clone(), attached, sink, reader, acks));
+    tokio::spawn(serve(
+        inner.clone(),
+        Transport::Sse,
+        attached,
+        sink,
+        reader,
+        acks,
+    ));
 
     let keepalive = inner.config.sse_keepalive;
     let body = futures_util::stream::unfold(rx, move |mut rx| async move {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 
 use super::inbound::{Inbound, receive};
-use super::{ConnectQuery, ReadEnd, admit, attach, serve};
+use super::{ConnectQuery, ReadEnd, Transport, admit, attach, serve};
 use crate::SyncHub;
 use crate::conn::Conn;
 use crate::conn::writer::Sink;
@@ -81,7 +81,15 @@ pub(super) async fn upgrade(
             let acks = query.ack == Some(1);
             let (sink, stream) = socket.split();
             let reader = read(inner.clone(), attached.conn.clone(), stream);
-            serve(inner, attached, WsSink(sink), reader, acks).await;
+            serve(
+                inner,
+                Transport::WebSocket,
+                attached,
+                WsSink(sink),
+                reader,
+                acks,
+            )
+            .await;
         })
 }
 
