@@ -38,7 +38,9 @@ pub(crate) struct Trace {
 }
 
 impl Trace {
-    pub fn new(id: TriggerId, route: &str, name: &str, path: &str, remote: bool) -> Self {
+    /// The trace of trigger `id` on node `here` (its accepting node's, or another's: `remote`).
+    pub fn new(id: TriggerId, here: u64, route: &str, name: &str, path: &str) -> Self {
+        let remote = id.node != here;
         let span = tracing::info_span!(
             target: "sync_runtime::trigger",
             "sync.trigger",
@@ -47,6 +49,7 @@ impl Trace {
             name,
             path,
             remote,
+            node = %format_args!("{here:016x}"),
         );
         Trace {
             id,

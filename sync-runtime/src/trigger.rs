@@ -167,13 +167,8 @@ impl HubInner {
             node: self.node,
             seq: self.next_publish.fetch_add(1, Ordering::Relaxed),
         };
-        let trace = Trace::new(
-            id,
-            accepted.entry.route,
-            accepted.entry.name,
-            accepted.location.path(),
-            false,
-        );
+        let (entry, location) = (&accepted.entry, &accepted.location);
+        let trace = Trace::new(id, self.node, entry.route, entry.name, location.path());
         Job {
             entry: accepted.entry,
             location: accepted.location,
@@ -393,7 +388,7 @@ impl Inbox for HubInner {
                             seq: origin.id,
                         };
                         let (route, name) = (job.entry.route, job.entry.name);
-                        let trace = Trace::new(id, route, name, job.location.path(), true);
+                        let trace = Trace::new(id, self.node, route, name, job.location.path());
                         job.trace = Some(trace);
                     }
                     job

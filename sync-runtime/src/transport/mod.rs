@@ -148,7 +148,7 @@ pub(crate) async fn authenticate(
     query_token: Option<String>,
 ) -> Result<(Who, Option<String>), Refused> {
     if !hub.origins.allows(&headers) {
-        tracing::warn!(target: "sync_runtime::ws", origin = ?headers.get(header::ORIGIN), "refused a foreign Origin");
+        tracing::warn!(target: "sync_runtime::transport", origin = ?headers.get(header::ORIGIN), "refused a foreign Origin");
         return Err(Refused::new(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let token = bearer(&headers).or(query_token);
@@ -160,7 +160,7 @@ pub(crate) async fn authenticate(
     match (hub.auth)(request).await {
         Ok(who) => Ok((who, token)),
         Err(refusal) => {
-            tracing::debug!(target: "sync_runtime::ws", reason = %refusal, "refused an unauthenticated connection");
+            tracing::debug!(target: "sync_runtime::transport", reason = %refusal, "refused an unauthenticated connection");
             Err(Refused::new(StatusCode::UNAUTHORIZED, refusal.message()))
         }
     }
@@ -236,7 +236,7 @@ fn watch_expiry(hub: &Arc<HubInner>, conn: &Arc<Conn>) {
                 continue;
             }
             if let (Some(c), Some(hub)) = (conn.upgrade(), hub.upgrade()) {
-                tracing::debug!(target: "sync_runtime::ws", conn = %c.id, "credential expired; closing");
+                tracing::debug!(target: "sync_runtime::transport", conn = %c.id, "credential expired; closing");
                 hub.conns
                     .close(&c, close_code::TOKEN_EXPIRED, "token expired");
             }
@@ -291,7 +291,7 @@ pub(crate) async fn admit(
         Some((key, last_seq)) if resumable => Slot::Resume { key, last_seq },
         resume => {
             let reservation = hub.conns.reserve(&who.user).map_err(|AdmitError::TooMany| {
-                tracing::warn!(target: "sync_runtime::ws", user = %who.user, "connection limit per user reached");
+                tracing::warn!(target: "sync_runtime::transport", user = %who.user, "connection limit per user reached");
                 Refused::new(StatusCode::TOO_MANY_REQUESTS, "too many connections for this user")
             })?;
             match resume {
@@ -408,7 +408,14 @@ pub(crate) fn serve(
     // The span wraps the future from outside, so the arguments are stored once (the `instrument`
     // attribute keeps a second copy in every connection's task).
     let conn = &attached.conn;
-    let span = tracing::info_span!(target: "sync_runtime::ws", "sync_connection", conn = %conn.id, user = %conn.user());
+    let span = tracing::info_span!(
+        target: "sync_runtime::conn",
+        "sync.conn",
+        conn = %conn.id,
+        user = %conn.user(),
+        transport = transport.name(),
+        node = %format_args!("{:016x}", hub.node),
+    );
     tracing::Instrument::instrument(run(hub, transport, attached, sink, reader, acks), span)
 }
 
@@ -420,6 +427,14 @@ pub(crate) enum Transport {
 }
 
 impl Transport {
+    /// As the `sync.conn` span's `transport` field and the metrics' label name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Sse => "sse",
+        }
+    }
+
     /// The gauge of this transport's connections.
     fn gauge(self, counters: &Counters) -> &std::sync::atomic::AtomicU64 {
         match self {
@@ -502,7 +517,7 @@ async fn run(
         _ if cursor.is_some() => {}
         _ => preamble.push((None, RESYNC.to_owned())),
     }
-    tracing::debug!(target: "sync_runtime::ws", resumed, replayed = preamble.len() - 1, "connected");
+    tracing::debug!(target: "sync_runtime::transport", resumed, replayed = preamble.len() - 1, "connected");
     if resumed && let Some(location) = conn.current_location() {
         // Its client's list may be stale: it gets the whole one again.
         conn.set_listed(None);
@@ -531,10 +546,10 @@ async fn run(
         .fetch_sub(1, Ordering::AcqRel);
     hub.counters.connections.fetch_sub(1, Ordering::AcqRel);
     if end != WriteEnd::Closed && !conn.is_closed() {
-        tracing::debug!(target: "sync_runtime::ws", ?end, "transport gone; parked for resume");
+        tracing::debug!(target: "sync_runtime::transport", ?end, "transport gone; parked for resume");
         hub.conns.park(&conn);
     } else {
-        tracing::debug!(target: "sync_runtime::ws", "disconnected");
+        tracing::debug!(target: "sync_runtime::transport", "disconnected");
         hub.conns.forget(&conn);
     }
     hub.transport_closed.notify_waiters();

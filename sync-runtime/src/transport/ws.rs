@@ -103,7 +103,7 @@ async fn read(
             Some(Ok(message)) => message,
             None => return ReadEnd::Dropped,
             Some(Err(e)) => {
-                tracing::debug!(target: "sync_runtime::ws", error = %e, "read failed");
+                tracing::debug!(target: "sync_runtime::transport", error = %e, "read failed");
                 // Only a failing transport may be resumed: a client that broke the protocol is closed
                 // with the matching code and forgotten.
                 let Some((code, reason)) = violation(e) else {
