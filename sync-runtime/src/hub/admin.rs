@@ -58,9 +58,7 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
         self.admin = Some(AdminGuard {
             session: TypeId::of::<S>(),
             check: Arc::new(move |session: &AnyArc| {
-                session
-                    .downcast_ref::<S>()
-                    .is_some_and(|session| check(session))
+                session.downcast_ref::<S>().is_some_and(&check)
             }),
         });
         self
