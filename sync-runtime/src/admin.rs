@@ -253,6 +253,15 @@ impl HubInner {
         rows
     }
 
+    /// Whether a live connection is on the admin path (a parked one gets no snapshot: when it resumes,
+    /// its connect places it there again, which restarts the feed).
+    fn watched(&self, admin: &Admin) -> bool {
+        self.presence
+            .recipients(&admin.path)
+            .iter()
+            .any(|c| c.phase() == Phase::Live)
+    }
+
     /// Hand a snapshot to the admin path's lane; `false` when there was no room (the next one follows).
     fn send_snapshot(&self, admin: &Admin) -> bool {
         let Some(entry) = self.table.get(admin.route, LIVE) else {
@@ -313,11 +322,11 @@ async fn feed(hub: Weak<HubInner>, recent: Arc<RecentTriggers>) {
         let Some(admin) = &hub.admin else {
             return;
         };
-        if hub.presence.count(&admin.path) == 0 {
+        if !hub.watched(admin) {
             admin.feeding.store(false, Ordering::Release);
-            // Someone who arrived between the count and the store found the feed running and started
+            // Someone who arrived between the look and the store found the feed running and started
             // none: it is this one's again, unless a new one started meanwhile.
-            if hub.presence.count(&admin.path) == 0 || admin.feeding.swap(true, Ordering::AcqRel) {
+            if !hub.watched(admin) || admin.feeding.swap(true, Ordering::AcqRel) {
                 return;
             }
         }
@@ -327,3 +336,6 @@ async fn feed(hub: Weak<HubInner>, recent: Arc<RecentTriggers>) {
         last = Some(Instant::now());
     }
 }
+
+#[cfg(test)]
+mod tests;
