@@ -24,7 +24,7 @@ pub(crate) struct Presence {
     paths: RwLock<HashMap<Arc<str>, Bucket>>,
     roster: Arc<Roster>,
     watch: std::sync::OnceLock<Watch>,
-    /// A path whose connections are on no user list (the admin page's).
+    /// A path whose connections are on no user list and whose channel no node follows (the admin page's).
     hidden: std::sync::OnceLock<Arc<str>>,
 }
 
@@ -38,7 +38,7 @@ impl Presence {
         }
     }
 
-    /// Keep the connections on `path` off the user lists (set once).
+    /// Keep the connections on `path` off the user lists, and the path off the backplane (set once).
     pub fn hide(&self, path: Arc<str>) {
         let _ = self.hidden.set(path);
     }
@@ -54,6 +54,10 @@ impl Presence {
     }
 
     fn watch(&self, path: &Arc<str>, used: bool) {
+        // A hidden path is this node's own (the admin page's snapshots never cross nodes): no channel.
+        if !self.listed(path) {
+            return;
+        }
         if let Some(watch) = self.watch.get() {
             watch(path, used);
         }

@@ -501,6 +501,7 @@ pub(crate) async fn report_location(
     let moved = !conn.is_on(&path);
     if moved
         && cursor.is_none()
+        && admin.is_none()
         && let Some(broker) = &hub.broker
         && !broker.follows(&path)
     {
