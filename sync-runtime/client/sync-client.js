@@ -250,8 +250,9 @@ export class SyncClient extends EventTarget {
     if (this.conn !== conn) return;
     clearTimeout(this.refreshTimer);
     this.failPending("closed", "the connection closed before the answer; the sync may or may not have run");
-    // 4003: the server disconnected this user on purpose; do not come back.
-    if (code === 4003 || this.state === "closed") return this.setState("closed");
+    // 4003: the server disconnected this user on purpose; 4403: this page is not for this user (the
+    // admin page). Do not come back.
+    if (code === 4003 || code === 4403 || this.state === "closed") return this.setState("closed");
     // 4001: the credential expired. Come back (resuming) with a fresh token, or stop if none can be had.
     if (code === 4001 && !this.refreshToken) return this.expire();
     this.setState("reconnecting");

@@ -34,7 +34,8 @@
 //! See the README for the whole flow and `docs/PROTOCOL.md` for the wire protocol.
 
 // The layers, bottom up (each imports only from those above it in this list):
-// protocol, routes, handler, reaction, error, random, stats, observe, auth, roster  what everything speaks
+// protocol, routes, handler, reaction, error, random, stats, observe, auth, roster, admin_log
+//             what everything speaks (admin_log: the admin page's check and its ring of recent triggers)
 // conn        one connection: lifecycle, outbox, writer
 // registry, presence, conns  the sync table; who is where; admission, resume and parking
 // fanout      lanes and the broadcast
@@ -42,7 +43,10 @@
 // hub         the handle and builder that put the pieces together
 // membership  keeping the roster right: browsers' lists, other nodes, session changes
 // trigger     every way a trigger comes in
+// admin       the admin page's feed: snapshots of this node to its watchers
 // transport   WebSocket and SSE endpoints, inbound messages
+mod admin;
+mod admin_log;
 mod auth;
 mod broker;
 mod conn;

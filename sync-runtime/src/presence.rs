@@ -24,6 +24,8 @@ pub(crate) struct Presence {
     paths: RwLock<HashMap<Arc<str>, Bucket>>,
     roster: Arc<Roster>,
     watch: std::sync::OnceLock<Watch>,
+    /// A path whose connections are on no user list and whose channel no node follows (the admin page's).
+    hidden: std::sync::OnceLock<Arc<str>>,
 }
 
 impl Presence {
@@ -32,7 +34,18 @@ impl Presence {
             paths: RwLock::default(),
             roster,
             watch: std::sync::OnceLock::new(),
+            hidden: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keep the connections on `path` off the user lists, and the path off the backplane (set once).
+    pub fn hide(&self, path: Arc<str>) {
+        let _ = self.hidden.set(path);
+    }
+
+    /// Whether the users on `path` are listed (the roster knows them).
+    fn listed(&self, path: &str) -> bool {
+        self.hidden.get().is_none_or(|hidden| **hidden != *path)
     }
 
     /// Tell `watch` about the paths in use from now on.
@@ -41,6 +54,10 @@ impl Presence {
     }
 
     fn watch(&self, path: &Arc<str>, used: bool) {
+        // A hidden path is this node's own (the admin page's snapshots never cross nodes): no channel.
+        if !self.listed(path) {
+            return;
+        }
         if let Some(watch) = self.watch.get() {
             watch(path, used);
         }
@@ -68,9 +85,11 @@ impl Presence {
         let moved = old.as_ref().is_none_or(|old| old.path() != location.path());
         if let Some(old) = old.filter(|_| moved) {
             self.leave(&mut paths, conn, &old);
-            self.roster.leave(old.path_arc(), conn.user());
+            if self.listed(old.path()) {
+                self.roster.leave(old.path_arc(), conn.user());
+            }
         }
-        if moved {
+        if moved && self.listed(location.path()) {
             let view = conn.credentials().view;
             self.roster.join(location.path_arc(), conn.user(), &view);
             // Its client starts this path's list afresh (it clears it on a `located` elsewhere). A `nav`
@@ -87,7 +106,9 @@ impl Presence {
         let mut paths = self.paths.write().expect("presence lock is never poisoned");
         if let Some(old) = conn.swap_location(None) {
             self.leave(&mut paths, conn, &old);
-            self.roster.leave(old.path_arc(), conn.user());
+            if self.listed(old.path()) {
+                self.roster.leave(old.path_arc(), conn.user());
+            }
         }
     }
 

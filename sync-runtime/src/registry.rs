@@ -49,25 +49,35 @@ pub(crate) struct SyncTable {
 impl SyncTable {
     /// Add one sync; `false` when the route already has one of that name.
     pub fn insert(&mut self, reg: &'static Registration, sync: ErasedSync) -> bool {
-        let syncs = self.by_route.entry(reg.route).or_default();
-        if syncs.contains_key(reg.name) {
+        let data_json = (reg.data_json)();
+        self.add(reg.route, reg.name, sync, reg.client_file, data_json)
+    }
+
+    /// Add one sync by its parts (the hub's own syncs have no `Registration`).
+    pub fn add(
+        &mut self,
+        route: &'static str,
+        name: &'static str,
+        sync: ErasedSync,
+        client_file: &'static str,
+        data_json: Option<DataToJson>,
+    ) -> bool {
+        let syncs = self.by_route.entry(route).or_default();
+        if syncs.contains_key(name) {
             return false;
         }
         syncs.insert(
-            reg.name,
+            name,
             Arc::new(SyncEntry {
-                route: reg.route,
-                name: reg.name,
+                route,
+                name,
                 sync,
-                client_file: reg.client_file,
-                data_json: (reg.data_json)(),
+                client_file,
+                data_json,
             }),
         );
-        self.patterns.insert(reg.route);
-        self.routes_of_name
-            .entry(reg.name)
-            .or_default()
-            .push(reg.route);
+        self.patterns.insert(route);
+        self.routes_of_name.entry(name).or_default().push(route);
         true
     }
 

@@ -590,5 +590,6 @@ impl Known {
     }
 }
 
+mod census;
 #[cfg(test)]
 mod tests;

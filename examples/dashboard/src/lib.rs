@@ -172,6 +172,12 @@ pub fn current_user(app: &App, headers: &HeaderMap) -> Option<User> {
     app.session(sid)
 }
 
+/// Whether `user` may see the live admin page (`/_sync/admin`): the example's one admin is the user
+/// named `admin`.
+pub fn is_admin(user: &User) -> bool {
+    user.name == "admin"
+}
+
 /// The hub: the `sid` cookie authenticates a WebSocket, the database is every filter's `functions`.
 pub fn hub(app: App) -> SyncHub {
     hub_with(app, None)
@@ -181,7 +187,7 @@ pub fn hub(app: App) -> SyncHub {
 /// a Tokio runtime then).
 ///
 /// Everyone on a page sees who else is there by name and team (the presence view); the session id never
-/// leaves the server.
+/// leaves the server. The user named `admin` also gets the live admin page at `/_sync/admin`.
 pub fn hub_with(app: App, backplane: Option<Backplane>) -> SyncHub {
     let auth_app = app.clone();
     let builder = SyncHub::builder()
@@ -193,6 +199,9 @@ pub fn hub_with(app: App, backplane: Option<Backplane>) -> SyncHub {
             }
         })
         .presence(|user: &User| serde_json::json!({ "name": user.name, "team": user.team }))
+        // The live admin page at /_sync/admin, for the user named `admin` (the example has no passwords:
+        // a real app checks a role its own database grants).
+        .admin(is_admin)
         .functions(app);
     match backplane {
         Some(backplane) => builder.backplane(backplane),
@@ -270,7 +279,7 @@ pub fn layout(title: &str, user: &User, body: &str, cursor: Option<&Cursor>) -> 
 </head>
 <body>
 <nav><a href="/dashboard">Dashboard</a><a href="/home">Home</a><a href="/boards/1">Board 1</a><a href="/boards/2">Board 2</a>
-<span class="who">{name} <span class="team">{team}</span> · <a href="/logout">log out</a></span><span class="conn"></span></nav>
+{admin}<span class="who">{name} <span class="team">{team}</span> · <a href="/logout">log out</a></span><span class="conn"></span></nav>
 <main>
 <aside class="here" aria-label="Who is on this page"><h2>Here now<b data-sync-presence-count>0</b></h2>
 <ul data-sync-presence><template><li><span class="avatar" aria-hidden="true" data-sync-field="name" data-sync-attr="data-team:team"></span><span data-sync-field="name"></span><span class="team" data-sync-field="team"></span></li></template></ul></aside>
@@ -283,6 +292,11 @@ pub fn layout(title: &str, user: &User, body: &str, cursor: Option<&Cursor>) -> 
 </html>"##,
         name = escape(&user.name),
         team = escape(&user.team),
+        admin = if is_admin(user) {
+            r#"<a href="/_sync/admin" class="admin">Admin</a>"#
+        } else {
+            ""
+        },
     ))
     .into_response()
 }

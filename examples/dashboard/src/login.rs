@@ -25,7 +25,7 @@ form{background:#fff;padding:2rem;border-radius:10px;box-shadow:0 1px 3px #0001;
 input,select,button{padding:.5rem .7rem;border:1px solid #cdd3dd;border-radius:6px;font:inherit}
 button{background:#3b6df0;color:#fff;border:0}</style></head>
 <body><form method="post" action="/login"><h1 style="margin:0;font-size:1.3rem">Log in</h1>
-<input name="name" placeholder="alice, bob or carol (or anyone new)" required autofocus>
+<input name="name" placeholder="alice, bob or carol (or anyone new; admin sees /_sync/admin)" required autofocus>
 <select name="team"><option value="red">team red</option><option value="blue">team blue</option></select>
 <button>Log in</button><small>Existing users keep their team.</small></form></body></html>"##,
     )

@@ -265,3 +265,45 @@ fn every_reaction_once_across_cuts(transport: &str) {
         "the browser missed, repeated or reordered reactions"
     );
 }
+
+/// The live admin page in Chromium (`tests/browser/admin.mjs`): the admin, logged in, opens
+/// `/_sync/admin` from the navigation; a trigger alice fires on the dashboard appears there (route, sync,
+/// delivered count) without a reload, and the script prints how long that took; bob gets 403. The
+/// screenshot is `target/browser-screenshots/admin.png`.
+#[test]
+fn the_admin_page_shows_another_user_s_trigger_live_and_refuses_a_non_admin() {
+    let Some(turn) = browser_turn("admin.mjs") else {
+        return;
+    };
+    let shots = turn.workspace.join("target/browser-screenshots");
+    let _ = std::fs::remove_file(shots.join("admin.png"));
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let app = App::seeded();
+    let (addr, server) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free loopback port");
+        let addr = listener.local_addr().expect("an address");
+        (addr, serve(&app, listener).await)
+    });
+    let output = Command::new("node")
+        .arg(turn.browser_dir.join("admin.mjs"))
+        .arg(format!("http://{addr}"))
+        .arg(&shots)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the admin page's scenarios failed (see the output above)"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        3,
+        "every scenario of admin.mjs ran"
+    );
+    assert!(shots.join("admin.png").exists(), "the screenshot was saved");
+    runtime.block_on(server.stop());
+}

@@ -400,7 +400,7 @@ impl WireNote {
 }
 
 /// The backplane's state, for [`SyncHub::backplane_status`](crate::SyncHub::backplane_status).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BackplaneStatus {
     /// The publishing connection is up.
     pub publishing: bool,

@@ -67,7 +67,8 @@ pub struct ReceivedReaction {
     pub name: String,
     /// The [`Reaction`](crate::Reaction) as JSON.
     pub reaction: serde_json::Value,
-    /// The position of its trigger in the path's history (`<epoch>:<offset>`).
+    /// The position of its trigger in the path's history (`<epoch>:<offset>`); `None` for what is in no
+    /// history (the admin page's snapshots).
     #[serde(default)]
     pub cursor: Option<String>,
 }

@@ -61,12 +61,16 @@ pub(crate) enum Work {
         path: Arc<str>,
         before: Option<Cursor>,
     },
+    /// A broadcast of this node's own (the admin page's snapshots) to its live connections on the path:
+    /// no position in the path's history, nothing kept for a replay, no observer told, nothing counted.
+    /// Ephemeral by design: a snapshot missed is superseded by the next one.
+    Live(Job),
 }
 
 impl Work {
     pub fn path(&self) -> &Arc<str> {
         match self {
-            Work::Trigger(job) => job.location.path_arc(),
+            Work::Trigger(job) | Work::Live(job) => job.location.path_arc(),
             Work::CatchUp { path, .. } | Work::Follow { path, .. } => path,
         }
     }

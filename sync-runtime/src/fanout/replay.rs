@@ -163,7 +163,7 @@ impl FanOut {
                 live.push(conn);
             }
         }
-        self.broadcast(job, &at, live).await;
+        self.broadcast(job, Some(&at), live).await;
     }
 
     /// Record that this node ran `path` at `at`; the position it ran before. A path nobody here is on
@@ -281,7 +281,8 @@ impl FanOut {
             }
             Counters::add(&self.counters.replayed, recipients.len());
             let at = Cursor::new(epoch.clone(), offset);
-            self.broadcast(record.into_job(), &at, recipients).await;
+            self.broadcast(record.into_job(), Some(&at), recipients)
+                .await;
         }
     }
 

@@ -149,11 +149,24 @@ impl FanOut {
             },
             Work::CatchUp { path, conns } => self.catch_up(path, conns).await,
             Work::Follow { path, before } => self.follow(path, before).await,
+            Work::Live(job) => {
+                // A parked connection would only fill its bounded queue with snapshots it no longer
+                // needs: it gets the next one when it comes back.
+                let mut recipients = self.presence.recipients(job.location.path());
+                recipients.retain(|c| c.phase() == crate::conn::Phase::Live);
+                self.broadcast(job, None, recipients).await;
+            }
         }
     }
 
-    /// Run one trigger at `at` over `recipients`: filters, verdicts, frames.
-    pub(super) async fn broadcast(&self, job: Job, at: &Cursor, recipients: Vec<Arc<Conn>>) {
+    /// Run one trigger at `at` over `recipients`: filters, verdicts, frames. Without a position (`at` is
+    /// `None`) it is a [`Work::Live`] broadcast: its frames carry no cursor, and it is not counted.
+    pub(super) async fn broadcast(
+        &self,
+        job: Job,
+        at: Option<&Cursor>,
+        recipients: Vec<Arc<Conn>>,
+    ) {
         let Job {
             entry,
             location,
@@ -163,8 +176,10 @@ impl FanOut {
             at: _,
             trace,
         } = job;
-        Counters::bump(&self.counters.fanouts);
-        let cursor = at.to_string();
+        if at.is_some() {
+            Counters::bump(&self.counters.fanouts);
+        }
+        let cursor = at.map(Cursor::to_string);
         let outcome = Outcome {
             matched: count(recipients.len()),
             ..Outcome::default()
@@ -180,8 +195,8 @@ impl FanOut {
             outcome,
             entry: &entry,
             location: &location,
-            cursor: &cursor,
-            offset: at.offset(),
+            cursor: cursor.as_deref(),
+            offset: at.map(Cursor::offset),
             last: None,
         };
         match &entry.sync.0.handling {
@@ -196,7 +211,7 @@ impl FanOut {
                     return;
                 };
                 let tail = reaction_tail(
-                    &cursor,
+                    cursor.as_deref(),
                     location.path(),
                     location.route(),
                     entry.name,
@@ -266,9 +281,11 @@ impl FanOut {
                 }
             }
         }
-        self.counters
-            .delivered
-            .fetch_add(u64::from(tally.outcome.delivered), Ordering::Relaxed);
+        if at.is_some() {
+            self.counters
+                .delivered
+                .fetch_add(u64::from(tally.outcome.delivered), Ordering::Relaxed);
+        }
         let outcome = tally.outcome;
         self.finish(trace, &entry, &location, outcome, reply);
     }
@@ -324,7 +341,7 @@ impl FanOut {
                     Some((previous, tail)) if *previous == reaction => tail.clone(),
                     _ => {
                         let tail = reaction_tail(
-                            cursor,
+                            *cursor,
                             location.path(),
                             location.route(),
                             name,
@@ -341,7 +358,9 @@ impl FanOut {
             Verdict::Skip => {
                 // A client whose filter skips trigger after trigger still moves on in the history: it is
                 // told its position now and then, so that the cursor it resumes from stays covered.
-                if conn.skipped(location.path(), *offset, self.position_every) {
+                if let (Some(offset), Some(cursor)) = (*offset, *cursor)
+                    && conn.skipped(location.path(), offset, self.position_every)
+                {
                     let frame = cursor_frame(location.path(), cursor);
                     self.conns.push(conn, Outbound::control(frame));
                 }
@@ -372,9 +391,10 @@ struct Tally<'a> {
     outcome: Outcome,
     entry: &'a SyncEntry,
     location: &'a Location,
-    cursor: &'a str,
+    /// `None` for a [`Work::Live`] broadcast.
+    cursor: Option<&'a str>,
     /// The trigger's offset in its path's history.
-    offset: u64,
+    offset: Option<u64>,
     last: Option<(Reaction, Arc<str>)>,
 }
 

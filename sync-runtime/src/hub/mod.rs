@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::admin_log::Admin;
 use crate::auth::{AuthFn, OriginPolicy};
 use crate::broker::{Backplane, BackplaneStatus, Broker, SessionCodec};
 use crate::conn::{Bound, Budget, ConnLimits};
@@ -18,7 +19,7 @@ use crate::error::SyncError;
 use crate::fanout::{FanOut, FanOutSettings, HistoryAt};
 use crate::handler::AnyArc;
 use crate::history::Cursor;
-use crate::observe::Observers;
+use crate::observe::{Observer, Observers};
 use crate::presence::Presence;
 use crate::protocol::{ErrorCode, close_code};
 use crate::registry::SyncTable;
@@ -26,7 +27,9 @@ use crate::roster::{Membership, Present, Roster};
 use crate::routes::normalize;
 use crate::stats::{Counters, Stats};
 
+pub(crate) mod admin;
 mod builder;
+mod config;
 mod extract;
 #[cfg(test)]
 mod history_tests;
@@ -38,8 +41,9 @@ mod problem;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use builder::PresenceMap;
 pub use builder::SyncHubBuilder;
-pub(crate) use builder::{HubConfig, PresenceMap};
+pub(crate) use config::HubConfig;
 pub use extract::Functions;
 pub use problem::{BuildError, BuildProblem};
 
@@ -77,6 +81,8 @@ pub(crate) struct HubInner {
     pub node: u64,
     /// Who watches this hub (metrics, the admin page).
     pub observers: Arc<Observers>,
+    /// The admin page, when the app enabled it.
+    pub admin: Option<Admin>,
 }
 
 /// What `build` hands to `assemble`.
@@ -89,6 +95,7 @@ pub(crate) struct Parts {
     pub backplane: Option<(Backplane, SessionCodec)>,
     pub presence: Option<PresenceMap>,
     pub session_type: TypeId,
+    pub admin: Option<Admin>,
 }
 
 /// Put a hub together from a checked configuration.
@@ -102,11 +109,24 @@ fn assemble(parts: Parts) -> SyncHub {
         backplane,
         presence: presence_map,
         session_type,
+        admin,
     } = parts;
     let counters = Arc::new(Counters::default());
     let observers = Arc::new(Observers::default());
+    let mut observers_list: Vec<Arc<dyn Observer>> = Vec::new();
+    if let Some(admin) = &admin {
+        observers_list.push(admin.recent.clone());
+    }
+    // Nobody to tell: left unset, for the crate's own tests to set theirs.
+    if !observers_list.is_empty() {
+        observers.set(observers_list);
+    }
     let roster = Arc::new(Roster::new(config.presence_limit, backplane.is_some()));
     let presence = Arc::new(Presence::new(roster.clone()));
+    if let Some(admin) = &admin {
+        // Who watches the admin page is nobody's business: its connections join no list.
+        presence.hide(admin.path.clone());
+    }
     let limits = Arc::new(ConnLimits {
         live: Bound {
             frames: config.outbound_queue,
@@ -182,6 +202,7 @@ fn assemble(parts: Parts) -> SyncHub {
         next_publish: std::sync::atomic::AtomicU64::new(1),
         node,
         observers,
+        admin,
     });
     // Only now that the hub exists: a subscriber started earlier could find no hub and stop for good.
     if let Some(broker) = &inner.broker {

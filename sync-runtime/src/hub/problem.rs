@@ -88,6 +88,11 @@ pub enum BuildProblem {
         "`.presence(..)` was called before `.authenticate(..)`: call it after, so that it maps the session type the authenticator produces"
     )]
     PresenceBeforeAuthenticate,
+    /// `.admin(..)` came before `.authenticate(..)`.
+    #[error(
+        "`.admin(..)` was called before `.authenticate(..)`: call it after, so that its check takes the session type the authenticator produces"
+    )]
+    AdminBeforeAuthenticate,
     /// `build` ran outside a Tokio runtime while a backplane needs one.
     #[error(
         "the backplane starts its connections when the hub is built: call `build()` inside a Tokio runtime"

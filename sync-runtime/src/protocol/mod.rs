@@ -94,6 +94,9 @@ pub mod close_code {
     pub const TOKEN_EXPIRED: u16 = 4001;
     /// The app disconnected every connection of the user ([`SyncHub::disconnect_user`](crate::SyncHub::disconnect_user)).
     pub const REVOKED: u16 = 4003;
+    /// The connection went to a path it may not be on: the admin page (`<prefix>/admin`) without passing
+    /// the app's admin check. The client must not come back.
+    pub const FORBIDDEN: u16 = 4403;
     /// The connection's outbound queue overflowed: the client reads too slowly.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The server is shutting down ("going away").

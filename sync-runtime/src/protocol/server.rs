@@ -164,8 +164,10 @@ pub(crate) const REACTION_HEAD: usize = 42;
 
 /// Everything of a reaction frame after its per-connection sequence number: computed once per distinct
 /// reaction and shared by every recipient's queue.
+///
+/// A reaction without a position in its path's history (the admin page's snapshots) has no `cursor`.
 pub(crate) fn reaction_tail(
-    cursor: &str,
+    cursor: Option<&str>,
     path: &str,
     route: Option<&str>,
     name: &str,
@@ -173,7 +175,8 @@ pub(crate) fn reaction_tail(
 ) -> std::sync::Arc<str> {
     #[derive(Serialize)]
     struct Tail<'a> {
-        cursor: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cursor: Option<&'a str>,
         path: &'a str,
         route: Option<&'a str>,
         name: &'a str,
@@ -305,7 +308,7 @@ mod tests {
     fn the_hand_built_reaction_frame_round_trips_through_the_types() {
         let reaction = crate::Reaction::event("saved", serde_json::json!({ "id": "a\"b" }));
         let tail = reaction_tail(
-            "e1:9",
+            Some("e1:9"),
             "/posts/7",
             Some("/posts/[id]"),
             "newComment",
@@ -330,6 +333,23 @@ mod tests {
         );
         assert_eq!(json, serde_json::to_value(&reaction).expect("json"));
         assert!(format!(r#"{{"t":"reaction","seq":{}"#, u64::MAX).len() <= REACTION_HEAD);
+    }
+
+    #[test]
+    fn a_reaction_without_a_position_has_no_cursor_and_still_reads() {
+        let reaction = crate::Reaction::event("snapshot", serde_json::json!({ "node": "n" }));
+        let tail = reaction_tail(
+            None,
+            "/_sync/admin",
+            Some("/_sync/admin"),
+            "live",
+            &reaction,
+        );
+        assert!(!tail.contains("cursor"), "{tail}");
+        let ServerFrame::Reaction { seq, cursor, .. } = parse(&reaction_frame(3, &tail)) else {
+            panic!("not a reaction");
+        };
+        assert_eq!((seq, cursor), (3, None));
     }
 
     #[test]

@@ -16,22 +16,26 @@ use axum::routing::get;
 use crate::SyncHub;
 use crate::auth::{AuthRequest, Who, bearer};
 use crate::conn::writer::{ReadSide, Sink, WriteEnd, write};
-use crate::conn::{Conn, Event, Outbound, Phase};
+use crate::conn::{Conn, Event, Outbound};
 use crate::conns::{AdmitError, Reservation};
 use crate::declarations;
 use crate::fanout::Work;
 use crate::history::Cursor;
 use crate::hub::HubInner;
 use crate::membership::millis_until;
-use crate::protocol::server::{Hello, Located, RESYNC, Refreshed, reaction_frame};
-use crate::protocol::{ErrorCode, PROTOCOL_VERSION, close_code};
-use crate::roster::View;
+use crate::protocol::server::{Hello, Located, RESYNC, reaction_frame};
+use crate::protocol::{PROTOCOL_VERSION, close_code};
 use crate::routes::normalize;
 use crate::stats::Counters;
 
+mod admin;
+mod credential;
 pub(crate) mod inbound;
 mod sse;
 mod ws;
+
+pub(crate) use credential::refresh;
+use credential::{renew, watch_expiry};
 
 /// The browser client, embedded in the binary: a plain ES module, no build step.
 const CLIENT_JS: &str = include_str!("../../client/sync-client.js");
@@ -41,10 +45,15 @@ const QUERY_CACHE_JS: &str = include_str!("../../client/query-cache.js");
 impl SyncHub {
     /// The sync endpoints (`<prefix>/ws`, `<prefix>/sse`, `<prefix>/client.js` and the module it imports,
     /// `<prefix>/query-cache.js`, and the TypeScript declarations `<prefix>/client.d.ts` and
-    /// `<prefix>/types.d.ts`), to merge into the app's router.
+    /// `<prefix>/types.d.ts`), and the admin page (`<prefix>/admin`) when
+    /// [enabled](crate::SyncHubBuilder::admin), to merge into the app's router.
     pub fn router(&self) -> Router {
         let prefix = &self.inner.config.prefix;
-        Router::new()
+        let router = match &self.inner.admin {
+            Some(admin) => Router::new().route(&admin.path, get(admin::page)),
+            None => Router::new(),
+        };
+        router
             .route(&format!("{prefix}/ws"), get(ws::upgrade))
             .route(
                 &format!("{prefix}/sse"),
@@ -164,85 +173,6 @@ pub(crate) async fn authenticate(
             Err(Refused::new(StatusCode::UNAUTHORIZED, refusal.message()))
         }
     }
-}
-
-/// A connection's new credential (a `refresh`, a resume): its session, view, token and expiry.
-fn renew(hub: &HubInner, conn: &Conn, who: &Who, view: View, token: Option<Arc<str>>) {
-    conn.update_credentials(|c| {
-        c.session = who.session.clone();
-        c.view = view.clone();
-        c.token = token;
-        c.expires = who.expires;
-    });
-    hub.roster.revise(conn.user(), &view);
-}
-
-/// A `refresh`: the authenticator runs on the new token (with no headers: the connection's own request
-/// is long gone) and must name the same user; the connection then carries on with the new session and
-/// expiry. Otherwise `refresh_refused`, and the old credential stays until it expires.
-pub(crate) async fn refresh(hub: &Arc<HubInner>, conn: &Arc<Conn>, token: String) {
-    let uri = Uri::try_from(format!("{}/ws", hub.config.prefix)).unwrap_or_default();
-    let request = AuthRequest {
-        headers: HeaderMap::new(),
-        uri,
-        token: Some(token.clone()),
-    };
-    let refused = match (hub.auth)(request).await {
-        Ok(who) if who.user == *conn.user() && !who.guest => {
-            renew(
-                hub,
-                conn,
-                &who,
-                hub.view_of(&who.session),
-                Some(Arc::from(token)),
-            );
-            let frame = serde_json::to_string(&Refreshed {
-                t: "refreshed",
-                expires_in: who.expires.map(millis_until),
-            })
-            .expect("refreshed has only integers");
-            hub.conns.push(conn, Outbound::control(frame));
-            watch_expiry(hub, conn);
-            return;
-        }
-        Ok(_) => "the token belongs to another user".to_owned(),
-        Err(refusal) => refusal.message().to_owned(),
-    };
-    inbound::reject(hub, conn, None, ErrorCode::RefreshRefused, &refused);
-}
-
-/// Close `conn` with `TOKEN_EXPIRED` once its credential expires unrefreshed. One task per connection
-/// with an expiry, holding it weakly, waking at least every minute to let go of a connection gone.
-fn watch_expiry(hub: &Arc<HubInner>, conn: &Arc<Conn>) {
-    if conn.credentials().expires.is_none() || conn.watching_expiry.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let (hub, conn) = (Arc::downgrade(hub), Arc::downgrade(conn));
-    tokio::spawn(async move {
-        loop {
-            let Some(c) = conn.upgrade().filter(|c| c.phase() != Phase::Gone) else {
-                return;
-            };
-            let Some(at) = c.credentials().expires else {
-                c.watching_expiry.store(false, Ordering::Release);
-                return;
-            };
-            drop(c);
-            let left = at
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default();
-            if !left.is_zero() {
-                tokio::time::sleep(left.min(std::time::Duration::from_secs(60))).await;
-                continue;
-            }
-            if let (Some(c), Some(hub)) = (conn.upgrade(), hub.upgrade()) {
-                tracing::debug!(target: "sync_runtime::transport", conn = %c.id, "credential expired; closing");
-                hub.conns
-                    .close(&c, close_code::TOKEN_EXPIRED, "token expired");
-            }
-            return;
-        }
-    });
 }
 
 /// How an admitted client gets its connection.
@@ -568,10 +498,25 @@ pub(crate) async fn report_location(
     path: Arc<str>,
     cursor: Option<Cursor>,
 ) {
+    let admin = hub.admin.as_ref().filter(|admin| *admin.path == *path);
+    if let Some(admin) = admin
+        && !admin.allows(&conn.credentials().session)
+    {
+        // Defence in depth (the page itself is refused with 403): no snapshot would reach it anyway.
+        tracing::warn!(target: "sync_runtime::admin", conn = %conn.id, user = %conn.user(), "a connection the admin check refuses went to the admin page; closed");
+        hub.presence.remove(conn);
+        hub.conns.close(
+            conn,
+            close_code::FORBIDDEN,
+            "the admin page is for admins only",
+        );
+        return;
+    }
     let mut cursor = cursor;
     let moved = !conn.is_on(&path);
     if moved
         && cursor.is_none()
+        && admin.is_none()
         && let Some(broker) = &hub.broker
         && !broker.follows(&path)
     {
@@ -591,6 +536,9 @@ pub(crate) async fn report_location(
     })
     .expect("located has only strings");
     hub.conns.push(conn, Outbound::control(frame));
+    if admin.is_some() {
+        hub.watch_admin();
+    }
     if cursor.is_some() {
         let work = Work::CatchUp {
             path,
