@@ -52,6 +52,8 @@ pub(crate) struct HubConfig {
     pub sse_keepalive: Duration,
     pub presence_limit: usize,
     pub presence_window: Duration,
+    #[cfg(feature = "metrics")]
+    pub metrics: super::metrics::MetricsConfig,
 }
 
 impl Default for HubConfig {
@@ -84,6 +86,8 @@ impl Default for HubConfig {
             sse_keepalive: Duration::from_secs(30),
             presence_limit: 100,
             presence_window: Duration::from_millis(100),
+            #[cfg(feature = "metrics")]
+            metrics: super::metrics::MetricsConfig::default(),
         }
     }
 }
@@ -111,7 +115,7 @@ impl Default for HubConfig {
 pub struct SyncHubBuilder<S = (), F = ()> {
     auth: Option<AuthFn>,
     functions: AnyArc,
-    config: HubConfig,
+    pub(super) config: HubConfig,
     backplane: Option<(Backplane, SessionCodec)>,
     presence: Option<PresenceMap>,
     _session: std::marker::PhantomData<fn() -> (S, F)>,

@@ -30,6 +30,8 @@ mod builder;
 mod extract;
 #[cfg(test)]
 mod history_tests;
+#[cfg(feature = "metrics")]
+mod metrics;
 #[cfg(test)]
 mod observe_tests;
 #[cfg(test)]
@@ -77,6 +79,9 @@ pub(crate) struct HubInner {
     pub node: u64,
     /// Who watches this hub (metrics, the admin page).
     pub observers: Arc<Observers>,
+    /// Its Prometheus series, when the builder asked for them.
+    #[cfg(feature = "metrics")]
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// What `build` hands to `assemble`.
@@ -105,6 +110,17 @@ fn assemble(parts: Parts) -> SyncHub {
     } = parts;
     let counters = Arc::new(Counters::default());
     let observers = Arc::new(Observers::default());
+    #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+    let mut observers_list: Vec<Arc<dyn crate::observe::Observer>> = Vec::new();
+    #[cfg(feature = "metrics")]
+    let metrics = metrics::build(&config.metrics, &table);
+    #[cfg(feature = "metrics")]
+    observers_list.extend(metrics.as_ref().map(|m| m.observer()));
+    // Set once, and only with someone to tell (the crate's own tests give a hub built without any an
+    // observer of theirs).
+    if !observers_list.is_empty() {
+        observers.set(observers_list);
+    }
     let roster = Arc::new(Roster::new(config.presence_limit, backplane.is_some()));
     let presence = Arc::new(Presence::new(roster.clone()));
     let limits = Arc::new(ConnLimits {
@@ -182,7 +198,14 @@ fn assemble(parts: Parts) -> SyncHub {
         next_publish: std::sync::atomic::AtomicU64::new(1),
         node,
         observers,
+        #[cfg(feature = "metrics")]
+        metrics,
     });
+    #[cfg(feature = "metrics")]
+    if let Some(metrics) = &inner.metrics {
+        let gauges: std::sync::Weak<dyn crate::metrics::Gauges> = Arc::downgrade(&inner) as _;
+        metrics.watch(gauges);
+    }
     // Only now that the hub exists: a subscriber started earlier could find no hub and stop for good.
     if let Some(broker) = &inner.broker {
         let recall: std::sync::Weak<dyn crate::fanout::Recall> = Arc::downgrade(&inner) as _;

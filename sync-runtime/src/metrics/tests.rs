@@ -1,0 +1,134 @@
+//! The series a hub keeps, read back from its text as Prometheus would: over the in-memory transport.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::registry::Registration;
+use crate::test_support::{TestClient, token_hub};
+use crate::{ClientCx, Reaction, SyncHub};
+
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Note {
+    n: u64,
+}
+
+fn react(cx: ClientCx<Note, ()>) -> Reaction {
+    Reaction::event("note", json!({ "n": cx.data.n }))
+}
+
+static NOTE: Registration = Registration {
+    route: "/room/[id]",
+    name: "note",
+    client_file: "src/room/[id]/_sync/note_client.rs",
+    server_file: None,
+    build: || crate::handler::SyncDef::new(react).finish(),
+    data_json: || None,
+};
+
+/// Every sample of an OpenMetrics text: `name{labels}` -> value.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(series, value)| (series.to_owned(), value.parse().expect("a number")))
+        .collect()
+}
+
+fn scrape(hub: &SyncHub) -> HashMap<String, f64> {
+    samples(&hub.metrics_text().expect("metrics on"))
+}
+
+#[tokio::test]
+async fn without_metrics_there_is_no_text_nothing_to_register_and_no_observer() {
+    let hub = token_hub(&[&NOTE], |b| b);
+    assert_eq!(hub.metrics_text(), None);
+    let mut registry = prometheus_client::registry::Registry::default();
+    assert!(!hub.register_metrics(&mut registry));
+    assert_eq!(hub.inner.observers.count(), 0, "nobody is told of fan-outs");
+
+    let with = token_hub(&[&NOTE], |b| b.metrics());
+    assert_eq!(with.inner.observers.count(), 1);
+}
+
+#[tokio::test]
+async fn a_trigger_counts_per_sync_with_its_deliveries_and_fan_out_time_and_users_per_route() {
+    let hub = token_hub(&[&NOTE], |b| b.metrics_top_paths(1));
+    let before = scrape(&hub);
+    assert_eq!(
+        before[r#"sync_triggers_total{route="/room/[id]",sync="note"}"#],
+        0.0
+    );
+    assert_eq!(before[r#"sync_users{route="/room/[id]"}"#], 0.0);
+
+    let mut ann = TestClient::connect(&hub, "ann", "/room/1").await;
+    let _ann_again = TestClient::connect(&hub, "ann", "/room/1").await;
+    let _bea = TestClient::connect(&hub, "bea", "/room/1").await;
+    let _cid = TestClient::connect(&hub, "cid", "/room/2").await;
+    let _dot = TestClient::connect(&hub, "dot", "/lobby").await;
+    let outcome = hub
+        .request("/room/1", "note", json!({ "n": 1 }))
+        .await
+        .expect("sent");
+    assert_eq!(outcome.delivered, 3);
+    hub.request("/room/2", "note", json!({ "n": 2 }))
+        .await
+        .expect("sent");
+    ann.next_of("reaction").await;
+
+    let after = scrape(&hub);
+    let sync = r#"{route="/room/[id]",sync="note"}"#;
+    assert_eq!(after[&format!("sync_triggers_total{sync}")], 2.0);
+    assert_eq!(after[&format!("sync_recipients_matched_total{sync}")], 4.0);
+    assert_eq!(after[&format!("sync_deliveries_total{sync}")], 4.0);
+    assert_eq!(after[&format!("sync_recipients_failed_total{sync}")], 0.0);
+    assert_eq!(
+        after[&format!("sync_fanout_duration_seconds_count{sync}")],
+        2.0
+    );
+    // Users each once however many tabs: ann, bea and cid on the route, dot on a path without syncs.
+    assert_eq!(after[r#"sync_users{route="/room/[id]"}"#], 3.0);
+    assert_eq!(after[r#"sync_users{route="none"}"#], 1.0);
+    assert_eq!(after[r#"sync_connections{transport="websocket"}"#], 5.0);
+    // The busiest path only: one per-path series, however many paths.
+    assert_eq!(after[r#"sync_path_users{path="/room/1"}"#], 2.0);
+    assert_eq!(
+        after
+            .keys()
+            .filter(|k| k.starts_with("sync_path_users"))
+            .count(),
+        1
+    );
+    assert_eq!(after["sync_nodes"], 1.0);
+    assert!(
+        !after.keys().any(|k| k.starts_with("sync_broker_up")),
+        "no backplane"
+    );
+}
+
+#[tokio::test]
+async fn an_app_registry_that_outlives_the_hub_does_not_keep_it_alive() {
+    let hub = token_hub(&[&NOTE], |b| b.metrics());
+    let mut registry = prometheus_client::registry::Registry::default();
+    assert!(hub.register_metrics(&mut registry));
+    let encode = |registry: &prometheus_client::registry::Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("a String");
+        samples(&text)
+    };
+    assert_eq!(encode(&registry)["sync_connections_parked"], 0.0);
+
+    let weak = Arc::downgrade(&hub.inner);
+    drop(hub);
+    assert!(weak.upgrade().is_none(), "the registry holds no hub");
+    let left = encode(&registry);
+    assert!(
+        !left.contains_key("sync_connections_parked"),
+        "a dropped hub's gauges are gone"
+    );
+    assert_eq!(
+        left[r#"sync_triggers_total{route="/room/[id]",sync="note"}"#],
+        0.0
+    );
+}
