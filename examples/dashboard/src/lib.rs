@@ -172,7 +172,8 @@ pub fn current_user(app: &App, headers: &HeaderMap) -> Option<User> {
     app.session(sid)
 }
 
-/// The hub: the `sid` cookie authenticates a WebSocket, the database is every filter's `functions`.
+/// The hub: the `sid` cookie authenticates a WebSocket, the database is every filter's `functions`; it
+/// keeps Prometheus metrics, served at `/metrics`.
 pub fn hub(app: App) -> SyncHub {
     hub_with(app, None)
 }
@@ -193,6 +194,7 @@ pub fn hub_with(app: App, backplane: Option<Backplane>) -> SyncHub {
             }
         })
         .presence(|user: &User| serde_json::json!({ "name": user.name, "team": user.team }))
+        .metrics()
         .functions(app);
     match backplane {
         Some(backplane) => builder.backplane(backplane),
@@ -218,7 +220,10 @@ pub fn router(hub: &SyncHub) -> Router {
                 axum::routing::post(pages::dashboard::add_task),
             )
             .route("/home", get(home::show))
-            .route(pages::boards__id::PATH, get(pages::boards__id::show)),
+            .route(pages::boards__id::PATH, get(pages::boards__id::show))
+            // Prometheus scrapes the hub's series here (docs/METRICS.md); a public deployment would put
+            // it behind its own guard or on an internal port.
+            .route("/metrics", hub.metrics_route()),
     )
 }
 

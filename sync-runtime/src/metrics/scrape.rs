@@ -95,7 +95,7 @@ fn write(e: &mut DescriptorEncoder, r: &Reading) -> fmt::Result {
         e,
         (
             "sync_connections",
-            "Connections with a transport attached",
+            "Connections with a transport attached.",
             MetricType::Gauge,
         ),
         "transport",
@@ -107,14 +107,14 @@ fn write(e: &mut DescriptorEncoder, r: &Reading) -> fmt::Result {
     gauge(
         e,
         "sync_connections_parked",
-        "Connections whose transport dropped, waiting for a resume",
+        "Connections whose transport dropped, waiting for a resume.",
         s.parked as usize,
     )?;
     labelled(
         e,
         (
             "sync_users",
-            "Users with a connection on this node, each once, by route pattern",
+            "Users with a connection on this node, each once, by route pattern.",
             MetricType::Gauge,
         ),
         "route",
@@ -127,7 +127,7 @@ fn write(e: &mut DescriptorEncoder, r: &Reading) -> fmt::Result {
             e,
             (
                 "sync_path_users",
-                "Users with a connection on this node on the busiest concrete paths",
+                "Users with a connection on this node on the busiest concrete paths.",
                 MetricType::Gauge,
             ),
             "path",
@@ -140,7 +140,7 @@ fn write(e: &mut DescriptorEncoder, r: &Reading) -> fmt::Result {
         e,
         (
             "sync_filter_failures",
-            "Filters that failed, by why: returned an error, panicked (a reaction too), overran the deadline",
+            "Filters that failed, by why: returned an error, panicked (a reaction too), overran the deadline.",
             MetricType::Counter,
         ),
         "reason",
@@ -153,42 +153,42 @@ fn write(e: &mut DescriptorEncoder, r: &Reading) -> fmt::Result {
     for (name, help, value) in [
         (
             "sync_slow_consumer_closes",
-            "Connections closed because their outbound queue overflowed",
+            "Connections closed because their outbound queue overflowed.",
             s.slow_consumers,
         ),
         (
             "sync_rejected_messages",
-            "Client messages answered with an error code",
+            "Client messages answered with an error code.",
             s.rejected_messages,
         ),
         (
             "sync_rate_limited_frames",
-            "Client messages refused by a rate limit (of sync_rejected_messages)",
+            "Client messages refused by a rate limit (of sync_rejected_messages).",
             s.rate_limited,
         ),
         (
             "sync_resumes",
-            "Connections resumed by key within the grace window",
+            "Connections resumed by key within the grace window.",
             s.resumed,
         ),
         (
             "sync_replayed_reactions",
-            "Reactions re-run from a path's history for connections that stood behind",
+            "Reactions re-run from a path's history for connections that stood behind.",
             s.replayed,
         ),
         (
             "sync_resyncs",
-            "resync frames sent because a position was no longer in its path's history",
+            "resync frames sent because a position was no longer in its path's history.",
             s.history_resyncs,
         ),
         (
             "sync_parked_evicted",
-            "Parked connections forgotten before their grace window ended",
+            "Parked connections forgotten before their grace window ended.",
             s.parked_evicted,
         ),
         (
             "sync_remote_dropped",
-            "Triggers from other nodes dropped because their path's lane was full",
+            "Triggers from other nodes dropped because their path's lane was full.",
             s.remote_dropped,
         ),
     ] {
@@ -197,44 +197,44 @@ fn write(e: &mut DescriptorEncoder, r: &Reading) -> fmt::Result {
     gauge(
         e,
         "sync_lanes",
-        "Paths with a lane (running triggers, or idle for less than lane_idle)",
+        "Paths with a lane (running triggers, or idle for less than lane_idle).",
         r.lanes,
     )?;
     gauge(
         e,
         "sync_lane_backlog",
-        "Triggers and catch-ups waiting in every lane together",
+        "Triggers and catch-ups waiting in every lane together.",
         r.backlog.0,
     )?;
     gauge(
         e,
         "sync_lane_backlog_max",
-        "Triggers and catch-ups waiting in the longest lane",
+        "Triggers and catch-ups waiting in the longest lane.",
         r.backlog.1,
     )?;
     let (frames, bytes, most) = r.queued;
     gauge(
         e,
         "sync_outbound_queued_frames",
-        "Frames waiting for every connection's transport together",
+        "Frames waiting for every connection's transport together.",
         frames,
     )?;
     gauge(
         e,
         "sync_outbound_queued_bytes",
-        "Bytes waiting for every connection's transport together",
+        "Bytes waiting for every connection's transport together.",
         bytes,
     )?;
     gauge(
         e,
         "sync_outbound_queue_max_frames",
-        "Frames waiting for the connection with the longest queue",
+        "Frames waiting for the connection with the longest queue.",
         most,
     )?;
     gauge(
         e,
         "sync_nodes",
-        "Nodes this one hears on the backplane, itself included",
+        "Nodes this one hears on the backplane, itself included.",
         r.nodes,
     )?;
     if let Some(b) = &r.backplane {
@@ -242,7 +242,7 @@ fn write(e: &mut DescriptorEncoder, r: &Reading) -> fmt::Result {
             e,
             (
                 "sync_broker_up",
-                "The backplane's connection is up (1) or not (0)",
+                "The backplane's connection is up (1) or not (0).",
                 MetricType::Gauge,
             ),
             "connection",
@@ -254,25 +254,25 @@ fn write(e: &mut DescriptorEncoder, r: &Reading) -> fmt::Result {
         counter(
             e,
             "sync_broker_published",
-            "Triggers this node published",
+            "Triggers this node published.",
             b.published,
         )?;
         counter(
             e,
             "sync_broker_received",
-            "Triggers received on the channels this node follows",
+            "Triggers received on the channels this node follows.",
             b.received,
         )?;
         counter(
             e,
             "sync_broker_dropped",
-            "Triggers that could not be published (refused to their sender)",
+            "Triggers that could not be published (refused to their sender).",
             b.dropped,
         )?;
         gauge(
             e,
             "sync_broker_following_paths",
-            "Paths whose channel this node follows",
+            "Paths whose channel this node follows.",
             b.following as usize,
         )?;
     }
