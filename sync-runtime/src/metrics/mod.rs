@@ -83,7 +83,11 @@ impl Observer for Events {
             return;
         };
         let outcome = finished.outcome;
-        series.triggers.inc();
+        // Counted where accepted, so that a sum over nodes counts each trigger once; its fan-outs on
+        // every node are the duration histogram's count.
+        if !finished.remote {
+            series.triggers.inc();
+        }
         series.matched.inc_by(u64::from(outcome.matched));
         series.passed.inc_by(u64::from(outcome.passed));
         series.delivered.inc_by(u64::from(outcome.delivered));
@@ -165,7 +169,7 @@ impl Metrics {
         let f = &self.events.families;
         registry.register(
             "sync_triggers",
-            "Triggers whose fan-out ran on this node, by route pattern and sync",
+            "Triggers accepted on this node (each counted once across nodes), by route pattern and sync",
             f.triggers.clone(),
         );
         registry.register(
@@ -190,7 +194,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "sync_fanout_duration",
-            "From a trigger accepted (or received from another node) to its last reaction queued here",
+            "Fan-outs run here (its count), from the trigger accepted (or received from another node) to its last reaction queued",
             Unit::Seconds,
             f.took.clone(),
         );

@@ -132,3 +132,66 @@ async fn an_app_registry_that_outlives_the_hub_does_not_keep_it_alive() {
         0.0
     );
 }
+
+static SHARED_NOTE: Registration = Registration {
+    data_json: || Some(|d| serde_json::to_string(d.downcast_ref::<Note>()?).ok()),
+    ..NOTE
+};
+
+#[tokio::test]
+async fn between_two_nodes_the_receiver_counts_the_trigger_and_both_show_the_backplane_and_lags() {
+    use crate::test_support::until;
+    use crate::{Backplane, MemoryBus};
+    let bus = MemoryBus::new();
+    let node = || {
+        token_hub(&[&SHARED_NOTE], |b| {
+            b.backplane(Backplane::memory(&bus).heartbeat(std::time::Duration::from_millis(20)))
+                .metrics()
+        })
+    };
+    let (a, b) = (node(), node());
+    let mut bea = TestClient::connect(&b, "bea", "/room/1").await;
+    until("each node hears the other and follows", || {
+        let (sa, sb) = (scrape(&a), scrape(&b));
+        sa["sync_nodes"] == 2.0
+            && sb["sync_nodes"] == 2.0
+            && sb["sync_broker_following_paths"] == 1.0
+            && sa[r#"sync_broker_up{connection="subscribe"}"#] == 1.0
+    })
+    .await;
+
+    a.request("/room/1", "note", json!({ "n": 1 }))
+        .await
+        .expect("published");
+    bea.next_of("reaction").await;
+    until("a hears its publish back", || {
+        scrape(&a)["sync_publish_lag_seconds_count"] == 1.0
+    })
+    .await;
+
+    let (sa, sb) = (scrape(&a), scrape(&b));
+    let sync = r#"{route="/room/[id]",sync="note"}"#;
+    // Accepted on a, counted there once; its fan-out ran on both, delivering on b, where the user is.
+    assert_eq!(sa[&format!("sync_triggers_total{sync}")], 1.0);
+    assert_eq!(sb[&format!("sync_triggers_total{sync}")], 0.0);
+    assert_eq!(
+        sa[&format!("sync_fanout_duration_seconds_count{sync}")],
+        1.0
+    );
+    assert_eq!(
+        sb[&format!("sync_fanout_duration_seconds_count{sync}")],
+        1.0
+    );
+    assert_eq!(sa[&format!("sync_deliveries_total{sync}")], 0.0);
+    assert_eq!(sb[&format!("sync_deliveries_total{sync}")], 1.0);
+    assert_eq!(sb["sync_receive_lag_seconds_count"], 1.0);
+    assert_eq!(sa["sync_receive_lag_seconds_count"], 0.0);
+    assert_eq!(sa["sync_broker_published_total"], 1.0);
+    assert_eq!(sb["sync_broker_received_total"], 1.0);
+    assert_eq!(sa[r#"sync_broker_up{connection="publish"}"#], 1.0);
+    assert_eq!(sb[r#"sync_users{route="/room/[id]"}"#], 1.0);
+    assert_eq!(
+        sa[r#"sync_users{route="/room/[id]"}"#], 0.0,
+        "this node's users only"
+    );
+}
