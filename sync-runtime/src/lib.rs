@@ -40,6 +40,7 @@
 // registry, presence, conns  the sync table; who is where; admission, resume and parking
 // fanout      lanes and the broadcast
 // broker      the engine between nodes (knows only its own traits)
+// metrics     Prometheus series and the scrape (feature `metrics`; knows readings, not the hub)
 // hub         the handle and builder that put the pieces together
 // membership  keeping the roster right: browsers' lists, other nodes, session changes
 // trigger     every way a trigger comes in
@@ -58,6 +59,8 @@ mod handler;
 mod history;
 mod hub;
 mod membership;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod observe;
 mod presence;
 mod protocol;

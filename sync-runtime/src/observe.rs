@@ -96,6 +96,12 @@ impl Observers {
         let _ = self.list.set(list.into_boxed_slice());
     }
 
+    /// How many observers were set (none when the hub was built without any).
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        self.list.get().map_or(0, |list| list.len())
+    }
+
     fn each(&self, f: impl Fn(&dyn Observer)) {
         for observer in self.list.get().into_iter().flatten() {
             f(&**observer);

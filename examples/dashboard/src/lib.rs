@@ -178,7 +178,8 @@ pub fn is_admin(user: &User) -> bool {
     user.name == "admin"
 }
 
-/// The hub: the `sid` cookie authenticates a WebSocket, the database is every filter's `functions`.
+/// The hub: the `sid` cookie authenticates a WebSocket, the database is every filter's `functions`; it
+/// keeps Prometheus metrics, served at `/metrics`.
 pub fn hub(app: App) -> SyncHub {
     hub_with(app, None)
 }
@@ -202,6 +203,7 @@ pub fn hub_with(app: App, backplane: Option<Backplane>) -> SyncHub {
         // The live admin page at /_sync/admin, for the user named `admin` (the example has no passwords:
         // a real app checks a role its own database grants).
         .admin(is_admin)
+        .metrics()
         .functions(app);
     match backplane {
         Some(backplane) => builder.backplane(backplane),
@@ -227,7 +229,10 @@ pub fn router(hub: &SyncHub) -> Router {
                 axum::routing::post(pages::dashboard::add_task),
             )
             .route("/home", get(home::show))
-            .route(pages::boards__id::PATH, get(pages::boards__id::show)),
+            .route(pages::boards__id::PATH, get(pages::boards__id::show))
+            // Prometheus scrapes the hub's series here (docs/METRICS.md); a public deployment would put
+            // it behind its own guard or on an internal port.
+            .route("/metrics", hub.metrics_route()),
     )
 }
 

@@ -361,3 +361,40 @@ async fn who_is_here_lists_each_user_once_with_their_name_and_team() {
     bob.close().await;
     assert!(presence(&site.hub, "/home").is_empty());
 }
+
+#[tokio::test]
+async fn metrics_count_a_new_task_by_route_and_sync_and_the_users_on_the_dashboard() {
+    let site = site().await;
+    let alice = site.login("alice", "red").await;
+    let mut bob = site.user("bob", "red", "/dashboard").await;
+    let _carol = site.user("carol", "blue", "/dashboard").await;
+    let form = [("text", "Ship the metrics")];
+    let response = site
+        .app
+        .post_form("/dashboard/tasks", &form, Some(&alice))
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    bob.expect("refreshData").await;
+
+    let scraped = site.app.get("/metrics", None).await;
+    assert_eq!(scraped.status, 200);
+    let value = |series: &str| -> f64 {
+        let line = scraped
+            .body
+            .lines()
+            .find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == series))
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{}", scraped.body));
+        line.rsplit_once(' ')
+            .expect("a sample")
+            .1
+            .parse()
+            .expect("a number")
+    };
+    let sync = r#"{route="/dashboard",sync="refreshData"}"#;
+    assert_eq!(value(&format!("sync_triggers_total{sync}")), 1.0);
+    // bob and carol were on the page; the team filter let bob's through only.
+    assert_eq!(value(&format!("sync_recipients_matched_total{sync}")), 2.0);
+    assert_eq!(value(&format!("sync_deliveries_total{sync}")), 1.0);
+    assert_eq!(value(r#"sync_users{route="/dashboard"}"#), 2.0);
+    assert_eq!(value(r#"sync_connections{transport="websocket"}"#), 2.0);
+}

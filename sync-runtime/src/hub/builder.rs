@@ -45,7 +45,7 @@ pub(crate) struct PresenceMap {
 pub struct SyncHubBuilder<S = (), F = ()> {
     auth: Option<AuthFn>,
     functions: AnyArc,
-    config: HubConfig,
+    pub(super) config: HubConfig,
     backplane: Option<(Backplane, SessionCodec)>,
     presence: Option<PresenceMap>,
     /// The app's check that guards the admin page, when enabled ([`admin`](Self::admin)).

@@ -32,6 +32,8 @@ pub(crate) struct HubConfig {
     pub sse_keepalive: Duration,
     pub presence_limit: usize,
     pub presence_window: Duration,
+    #[cfg(feature = "metrics")]
+    pub metrics: super::metrics::MetricsConfig,
 }
 
 impl Default for HubConfig {
@@ -64,6 +66,8 @@ impl Default for HubConfig {
             sse_keepalive: Duration::from_secs(30),
             presence_limit: 100,
             presence_window: Duration::from_millis(100),
+            #[cfg(feature = "metrics")]
+            metrics: super::metrics::MetricsConfig::default(),
         }
     }
 }

@@ -33,6 +33,8 @@ mod config;
 mod extract;
 #[cfg(test)]
 mod history_tests;
+#[cfg(feature = "metrics")]
+mod metrics;
 #[cfg(test)]
 mod observe_tests;
 #[cfg(test)]
@@ -83,6 +85,9 @@ pub(crate) struct HubInner {
     pub observers: Arc<Observers>,
     /// The admin page, when the app enabled it.
     pub admin: Option<Admin>,
+    /// Its Prometheus series, when the builder asked for them.
+    #[cfg(feature = "metrics")]
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// What `build` hands to `assemble`.
@@ -117,7 +122,12 @@ fn assemble(parts: Parts) -> SyncHub {
     if let Some(admin) = &admin {
         observers_list.push(admin.recent.clone());
     }
-    // Nobody to tell: left unset, for the crate's own tests to set theirs.
+    #[cfg(feature = "metrics")]
+    let metrics = metrics::build(&config.metrics, &table);
+    #[cfg(feature = "metrics")]
+    observers_list.extend(metrics.as_ref().map(|m| m.observer()));
+    // Set once, and only with someone to tell (the crate's own tests give a hub built without any an
+    // observer of theirs).
     if !observers_list.is_empty() {
         observers.set(observers_list);
     }
@@ -203,7 +213,14 @@ fn assemble(parts: Parts) -> SyncHub {
         node,
         observers,
         admin,
+        #[cfg(feature = "metrics")]
+        metrics,
     });
+    #[cfg(feature = "metrics")]
+    if let Some(metrics) = &inner.metrics {
+        let gauges: std::sync::Weak<dyn crate::metrics::Gauges> = Arc::downgrade(&inner) as _;
+        metrics.watch(gauges);
+    }
     // Only now that the hub exists: a subscriber started earlier could find no hub and stop for good.
     if let Some(broker) = &inner.broker {
         let recall: std::sync::Weak<dyn crate::fanout::Recall> = Arc::downgrade(&inner) as _;

@@ -12,9 +12,10 @@ sync_runtime::include_routes!();
 /// A hub where token `u<n>` is user `u<n>` (the session is the number, for the half-passing filter). With
 /// `redis`, the hub shares triggers with other nodes through the Redis backplane at that URL. With
 /// `presence`, every connection gets its path's user list (`presence`, then `presence_diff` frames) with
-/// the view `{"name":"u<n>"}`, at the runtime's default limit (100 listed) and window (100 ms). Must be
-/// called on a Tokio runtime (the backplane starts its tasks there).
-pub fn hub(redis: Option<&str>, presence: bool) -> SyncHub {
+/// the view `{"name":"u<n>"}`, at the runtime's default limit (100 listed) and window (100 ms). With
+/// `metrics`, the hub keeps its Prometheus series. Must be called on a Tokio runtime (the backplane starts
+/// its tasks there).
+pub fn hub(redis: Option<&str>, presence: bool, metrics: bool) -> SyncHub {
     let builder = SyncHub::builder()
         .authenticate(|req| async move {
             let n: u64 = req
@@ -34,6 +35,7 @@ pub fn hub(redis: Option<&str>, presence: bool) -> SyncHub {
     } else {
         builder
     };
+    let builder = if metrics { builder.metrics() } else { builder };
     let builder = match redis {
         Some(url) => builder.backplane(Backplane::redis(url)),
         None => builder,

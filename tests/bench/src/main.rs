@@ -16,6 +16,8 @@
 //!    disconnect as fast as possible for a fixed time; connects/s.
 //! 4. Presence (`presence.rs`): trigger deliveries/s elsewhere on the server without and with users
 //!    joining and leaving a big room, side by side, and what the room's members receive meanwhile.
+//! 5. Metrics (`metrics.rs`): the same closed-loop fan-out on this framework with Prometheus metrics off
+//!    and on, side by side, and the ratio (`--metrics-only` runs this phase alone).
 //!
 //! Every subscriber checks that numbers arrive in order without gaps or duplicates; any violation fails
 //! the run.
@@ -32,6 +34,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
+mod metrics;
 mod presence;
 
 type Ws =
@@ -44,6 +47,8 @@ enum Server {
     CeilingOurFrameSize,
     /// This framework, no server file.
     Ours,
+    /// The same, with Prometheus metrics on (and scraped every second).
+    OursMetrics,
     /// This framework, a filter that passes everyone.
     OursFilterAll,
     /// This framework, a filter that passes half.
@@ -66,6 +71,7 @@ impl Server {
             Server::Ceiling => "ceiling (tokio+tungstenite)",
             Server::CeilingOurFrameSize => "ceiling, frames of our size",
             Server::Ours => "sync, no server file",
+            Server::OursMetrics => "sync, metrics on",
             Server::OursFilterAll => "sync, filter (all pass)",
             Server::OursFilterHalf => "sync, filter (half pass)",
             Server::OursTwoNodes => "sync, two nodes (Redis)",
@@ -80,6 +86,7 @@ impl Server {
         match self {
             Server::Ceiling | Server::CeilingOurFrameSize => Kind::Ceiling,
             Server::Ours
+            | Server::OursMetrics
             | Server::OursFilterAll
             | Server::OursFilterHalf
             | Server::OursTwoNodes
@@ -116,6 +123,8 @@ usage: sync-bench [options]
   --presence-room N     connections in the presence phase's big room (default 10000; 0 skips)
   --presence-churn N    users joining and leaving that room, each once a second (default 1000; 0 skips)
   --presence-seconds S  duration of each presence row (default 3)
+  --metrics-repeats N   repeats of the metrics off/on pairs, per subscriber count (default 3; 0 skips)
+  --metrics-only        only the metrics phase (with --subscribers, --publishes)
   --pin                 server on CPU 1 (taskset -c 1), load generator on CPU 0
   --help                this text";
 
@@ -130,6 +139,8 @@ struct Args {
     presence_room: usize,
     presence_churn: usize,
     presence_seconds: f64,
+    metrics_repeats: usize,
+    metrics_only: bool,
     pin: bool,
 }
 
@@ -149,12 +160,18 @@ fn args() -> Args {
         presence_room: 10_000,
         presence_churn: 1000,
         presence_seconds: 3.0,
+        metrics_repeats: 3,
+        metrics_only: false,
         pin: false,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
         if flag == "--pin" {
             a.pin = true;
+            continue;
+        }
+        if flag == "--metrics-only" {
+            a.metrics_only = true;
             continue;
         }
         if flag == "--help" || flag == "-h" {
@@ -179,6 +196,7 @@ fn args() -> Args {
             "--presence-room" => a.presence_room = number(&value) as usize,
             "--presence-churn" => a.presence_churn = number(&value) as usize,
             "--presence-seconds" => a.presence_seconds = number(&value),
+            "--metrics-repeats" => a.metrics_repeats = number(&value) as usize,
             other => panic!("unknown argument {other}\n{USAGE}"),
         }
     }
@@ -386,7 +404,11 @@ async fn start(server: Server, env: &Env) -> Running {
             one(spawn_server(Path::new("node"), &[script], &[], env.pin).await)
         }
         Kind::Ours if !matches!(server, Server::OursTwoNodes | Server::OursTwoNodesNoHistory) => {
-            one(spawn_server(&sibling("bench-ours"), &[], &[], env.pin).await)
+            let envs = match server {
+                Server::OursMetrics => vec![("BENCH_METRICS", "1".to_owned())],
+                _ => Vec::new(),
+            };
+            one(spawn_server(&sibling("bench-ours"), &[], &envs, env.pin).await)
         }
         Kind::Ours => {
             let redis_port = free_port();
@@ -1198,6 +1220,11 @@ async fn main() {
         println!("pinning: none (servers and load generator share all cores; --pin to separate)");
     }
     let env = detect(args.pin);
+    if args.metrics_only {
+        metrics::phase(&args, &env).await;
+        println!("\nelapsed: {:.0} s", began.elapsed().as_secs_f64());
+        return;
+    }
     let mut single = vec![
         Server::Ceiling,
         Server::Ours,
@@ -1245,6 +1272,7 @@ async fn main() {
         )
         .await;
     }
+    metrics::phase(&args, &env).await;
     println!("\nelapsed: {:.0} s", began.elapsed().as_secs_f64());
 }
 
