@@ -97,7 +97,7 @@ impl Observers {
     }
 
     /// How many observers were set (none when the hub was built without any).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "metrics"))]
     pub fn count(&self) -> usize {
         self.list.get().map_or(0, |list| list.len())
     }

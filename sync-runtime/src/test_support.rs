@@ -211,3 +211,23 @@ pub(crate) fn token_hub(
         .build_with(regs)
         .expect("the test syncs fit")
 }
+
+/// The data of [`NOTE`].
+#[derive(serde::Deserialize, serde::Serialize)]
+pub(crate) struct Note {
+    pub n: u64,
+}
+
+fn react_note(cx: crate::ClientCx<Note, ()>) -> crate::Reaction {
+    crate::Reaction::event("note", serde_json::json!({ "n": cx.data.n }))
+}
+
+/// `note` on `/room/[id]`: no server file, an event `note` with the data's `n`; its data crosses nodes.
+pub(crate) static NOTE: Registration = Registration {
+    route: "/room/[id]",
+    name: "note",
+    client_file: "src/room/[id]/_sync/note_client.rs",
+    server_file: None,
+    build: || crate::handler::SyncDef::new(react_note).finish(),
+    data_json: || Some(|d| serde_json::to_string(d.downcast_ref::<Note>()?).ok()),
+};

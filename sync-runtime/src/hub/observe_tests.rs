@@ -8,27 +8,8 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::Registry;
 
 use crate::observe::{Finished, Observer, TriggerId};
-use crate::registry::Registration;
-use crate::test_support::{TestClient, until};
-use crate::{Backplane, ClientCx, MemoryBus, Reaction, SyncHub};
-
-#[derive(serde::Deserialize, serde::Serialize)]
-struct Note {
-    n: u64,
-}
-
-fn react(cx: ClientCx<Note, ()>) -> Reaction {
-    Reaction::event("note", json!({ "n": cx.data.n }))
-}
-
-static NOTE: Registration = Registration {
-    route: "/room/[id]",
-    name: "note",
-    client_file: "src/room/[id]/_sync/note_client.rs",
-    server_file: None,
-    build: || crate::handler::SyncDef::new(react).finish(),
-    data_json: || Some(|d| serde_json::to_string(d.downcast_ref::<Note>()?).ok()),
-};
+use crate::test_support::{NOTE, TestClient, until};
+use crate::{Backplane, MemoryBus, SyncHub};
 
 /// What one node's observer was told.
 #[derive(Default)]

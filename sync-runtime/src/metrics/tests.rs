@@ -5,27 +5,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::registry::Registration;
-use crate::test_support::{TestClient, token_hub};
-use crate::{ClientCx, Reaction, SyncHub};
-
-#[derive(serde::Deserialize, serde::Serialize)]
-struct Note {
-    n: u64,
-}
-
-fn react(cx: ClientCx<Note, ()>) -> Reaction {
-    Reaction::event("note", json!({ "n": cx.data.n }))
-}
-
-static NOTE: Registration = Registration {
-    route: "/room/[id]",
-    name: "note",
-    client_file: "src/room/[id]/_sync/note_client.rs",
-    server_file: None,
-    build: || crate::handler::SyncDef::new(react).finish(),
-    data_json: || None,
-};
+use crate::SyncHub;
+use crate::test_support::{NOTE, TestClient, token_hub};
 
 /// Every sample of an OpenMetrics text: `name{labels}` -> value.
 fn samples(text: &str) -> HashMap<String, f64> {
@@ -133,18 +114,13 @@ async fn an_app_registry_that_outlives_the_hub_does_not_keep_it_alive() {
     );
 }
 
-static SHARED_NOTE: Registration = Registration {
-    data_json: || Some(|d| serde_json::to_string(d.downcast_ref::<Note>()?).ok()),
-    ..NOTE
-};
-
 #[tokio::test]
 async fn between_two_nodes_the_receiver_counts_the_trigger_and_both_show_the_backplane_and_lags() {
     use crate::test_support::until;
     use crate::{Backplane, MemoryBus};
     let bus = MemoryBus::new();
     let node = || {
-        token_hub(&[&SHARED_NOTE], |b| {
+        token_hub(&[&NOTE], |b| {
             b.backplane(Backplane::memory(&bus).heartbeat(std::time::Duration::from_millis(20)))
                 .metrics()
         })
