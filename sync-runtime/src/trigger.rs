@@ -408,17 +408,17 @@ impl Inbox for HubInner {
                 return self.refuse(id, ErrorCode::Unavailable, &why);
             }
         };
-        let job = {
+        let (lag, job) = {
             let mut waiting = self.waiting.lock().expect("waiting lock is never poisoned");
-            if let Some(w) = waiting.get(&id) {
-                self.observers.published(w.since.elapsed());
-            }
             match waiting.get(&id) {
-                // Back already, or coming back on its path's subscription.
-                None | Some(Waiting { echoed: true, .. }) => return,
-                Some(_) => waiting.remove(&id).map(|w| w.job),
+                // Back already (its lag unknown here).
+                None => return,
+                // Coming back on its path's subscription.
+                Some(w) if w.echoed => (w.since.elapsed(), None),
+                Some(w) => (w.since.elapsed(), waiting.remove(&id).map(|w| w.job)),
             }
         };
+        self.observers.published(lag);
         if let Some(mut job) = job {
             // This node did not follow its path when it was published (nobody here, or a subscription
             // still being confirmed, which would not bring it back): run it now. Should it come back all
