@@ -325,6 +325,26 @@ impl HubInner {
         })
     }
 
+    /// Another node's trigger as a job here: it keeps the id it was given where it was accepted, and
+    /// how long it took to arrive is told to the observers.
+    fn remote_job(&self, record: Record, origin: Option<Origin>) -> Job {
+        let mut job = record.into_job();
+        let Some(origin) = origin else {
+            return job;
+        };
+        if origin.at > 0 {
+            let lag = unix_millis().saturating_sub(origin.at);
+            self.observers.received(Duration::from_millis(lag));
+        }
+        let id = TriggerId {
+            node: origin.node,
+            seq: origin.id,
+        };
+        let (route, name) = (job.entry.route, job.entry.name);
+        job.trace = Some(Trace::new(id, self.node, route, name, job.location.path()));
+        job
+    }
+
     /// Queue a trigger that has its position on its lane; when the lane is full it is dropped here, and
     /// the path's connections resync.
     fn run_at(&self, job: Job) {
@@ -375,26 +395,12 @@ impl Inbox for HubInner {
         });
         let mut job = match own {
             Some(waiting) => waiting.job,
-            None => match self.record(trigger) {
-                Some(record) => {
-                    let mut job = record.into_job();
-                    if let Some(origin) = origin {
-                        if origin.at > 0 {
-                            let lag = unix_millis().saturating_sub(origin.at);
-                            self.observers.received(Duration::from_millis(lag));
-                        }
-                        let id = TriggerId {
-                            node: origin.node,
-                            seq: origin.id,
-                        };
-                        let (route, name) = (job.entry.route, job.entry.name);
-                        let trace = Trace::new(id, self.node, route, name, job.location.path());
-                        job.trace = Some(trace);
-                    }
-                    job
-                }
-                None => return,
-            },
+            None => {
+                let Some(record) = self.record(trigger) else {
+                    return;
+                };
+                self.remote_job(record, origin)
+            }
         };
         job.at = Some(at);
         self.run_at(job);
