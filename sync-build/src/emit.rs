@@ -39,10 +39,20 @@ fn emit_sync(
         Some(server) => {
             let path = server.to_string_lossy();
             let display = display_path(server, manifest_dir);
-            let filter = if inspection.filter_async {
-                quote!(.filter_async(#handlers::server::filter))
+            let prepare = match inspection.prepare {
+                Some(true) => quote!(.prepare_async(#handlers::server::prepare)),
+                Some(false) => quote!(.prepare_sync(#handlers::server::prepare)),
+                None => quote!(),
+            };
+            let class = if inspection.class {
+                quote!(.class(#handlers::server::class))
             } else {
-                quote!(.filter_sync(#handlers::server::filter))
+                quote!()
+            };
+            let filter = if inspection.filter_async {
+                quote!(#prepare .filter_async(#handlers::server::filter) #class)
+            } else {
+                quote!(#prepare .filter_sync(#handlers::server::filter) #class)
             };
             let gate = match inspection.gate {
                 Some(true) => quote!(.gate_async(#handlers::server::gate)),

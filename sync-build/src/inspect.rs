@@ -13,6 +13,10 @@ pub struct Inspection {
     pub filter_async: bool,
     /// The server file defines `gate`; `Some(true)` when it is async.
     pub gate: Option<bool>,
+    /// The server file defines the once-per-trigger `prepare`; `Some(true)` when it is async.
+    pub prepare: Option<bool>,
+    /// The server file defines `class`: the filter runs once per class of recipients.
+    pub class: bool,
 }
 
 enum Found {
@@ -172,19 +176,67 @@ pub fn check_server(path: &Path, file: &syn::File, problems: &mut Vec<Problem>) 
             false
         }
     };
-    let gate = match find(file, "gate") {
+    let gate = optional_fn(
+        path,
+        file,
+        "gate",
+        "pub fn gate(cx: sync_runtime::GateCx<..>) -> Result<(), sync_runtime::Refusal>",
+        problems,
+    );
+    let prepare = optional_fn(
+        path,
+        file,
+        "prepare",
+        "pub async fn prepare(cx: sync_runtime::PrepareCx<..>) -> Result<T, E>",
+        problems,
+    );
+    let class = match optional_fn(
+        path,
+        file,
+        "class",
+        "pub fn class(cx: &sync_runtime::ServerCx<..>) -> K",
+        problems,
+    ) {
+        Some(true) => {
+            problems.push(Problem {
+                files: vec![path.to_path_buf()],
+                message: "`class` must not be async: it runs for every recipient, to group them before any filter".to_owned(),
+                fix: "make it `pub fn class(cx: &sync_runtime::ServerCx<..>) -> K` and do the awaiting once per trigger in `pub async fn prepare`, whose result `class` reads as `cx.prepared`".to_owned(),
+            });
+            false
+        }
+        Some(false) => true,
+        None => false,
+    };
+    Inspection {
+        filter_async,
+        gate,
+        prepare,
+        class,
+    }
+}
+
+/// An optional function of a server file: `Some(is_async)` when defined; a problem when the name is taken
+/// by something else.
+fn optional_fn(
+    path: &Path,
+    file: &syn::File,
+    name: &str,
+    signature: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<bool> {
+    match find(file, name) {
         Some(Found::Fn { is_async }) => Some(is_async),
         Some(Found::Other) => {
             problems.push(Problem {
                 files: vec![path.to_path_buf()],
-                message: "`gate` in a server file must be a function".to_owned(),
-                fix: "define `pub fn gate(cx: sync_runtime::GateCx<..>) -> Result<(), sync_runtime::Refusal>` or rename the item".to_owned(),
+                message: format!("`{name}` in a server file must be a function"),
+                fix: format!("define `{signature}` or rename the item"),
             });
             None
         }
         None => None,
-    };
-    Inspection { filter_async, gate }
+    }
 }
 
 /// Read every handler file of the tree; one inspection per sync, in the tree's order.

@@ -306,6 +306,16 @@ fn inspection_tells_async_and_gates_apart() {
     .file(
         "_sync/b_server.rs",
         "pub fn filter() {} pub async fn gate() {}",
+    )
+    .file("_sync/c_client.rs", "pub type Data = (); pub fn react() {}")
+    .file(
+        "_sync/c_server.rs",
+        "pub async fn prepare() {} pub fn class() {} pub fn filter() {}",
+    )
+    .file("_sync/d_client.rs", "pub type Data = (); pub fn react() {}")
+    .file(
+        "_sync/d_server.rs",
+        "pub fn prepare() {} pub async fn filter() {}",
     );
     let tree = c.discover().expect("valid");
     let inspections = sync_build::inspect(&tree).expect("valid files");
@@ -319,13 +329,54 @@ fn inspection_tells_async_and_gates_apart() {
         vec![
             Inspection {
                 filter_async: true,
-                gate: Some(false)
+                gate: Some(false),
+                ..Inspection::default()
             },
             Inspection {
                 filter_async: false,
-                gate: Some(true)
+                gate: Some(true),
+                ..Inspection::default()
+            },
+            Inspection {
+                filter_async: false,
+                prepare: Some(true),
+                class: true,
+                ..Inspection::default()
+            },
+            Inspection {
+                filter_async: true,
+                prepare: Some(false),
+                ..Inspection::default()
             },
         ]
+    );
+}
+
+#[test]
+fn an_async_class_is_refused_with_where_the_awaiting_goes() {
+    let c = Crate::new();
+    c.file("_sync/a_client.rs", "pub type Data = (); pub fn react() {}")
+        .file(
+            "_sync/a_server.rs",
+            "pub async fn class() {} pub fn filter() {}",
+        )
+        .file("_sync/b_client.rs", "pub type Data = (); pub fn react() {}")
+        .file(
+            "_sync/b_server.rs",
+            "pub struct prepare; pub fn filter() {}",
+        );
+    let tree = c.discover().expect("valid");
+    let problems = sync_build::inspect(&tree).expect_err("an async class and a non-fn prepare");
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(
+        text[0].contains("a_server.rs: `class` must not be async")
+            && text[0].contains("`pub async fn prepare`"),
+        "{text:?}"
+    );
+    assert!(
+        text[1].contains("b_server.rs: `prepare` in a server file must be a function"),
+        "{text:?}"
     );
 }
 
@@ -468,10 +519,13 @@ fn the_generated_code_matches_the_golden_file() {
                     ("/dashboard", "refreshData") => Inspection {
                         filter_async: true,
                         gate: Some(false),
+                        ..none
                     },
                     ("/posts/[id]", "newComment") => Inspection {
                         filter_async: false,
                         gate: None,
+                        prepare: Some(true),
+                        class: true,
                     },
                     _ => none,
                 })

@@ -1,18 +1,18 @@
 //! What handler files receive and return, and the type-erased form the hub runs.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-
-use crate::Reaction;
 use crate::roster::Here;
 
+mod define;
 mod peer;
+pub(crate) use define::{Call, Classifier, FilterFailure, Filtered, Handling, Judge, PrepareCall};
+#[doc(hidden)]
+pub use define::{ErasedSync, FilteredSyncDef, StagedSyncDef, SyncDef};
 pub(crate) use peer::ErasedPeer;
 pub use peer::{Peer, Sender};
 
@@ -100,7 +100,10 @@ impl fmt::Debug for Location {
     }
 }
 
-/// What a server filter (`<name>_server.rs`, `fn filter`) receives, once per recipient.
+/// What a server filter (`<name>_server.rs`, `fn filter`) receives, once per recipient (or once per
+/// class of recipients, when the server file defines `class`).
+///
+/// `P` is what the server file's `prepare` step returned for this trigger, or `()` without one.
 ///
 /// ```
 /// use sync_runtime::{Filter, ServerCx};
@@ -116,10 +119,10 @@ impl fmt::Debug for Location {
 ///     }
 /// }
 /// ```
-pub struct ServerCx<D, S, F> {
+pub struct ServerCx<D, S, F, P = ()> {
     /// The request data.
     pub data: Arc<D>,
-    /// The user this call decides about.
+    /// The user this call decides about (with `class`: the first recipient of its class).
     pub recipient: Peer<S>,
     /// Who sent the request; `None` when it came from Rust code.
     pub sender: Option<Peer<S>>,
@@ -127,6 +130,43 @@ pub struct ServerCx<D, S, F> {
     /// [`SyncHubBuilder::functions`](crate::SyncHubBuilder::functions).
     pub functions: Arc<F>,
     /// Who is on the trigger's path (the recipient's too), on every node.
+    pub here: Here,
+    /// What `prepare` returned for this trigger (on this node), shared by every recipient; `()` without a
+    /// `prepare`.
+    pub prepared: Arc<P>,
+}
+
+/// What a server file's once-per-trigger step (`<name>_server.rs`, `fn prepare`) receives: everything a
+/// filter does except a recipient. It runs on each node that has recipients for the trigger, before any
+/// filter there, under the filter deadline; what it returns every filter of the trigger reads as
+/// [`ServerCx::prepared`]. A database is then queried once per trigger, not once per recipient.
+///
+/// ```
+/// use std::collections::HashSet;
+/// use sync_runtime::{Filter, PrepareCx, ServerCx};
+/// # #[derive(serde::Deserialize)] pub struct Data { board: u64 }
+/// # pub struct User { id: u64 }
+/// # pub struct Db;
+/// # impl Db { async fn members(&self, board: u64) -> Result<HashSet<u64>, std::io::Error> { Ok(HashSet::new()) } }
+///
+/// /// Once per trigger: who may see the board.
+/// pub async fn prepare(cx: PrepareCx<Data, User, Db>) -> Result<HashSet<u64>, std::io::Error> {
+///     cx.functions.members(cx.data.board).await
+/// }
+///
+/// /// Once per recipient, reading what `prepare` found: no database call.
+/// pub fn filter(cx: ServerCx<Data, User, Db, HashSet<u64>>) -> Filter<()> {
+///     if cx.prepared.contains(&cx.recipient.session.id) { Filter::Deliver(()) } else { Filter::Skip }
+/// }
+/// ```
+pub struct PrepareCx<D, S, F> {
+    /// The request data.
+    pub data: Arc<D>,
+    /// Who sent the request; `None` when it came from Rust code.
+    pub sender: Option<Peer<S>>,
+    /// The app's backend helpers.
+    pub functions: Arc<F>,
+    /// Who is on the trigger's path, on every node.
     pub here: Here,
 }
 
@@ -232,6 +272,29 @@ impl<O, E: fmt::Display> IntoFilter<O> for Result<Filter<O>, E> {
     }
 }
 
+/// What a `prepare` step may return: the value every filter reads, or a `Result` whose error skips every
+/// recipient of the trigger on this node (counted and logged once, as filter errors).
+#[diagnostic::on_unimplemented(
+    message = "`prepare` returns `{Self}`, but `filter` takes `ServerCx<Data, Session, Functions, {P}>`: what `prepare` returns (or its `Ok` value) is what every filter reads",
+    label = "`prepare`'s return type (or its `Ok` type) and the last type argument of `filter`'s `ServerCx` must be the same"
+)]
+pub trait IntoPrepared<P> {
+    /// Convert; `Err` carries the error's message.
+    fn into_prepared(self) -> Result<P, String>;
+}
+
+impl<P> IntoPrepared<P> for P {
+    fn into_prepared(self) -> Result<P, String> {
+        Ok(self)
+    }
+}
+
+impl<P, E: fmt::Display> IntoPrepared<P> for Result<P, E> {
+    fn into_prepared(self) -> Result<P, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
 /// Marks the server data of a sync without a server file.
 #[diagnostic::on_unimplemented(
     message = "this sync has no `_server.rs`, so its `react` must take `ClientCx<Data, ()>`",
@@ -245,272 +308,4 @@ pub trait NoServerData {
 
 impl NoServerData for () {
     fn none() -> Self {}
-}
-
-type ReactFn<D, O> = Arc<dyn Fn(ClientCx<D, O>) -> Reaction + Send + Sync>;
-type GateFn<D, S, F> = Arc<dyn Fn(GateCx<D, S, F>) -> BoxFuture<Result<(), Refusal>> + Send + Sync>;
-
-/// Builds one sync from its handler functions. Used by generated code only.
-#[doc(hidden)]
-pub struct SyncDef<D, O> {
-    react: ReactFn<D, O>,
-}
-
-impl<D, O> SyncDef<D, O>
-where
-    D: DeserializeOwned + Send + Sync + 'static,
-    O: Send + 'static,
-{
-    pub fn new(react: impl Fn(ClientCx<D, O>) -> Reaction + Send + Sync + 'static) -> Self {
-        SyncDef {
-            react: Arc::new(react),
-        }
-    }
-
-    pub fn filter_async<S, F, Fut>(
-        self,
-        filter: impl Fn(ServerCx<D, S, F>) -> Fut + Send + Sync + 'static,
-    ) -> FilteredSyncDef<D, O, S, F>
-    where
-        S: Send + Sync + 'static,
-        F: Send + Sync + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: IntoFilter<O>,
-    {
-        let react = self.react;
-        let filter: ErasedAsyncFilter = Arc::new(move |call| {
-            let Some((data, cx)) = server_cx::<D, S, F>(call) else {
-                return Box::pin(std::future::ready(Err(FilterFailure::Internal(
-                    "type mismatch",
-                ))));
-            };
-            let decision = filter(cx);
-            let react = react.clone();
-            let sender = call.sender.map(ErasedPeer::sender);
-            Box::pin(async move { decide(decision.await.into_filter(), &react, data, sender) })
-        });
-        FilteredSyncDef {
-            filter: Handling::Async(filter),
-            gate: None,
-            _types: PhantomData,
-        }
-    }
-
-    pub fn filter_sync<S, F, R>(
-        self,
-        filter: impl Fn(ServerCx<D, S, F>) -> R + Send + Sync + 'static,
-    ) -> FilteredSyncDef<D, O, S, F>
-    where
-        S: Send + Sync + 'static,
-        F: Send + Sync + 'static,
-        R: IntoFilter<O>,
-    {
-        let react = self.react;
-        let filter: ErasedInlineFilter = Arc::new(move |call| {
-            let (data, cx) =
-                server_cx::<D, S, F>(call).ok_or(FilterFailure::Internal("type mismatch"))?;
-            let sender = call.sender.map(ErasedPeer::sender);
-            decide(filter(cx).into_filter(), &react, data, sender)
-        });
-        FilteredSyncDef {
-            filter: Handling::Inline(filter),
-            gate: None,
-            _types: PhantomData,
-        }
-    }
-
-    pub fn finish(self) -> ErasedSync
-    where
-        O: NoServerData,
-    {
-        let react = self.react;
-        ErasedSync(Arc::new(SyncHandlers {
-            parse: parse_json::<D>,
-            server_types: None,
-            gate: None,
-            handling: Handling::Shared(Arc::new(move |data, sender| {
-                let data = data.clone().downcast::<D>().ok()?;
-                Some(react(ClientCx {
-                    data,
-                    server: O::none(),
-                    sender: sender.map(ErasedPeer::sender),
-                }))
-            })),
-        }))
-    }
-}
-
-/// The typed context of one filter call, or `None` when a type does not match (which `build` rules out).
-fn server_cx<D, S, F>(call: &Call<'_>) -> Option<(Arc<D>, ServerCx<D, S, F>)>
-where
-    D: Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    F: Send + Sync + 'static,
-{
-    let data = call.data.clone().downcast::<D>().ok()?;
-    let cx = ServerCx {
-        data: data.clone(),
-        recipient: call.recipient.typed::<S>()?,
-        sender: call.sender.and_then(ErasedPeer::typed::<S>),
-        functions: call.functions.clone().downcast::<F>().ok()?,
-        here: call.here.clone(),
-    };
-    Some((data, cx))
-}
-
-/// One filter call, type-erased.
-pub(crate) struct Call<'a> {
-    pub data: &'a AnyArc,
-    pub recipient: &'a ErasedPeer,
-    pub sender: Option<&'a ErasedPeer>,
-    pub functions: &'a AnyArc,
-    pub here: &'a Here,
-}
-
-/// A filter's decision turned into the recipient's reaction.
-fn decide<D, O>(
-    decision: Result<Filter<O>, String>,
-    react: &ReactFn<D, O>,
-    data: Arc<D>,
-    sender: Option<Sender>,
-) -> Result<Option<Reaction>, FilterFailure> {
-    match decision {
-        Ok(Filter::Skip) => Ok(None),
-        Ok(Filter::Deliver(server)) => Ok(Some(react(ClientCx {
-            data,
-            server,
-            sender,
-        }))),
-        Err(e) => Err(FilterFailure::Error(e)),
-    }
-}
-
-/// The handler types a [`FilteredSyncDef`] is for (it stores them erased).
-type Types<D, O, S, F> = fn() -> (D, O, S, F);
-
-#[doc(hidden)]
-pub struct FilteredSyncDef<D, O, S, F> {
-    filter: Handling,
-    gate: Option<ErasedGate>,
-    _types: PhantomData<Types<D, O, S, F>>,
-}
-
-impl<D, O, S, F> FilteredSyncDef<D, O, S, F>
-where
-    D: DeserializeOwned + Send + Sync + 'static,
-    O: Send + 'static,
-    S: Send + Sync + 'static,
-    F: Send + Sync + 'static,
-{
-    pub fn gate_async<Fut>(
-        self,
-        gate: impl Fn(GateCx<D, S, F>) -> Fut + Send + Sync + 'static,
-    ) -> Self
-    where
-        Fut: Future<Output = Result<(), Refusal>> + Send + 'static,
-    {
-        self.with_gate(Arc::new(move |cx| Box::pin(gate(cx))))
-    }
-
-    pub fn gate_sync(
-        self,
-        gate: impl Fn(GateCx<D, S, F>) -> Result<(), Refusal> + Send + Sync + 'static,
-    ) -> Self {
-        self.with_gate(Arc::new(move |cx| Box::pin(std::future::ready(gate(cx)))))
-    }
-
-    fn with_gate(mut self, gate: GateFn<D, S, F>) -> Self {
-        self.gate = Some(Arc::new(move |data, sender, functions, here| {
-            let (Ok(data), Some(sender), Ok(functions)) = (
-                data.clone().downcast::<D>(),
-                sender.typed::<S>(),
-                functions.clone().downcast::<F>(),
-            ) else {
-                return Box::pin(std::future::ready(Err(Refusal::new(
-                    "internal type mismatch",
-                ))));
-            };
-            gate(GateCx {
-                data,
-                sender,
-                functions,
-                here: here.clone(),
-            })
-        }));
-        self
-    }
-
-    pub fn finish(self) -> ErasedSync {
-        ErasedSync(Arc::new(SyncHandlers {
-            parse: parse_json::<D>,
-            server_types: Some((TypeTag::of::<S>(), TypeTag::of::<F>())),
-            gate: self.gate,
-            handling: self.filter,
-        }))
-    }
-}
-
-/// A sync with its types erased, as the hub stores it.
-#[doc(hidden)]
-#[derive(Clone)]
-pub struct ErasedSync(pub(crate) Arc<SyncHandlers>);
-
-/// The name and id of a type a handler expects.
-#[derive(Clone, Copy)]
-pub(crate) struct TypeTag {
-    pub id: TypeId,
-    pub name: &'static str,
-}
-
-impl TypeTag {
-    fn of<T: 'static>() -> Self {
-        TypeTag {
-            id: TypeId::of::<T>(),
-            name: std::any::type_name::<T>(),
-        }
-    }
-}
-
-/// Why one recipient got nothing although it was considered.
-pub(crate) enum FilterFailure {
-    Error(String),
-    Internal(&'static str),
-}
-
-type ErasedShared = Arc<dyn Fn(&AnyArc, Option<&ErasedPeer>) -> Option<Reaction> + Send + Sync>;
-type ErasedInlineFilter =
-    Arc<dyn Fn(&Call<'_>) -> Result<Option<Reaction>, FilterFailure> + Send + Sync>;
-type ErasedAsyncFilter =
-    Arc<dyn Fn(&Call<'_>) -> BoxFuture<Result<Option<Reaction>, FilterFailure>> + Send + Sync>;
-type ErasedGate = Arc<
-    dyn Fn(&AnyArc, &ErasedPeer, &AnyArc, &Here) -> BoxFuture<Result<(), Refusal>> + Send + Sync,
->;
-
-/// How a sync decides what each recipient gets: exactly one of the three, so the fan-out has no arm
-/// that can never run.
-pub(crate) enum Handling {
-    /// No server file: one reaction for every recipient, computed once (`None`: the data had another
-    /// type, which `build` rules out).
-    Shared(ErasedShared),
-    /// A synchronous filter, called in place for each recipient: no future, box or task per recipient.
-    Inline(ErasedInlineFilter),
-    /// An asynchronous filter: one future per recipient, run concurrently under a deadline.
-    Async(ErasedAsyncFilter),
-}
-
-/// One sync's handlers with their types erased.
-pub(crate) struct SyncHandlers {
-    /// Check JSON against the declared data type.
-    pub parse: fn(&str) -> Result<AnyArc, String>,
-    /// `(session, functions)` types, for syncs with a server file.
-    pub server_types: Option<(TypeTag, TypeTag)>,
-    /// The origin gate, run once per request a client sent.
-    pub gate: Option<ErasedGate>,
-    pub handling: Handling,
-}
-
-fn parse_json<D: DeserializeOwned + Send + Sync + 'static>(json: &str) -> Result<AnyArc, String> {
-    serde_json::from_str::<D>(json)
-        .map(|d| Arc::new(d) as AnyArc)
-        .map_err(|e| e.to_string())
 }

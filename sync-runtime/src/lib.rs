@@ -96,8 +96,8 @@ pub mod testing;
 /// ```
 pub mod prelude {
     pub use crate::{
-        ClientCx, Cursor, Filter, Functions, GateCx, Identity, Reaction, Refusal, ServerCx, Swap,
-        SyncHub, sync_request,
+        ClientCx, Cursor, Filter, Functions, GateCx, Identity, PrepareCx, Reaction, Refusal,
+        ServerCx, Swap, SyncHub, sync_request,
     };
 }
 
@@ -105,8 +105,8 @@ pub use auth::{AuthRequest, Identity};
 pub use broker::{Backplane, BackplaneStatus, MemoryBus};
 pub use error::SyncError;
 pub use handler::{
-    ClientCx, ConnectionId, Filter, GateCx, IntoFilter, Location, NoServerData, Peer, Refusal,
-    Sender, ServerCx,
+    ClientCx, ConnectionId, Filter, GateCx, IntoFilter, IntoPrepared, Location, NoServerData, Peer,
+    PrepareCx, Refusal, Sender, ServerCx,
 };
 pub use history::{BadCursor, Cursor};
 pub use hub::{BuildError, BuildProblem, Functions, SyncHub, SyncHubBuilder};
@@ -161,7 +161,7 @@ macro_rules! include_routes {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::declarations::TypeDeclarations;
-    pub use crate::handler::{ErasedSync, FilteredSyncDef, SyncDef};
+    pub use crate::handler::{ErasedSync, FilteredSyncDef, StagedSyncDef, SyncDef};
     pub use crate::registry::{DataToJson, Registration};
 
     /// Picks, for a concrete `Data` type, how it serializes to cross nodes: generated code calls

@@ -183,7 +183,11 @@ pub mod posts__id {
             ::sync_runtime::__private::SyncDef::new(
                     crate::__sync_routes::posts__id::newComment::client::react,
                 )
+                .prepare_async(
+                    crate::__sync_routes::posts__id::newComment::server::prepare,
+                )
                 .filter_sync(crate::__sync_routes::posts__id::newComment::server::filter)
+                .class(crate::__sync_routes::posts__id::newComment::server::class)
                 .finish()
         }
         #[allow(clippy::needless_borrow)]

@@ -15,6 +15,7 @@ use crate::protocol::Outcome;
 use crate::protocol::server::{ResultFrame, error_frame};
 use crate::registry::SyncEntry;
 
+mod judge;
 mod lane;
 mod replay;
 mod run;

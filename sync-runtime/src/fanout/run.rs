@@ -7,17 +7,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use tracing::Instrument;
 
+use super::judge::Scene;
 use super::lane::{Full, Lanes};
 use super::replay::History;
 use super::{Job, Work};
 use crate::Reaction;
 use crate::conn::{Conn, Outbound};
 use crate::conns::ConnTable;
-use crate::handler::{AnyArc, Call, FilterFailure, Handling, Location};
+use crate::handler::{AnyArc, FilterFailure, Handling, Location};
 use crate::history::{Cursor, HistoryLimits, Log};
 use crate::observe::{Finished, Observers, Trace};
 use crate::presence::Presence;
@@ -35,6 +34,10 @@ pub(crate) struct FanOut {
     pub observers: Arc<Observers>,
     pub functions: AnyArc,
     pub deadline: Duration,
+    /// How many async filter calls of one fan-out wait at once.
+    pub filter_concurrency: usize,
+    /// What filters read as `prepared` when their server file has no `prepare`.
+    pub unit: AnyArc,
     lanes: Lanes,
     pub(super) history: History,
     /// The position of the last trigger this node ran on each path someone here is on.
@@ -45,8 +48,10 @@ pub(crate) struct FanOut {
 
 /// How a hub's fan-outs run.
 pub(crate) struct FanOutSettings {
-    /// How long an async filter may take.
+    /// How long an async filter (or `prepare`) may take.
     pub deadline: Duration,
+    /// How many async filter calls of one fan-out wait at once.
+    pub filter_concurrency: usize,
     /// Triggers waiting per path.
     pub lane_queue: usize,
     /// How long an empty lane's task lingers.
@@ -75,6 +80,7 @@ impl FanOut {
     ) -> Self {
         let FanOutSettings {
             deadline,
+            filter_concurrency,
             lane_queue,
             lane_idle,
             history,
@@ -88,6 +94,8 @@ impl FanOut {
             observers,
             functions,
             deadline,
+            filter_concurrency: filter_concurrency.max(1),
+            unit: Arc::new(()),
             lanes: Lanes::new(lane_queue, lane_idle),
             history: match history {
                 HistoryAt::Here(limits) => History::Local(Log::new(limits)),
@@ -224,61 +232,14 @@ impl FanOut {
                     }
                 }
             }
-            Handling::Inline(filter) => {
-                // A synchronous filter runs in place: no future, box or task per recipient. It cannot
-                // overrun a deadline that nothing could enforce anyway; a panic still skips only its
-                // recipient.
-                for (i, conn) in recipients.iter().enumerate() {
-                    let peer = conn.peer(location.clone());
-                    let call = Call {
-                        data: &data,
-                        recipient: &peer,
-                        sender: sender_peer,
-                        functions: &self.functions,
-                        here: &here,
-                    };
-                    let verdict = match catch(|| filter(&call)) {
-                        Some(result) => Verdict::from(result),
-                        None => Verdict::Panicked,
-                    };
-                    self.record(&mut tally, conn, verdict);
-                    // Let other lanes run during a long fan-out.
-                    if i % 1024 == 1023 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            }
-            Handling::Async(filter) => {
-                let deadline = self.deadline;
-                let mut running: FuturesUnordered<_> = recipients
-                    .iter()
-                    .map(|conn| {
-                        let peer = conn.peer(location.clone());
-                        let work = filter(&Call {
-                            data: &data,
-                            recipient: &peer,
-                            sender: sender_peer,
-                            functions: &self.functions,
-                            here: &here,
-                        });
-                        async move {
-                            let result = tokio::time::timeout(
-                                deadline,
-                                AssertUnwindSafe(work).catch_unwind(),
-                            )
-                            .await;
-                            (conn, result)
-                        }
-                    })
-                    .collect();
-                while let Some((conn, result)) = running.next().await {
-                    let verdict = match result {
-                        Ok(Ok(result)) => Verdict::from(result),
-                        Ok(Err(_panic)) => Verdict::Panicked,
-                        Err(_elapsed) => Verdict::Overran(deadline),
-                    };
-                    self.record(&mut tally, conn, verdict);
-                }
+            Handling::Filtered(filtered) => {
+                let scene = Scene {
+                    location: &location,
+                    data: &data,
+                    sender: sender_peer,
+                    here: &here,
+                };
+                self.judge(filtered, &scene, &recipients, &mut tally).await;
             }
         }
         if at.is_some() {
@@ -316,80 +277,58 @@ impl FanOut {
     }
 
     /// Queue a recipient's reaction, or count and log why it got none.
-    ///
-    /// `last` remembers the previous recipient's reaction and its serialized frame: recipients whose
-    /// filters deliver the same (a team's list, `()`) share one frame, and comparing costs less than
-    /// serializing.
-    fn record(&self, tally: &mut Tally<'_>, conn: &Arc<Conn>, verdict: Verdict) {
-        let Tally {
-            outcome,
-            entry,
-            location,
-            cursor,
-            offset,
-            last,
-        } = tally;
-        let (route, name) = (entry.route, entry.name);
-        let failed = |counter: &std::sync::atomic::AtomicU64, outcome: &mut Outcome| {
-            outcome.failed += 1;
-            Counters::bump(counter);
-        };
-        match verdict {
-            Verdict::Deliver(reaction) => {
-                outcome.passed += 1;
-                let tail = match last {
-                    Some((previous, tail)) if *previous == reaction => tail.clone(),
-                    _ => {
-                        let tail = reaction_tail(
-                            *cursor,
-                            location.path(),
-                            location.route(),
-                            name,
-                            &reaction,
-                        );
-                        *last = Some((reaction, tail.clone()));
-                        tail
-                    }
-                };
-                if self.conns.push(conn, Outbound::Reaction(tail)) {
-                    outcome.delivered += 1;
-                }
-            }
+    pub(super) fn record(&self, tally: &mut Tally<'_>, conn: &Arc<Conn>, verdict: Verdict) {
+        let (route, name) = (tally.entry.route, tally.entry.name);
+        let tail = match verdict {
+            Verdict::Deliver(reaction) => tally.frame(reaction),
+            Verdict::Framed(tail) => tail,
             Verdict::Skip => {
                 // A client whose filter skips trigger after trigger still moves on in the history: it is
                 // told its position now and then, so that the cursor it resumes from stays covered.
-                if let (Some(offset), Some(cursor)) = (*offset, *cursor)
-                    && conn.skipped(location.path(), offset, self.position_every)
+                if let (Some(offset), Some(cursor)) = (tally.offset, tally.cursor)
+                    && conn.skipped(tally.location.path(), offset, self.position_every)
                 {
-                    let frame = cursor_frame(location.path(), cursor);
+                    let frame = cursor_frame(tally.location.path(), cursor);
                     self.conns.push(conn, Outbound::control(frame));
                 }
+                return;
             }
-            Verdict::Failed(FilterFailure::Error(e)) => {
-                failed(&self.counters.filter_errors, outcome);
-                tracing::warn!(target: "sync_runtime::fanout", route, name, conn = %conn.id, error = %e, "filter failed; recipient skipped");
+            Verdict::AlsoFailed => {
+                tally.outcome.failed += 1;
+                return;
             }
-            Verdict::Failed(FilterFailure::Internal(e)) => {
-                failed(&self.counters.filter_errors, outcome);
-                tracing::error!(target: "sync_runtime::fanout", route, name, error = e, "internal error; recipient skipped");
+            failed => {
+                self.count_failure(&failed);
+                tally.outcome.failed += 1;
+                match failed {
+                    Verdict::Failed(FilterFailure::Error(e)) => {
+                        tracing::warn!(target: "sync_runtime::fanout", route, name, conn = %conn.id, error = %e, "filter failed; recipient skipped");
+                    }
+                    Verdict::Failed(FilterFailure::Internal(e)) => {
+                        tracing::error!(target: "sync_runtime::fanout", route, name, error = e, "internal error; recipient skipped");
+                    }
+                    Verdict::Overran(deadline) => {
+                        tracing::warn!(target: "sync_runtime::fanout", route, name, conn = %conn.id, ?deadline, "filter overran its deadline; recipient skipped");
+                    }
+                    _ => {
+                        tracing::error!(target: "sync_runtime::fanout", route, name, conn = %conn.id, "filter panicked; recipient skipped");
+                    }
+                }
+                return;
             }
-            Verdict::Panicked => {
-                failed(&self.counters.filter_panics, outcome);
-                tracing::error!(target: "sync_runtime::fanout", route, name, conn = %conn.id, "filter panicked; recipient skipped");
-            }
-            Verdict::Overran(deadline) => {
-                failed(&self.counters.filter_timeouts, outcome);
-                tracing::warn!(target: "sync_runtime::fanout", route, name, conn = %conn.id, ?deadline, "filter overran its deadline; recipient skipped");
-            }
+        };
+        tally.outcome.passed += 1;
+        if self.conns.push(conn, Outbound::Reaction(tail)) {
+            tally.outcome.delivered += 1;
         }
     }
 }
 
 /// A filtered fan-out as it goes: its outcome so far, what every frame of it shares, and the last
 /// reaction with its serialized tail.
-struct Tally<'a> {
-    outcome: Outcome,
-    entry: &'a SyncEntry,
+pub(super) struct Tally<'a> {
+    pub outcome: Outcome,
+    pub entry: &'a SyncEntry,
     location: &'a Location,
     /// `None` for a [`Work::Live`] broadcast.
     cursor: Option<&'a str>,
@@ -398,13 +337,39 @@ struct Tally<'a> {
     last: Option<(Reaction, Arc<str>)>,
 }
 
+impl Tally<'_> {
+    /// A reaction's serialized frame tail. Recipients whose filters deliver the same reaction one after
+    /// another (a team's list, `()`) share one frame: comparing costs less than serializing.
+    pub fn frame(&mut self, reaction: Reaction) -> Arc<str> {
+        match &self.last {
+            Some((previous, tail)) if *previous == reaction => tail.clone(),
+            _ => {
+                let tail = reaction_tail(
+                    self.cursor,
+                    self.location.path(),
+                    self.location.route(),
+                    self.entry.name,
+                    &reaction,
+                );
+                self.last = Some((reaction, tail.clone()));
+                tail
+            }
+        }
+    }
+}
+
 /// What became of one recipient of a filtered fan-out.
-enum Verdict {
+pub(super) enum Verdict {
     Deliver(Reaction),
+    /// A class's reaction, serialized once for all its members.
+    Framed(Arc<str>),
     Skip,
     Failed(FilterFailure),
     Panicked,
     Overran(Duration),
+    /// A member of a class whose filter failed: counted in the outcome, logged and counted by reason
+    /// once for the class.
+    AlsoFailed,
 }
 
 impl From<Result<Option<Reaction>, FilterFailure>> for Verdict {
@@ -417,10 +382,10 @@ impl From<Result<Option<Reaction>, FilterFailure>> for Verdict {
     }
 }
 
-fn count(n: usize) -> u32 {
+pub(super) fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn catch<T>(f: impl FnOnce() -> T) -> Option<T> {
+pub(super) fn catch<T>(f: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).ok()
 }

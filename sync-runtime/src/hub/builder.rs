@@ -214,9 +214,24 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
         self
     }
 
-    /// How long one filter may take before its recipient is skipped. Default: 2 s.
+    /// How long one filter call may take before its recipient (or its class) is skipped, and how long a
+    /// server file's `prepare` may take before every recipient of the trigger is. Default: 2 s.
     pub fn filter_deadline(mut self, deadline: Duration) -> Self {
         self.config.filter_deadline = deadline;
+        self
+    }
+
+    /// How many async filter calls of one fan-out may be waiting at once (on a database, say); the next
+    /// recipient's call starts when one finishes. A call that completes without waiting does not count,
+    /// and costs no task nor timer. Each path runs its fan-outs one at a time, so a hub waits on at most
+    /// this many calls per busy path: size it with the database pool. Default: 64.
+    ///
+    /// ```
+    /// # use sync_runtime::SyncHub;
+    /// let builder = SyncHub::builder().filter_concurrency(16); // a pool of 16 connections
+    /// ```
+    pub fn filter_concurrency(mut self, calls: usize) -> Self {
+        self.config.filter_concurrency = calls.max(1);
         self
     }
 

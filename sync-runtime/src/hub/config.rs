@@ -7,6 +7,7 @@ use std::time::Duration;
 pub(crate) struct HubConfig {
     pub prefix: String,
     pub filter_deadline: Duration,
+    pub filter_concurrency: usize,
     pub outbound_queue: usize,
     pub outbound_queue_bytes: usize,
     pub lane_queue: usize,
@@ -41,6 +42,7 @@ impl Default for HubConfig {
         HubConfig {
             prefix: "/_sync".to_owned(),
             filter_deadline: Duration::from_secs(2),
+            filter_concurrency: 64,
             outbound_queue: 4096,
             outbound_queue_bytes: 4 << 20,
             lane_queue: 4096,

@@ -41,6 +41,8 @@ mod observe_tests;
 mod presence_tests;
 mod problem;
 #[cfg(test)]
+mod staged_tests;
+#[cfg(test)]
 mod tests;
 
 pub(crate) use builder::PresenceMap;
@@ -169,6 +171,7 @@ fn assemble(parts: Parts) -> SyncHub {
         functions.clone(),
         FanOutSettings {
             deadline: config.filter_deadline,
+            filter_concurrency: config.filter_concurrency,
             lane_queue: config.lane_queue,
             lane_idle: config.lane_idle,
             history: match backplane {
