@@ -38,6 +38,8 @@ pub struct User {
 #[derive(Clone)]
 pub struct App {
     db: Arc<Mutex<rusqlite::Connection>>,
+    /// How many times a task list was read (`tasks_html`).
+    list_reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl App {
@@ -75,6 +77,7 @@ impl App {
         .expect("the seed is valid SQL");
         App {
             db: Arc::new(Mutex::new(db)),
+            list_reads: Arc::default(),
         }
     }
 
@@ -120,6 +123,11 @@ impl App {
         })
     }
 
+    /// How many times a task list was read from the database, since the app opened it.
+    pub fn list_reads(&self) -> u64 {
+        self.list_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Add a task to `team`'s list.
     pub fn add_task(&self, team: &str, text: &str, author: &str) {
         let _ = self.db().execute(
@@ -130,6 +138,8 @@ impl App {
 
     /// `team`'s task list as HTML (the fragment the dashboard swaps in).
     pub fn tasks_html(&self, team: &str) -> String {
+        self.list_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let db = self.db();
         let mut stmt = db
             .prepare("SELECT text, author FROM tasks WHERE team = ?1 ORDER BY id")

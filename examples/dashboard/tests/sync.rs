@@ -12,13 +12,14 @@ use sync_runtime::{ErrorCode, SyncHub};
 struct Site {
     app: TestServer,
     hub: SyncHub,
+    db: App,
 }
 
 async fn site() -> Site {
     let db = App::seeded();
     let hub = hub(db.clone());
     let app = TestServer::start(router(&hub)).await;
-    Site { app, hub }
+    Site { app, hub, db }
 }
 
 impl Site {
@@ -90,6 +91,38 @@ async fn a_team_update_reaches_its_members_only() {
         .expect("a refresh");
     let update = bob.expect("refreshData").await;
     assert!(html(&update).contains("Ship the sync framework"));
+    carol.expect_nothing().await;
+}
+
+/// `refreshData`'s server file reads the list in `prepare` and filters per team (`class`): one query per
+/// trigger, however many members are watching.
+#[tokio::test]
+async fn a_team_update_reads_the_list_once_however_many_members_watch() {
+    let site = site().await;
+    let mut red = Vec::new();
+    for name in ["bob", "dan", "eve", "fay"] {
+        red.push(site.user(name, "red", "/dashboard").await);
+    }
+    let mut carol = site.user("carol", "blue", "/dashboard").await;
+    let before = site.db.list_reads();
+    let outcome = site
+        .hub
+        .request("/dashboard", "refreshData", json!({ "team": "red" }))
+        .await
+        .expect("a refresh");
+    assert_eq!(
+        (outcome.matched, outcome.passed, outcome.delivered),
+        (5, 4, 4)
+    );
+    assert_eq!(
+        site.db.list_reads() - before,
+        1,
+        "one read for four members"
+    );
+    for member in &mut red {
+        let update = member.expect("refreshData").await;
+        assert!(html(&update).contains("Ship the sync framework"));
+    }
     carol.expect_nothing().await;
 }
 

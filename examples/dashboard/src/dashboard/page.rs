@@ -67,7 +67,7 @@ pub async fn add_task(
     }
     app.add_task(&user.team, text, &user.name);
     // Every user on /dashboard is considered; the filter keeps the team's members only.
-    let outcome = sync_request!("refreshData", refreshData::Data::new(user.team)).await;
+    let outcome = sync_request!("refreshData", refreshData::Data { team: user.team }).await;
     match outcome {
         Ok(o) => axum::Json(serde_json::json!({ "delivered": o.delivered, "matched": o.matched }))
             .into_response(),
