@@ -20,11 +20,12 @@ pub struct Stats {
     pub fanouts: u64,
     /// Reactions handed to connection queues.
     pub delivered: u64,
-    /// Filters that returned an error.
+    /// Filter calls (or `prepare` steps) that returned an error. With `class`, one filter call decides for
+    /// a whole class.
     pub filter_errors: u64,
-    /// Filters (or reactions) that panicked.
+    /// Filter calls, `prepare` or `class` steps, or reactions that panicked.
     pub filter_panics: u64,
-    /// Filters that overran the deadline.
+    /// Filter calls (or `prepare` steps) that overran the deadline.
     pub filter_timeouts: u64,
     /// Connections closed because their queue overflowed.
     pub slow_consumers: u64,
