@@ -8,8 +8,12 @@
 //! row would. Waiting happens off the async runtime, so a filter awaiting a call leaves the runtime's
 //! threads free, as a real driver's socket wait does; the CPU cost lands on the runtime, as decoding does.
 //!
-//! Every call is counted with its wall time as the caller sees it (queueing for a connection included),
-//! so the harness can print calls per trigger and the mean call latency ([`Db::stats`]).
+//! Every call is counted with its wall time as the caller sees it (queueing for a connection included)
+//! and the time its worker spent on it (the query alone), so the harness can print calls per trigger and
+//! the mean call latency ([`Db::stats`]).
+//!
+//! The workers set their timer slack to 1 µs: with Linux's default 50 µs a 50 µs sleep took ~115 µs on
+//! the benchmark VM (~65 µs with it, the rest is the wake-up).
 //!
 //! Rejected: a Tokio task per connection (its 1 ms timer would make every call ~1 ms); spinning for the
 //! wait (it would burn one of the machine's two cores and measure the spin, not the filter).
@@ -43,8 +47,8 @@ pub struct DbConfig {
     /// Worker threads, each one "connection" serving one call at a time. Default: 10 (sqlx's default
     /// pool maximum). At least 1 is used.
     pub connections: usize,
-    /// What a call waits in its worker, the query's round trip. Default: 50 µs (on Linux a sleep
-    /// overshoots by the thread's timer slack, 50 µs by default: the measured latency is printed).
+    /// What a call waits in its worker, the query's round trip. Default: 50 µs (the workers set their
+    /// timer slack to 1 µs; a sleep still overshoots by its wake-up, ~20 µs on an idle 2-core VM).
     pub wait: Duration,
     /// The caller's CPU cost per call, decoding the answer. Default: 2 µs.
     pub cpu: Duration,
@@ -78,29 +82,41 @@ impl fmt::Display for DbError {
 
 impl std::error::Error for DbError {}
 
-/// Calls so far and their summed wall time.
+/// Calls so far and their summed times.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DbStats {
     /// Calls answered.
     pub calls: u64,
-    /// Their wall time summed, from the call to its decoded answer, queueing included.
+    /// Their wall time summed, as callers saw it: from the call to its decoded answer, waiting for a
+    /// free connection included.
     pub total: Duration,
+    /// The workers' time on them summed: the queries alone (the wait and the wake-up), no queueing.
+    pub queries: Duration,
 }
 
 impl DbStats {
     /// The line a benchmark server prints when the harness asks (`db` on its stdin):
-    /// `db <calls> <total_call_us>`.
+    /// `db <calls> <total_call_us> <total_query_us>`.
     ///
     /// ```
     /// use std::time::Duration;
     /// use sync_bench::DbStats;
     ///
-    /// let stats = DbStats { calls: 3, total: Duration::from_micros(150) };
-    /// assert_eq!(stats.line(), "db 3 150");
+    /// let stats = DbStats {
+    ///     calls: 3,
+    ///     total: Duration::from_micros(900),
+    ///     queries: Duration::from_micros(150),
+    /// };
+    /// assert_eq!(stats.line(), "db 3 900 150");
     /// assert_eq!(DbStats::parse_line(&stats.line()), Some(stats));
     /// ```
     pub fn line(&self) -> String {
-        format!("db {} {}", self.calls, self.total.as_micros())
+        format!(
+            "db {} {} {}",
+            self.calls,
+            self.total.as_micros(),
+            self.queries.as_micros()
+        )
     }
 
     /// Read a [`line`](Self::line) back; `None` if it is not one.
@@ -111,7 +127,12 @@ impl DbStats {
         }
         let calls = words.next()?.parse().ok()?;
         let total = Duration::from_micros(words.next()?.parse().ok()?);
-        words.next().is_none().then_some(DbStats { calls, total })
+        let queries = Duration::from_micros(words.next()?.parse().ok()?);
+        words.next().is_none().then_some(DbStats {
+            calls,
+            total,
+            queries,
+        })
     }
 
     /// The calls between `earlier` and `self`.
@@ -119,16 +140,34 @@ impl DbStats {
         DbStats {
             calls: self.calls.saturating_sub(earlier.calls),
             total: self.total.saturating_sub(earlier.total),
+            queries: self.queries.saturating_sub(earlier.queries),
         }
     }
 
-    /// Mean wall time per call; zero without calls.
-    pub fn mean(&self) -> Duration {
-        match u32::try_from(self.calls) {
-            Ok(0) => Duration::ZERO,
-            Ok(calls) => self.total / calls,
-            Err(_) => Duration::from_secs_f64(self.total.as_secs_f64() / self.calls as f64),
+    /// Add another server's calls (a two-node run).
+    pub fn plus(&self, other: DbStats) -> DbStats {
+        DbStats {
+            calls: self.calls + other.calls,
+            total: self.total + other.total,
+            queries: self.queries + other.queries,
         }
+    }
+
+    /// Mean wall time per call, as callers saw it; zero without calls.
+    pub fn mean(&self) -> Duration {
+        self.per_call(self.total)
+    }
+
+    /// Mean worker time per call (the query alone); zero without calls.
+    pub fn mean_query(&self) -> Duration {
+        self.per_call(self.queries)
+    }
+
+    fn per_call(&self, sum: Duration) -> Duration {
+        if self.calls == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(sum.as_secs_f64() / self.calls as f64)
     }
 }
 
@@ -170,6 +209,8 @@ struct Pool {
     rounds: u32,
     calls: AtomicU64,
     total_ns: AtomicU64,
+    /// Shared with the workers, which must not hold the pool (its sender would keep them alive).
+    query_ns: Arc<AtomicU64>,
 }
 
 /// A handle on the simulated database's pool (cheap to clone); the workers stop when the last handle goes.
@@ -208,19 +249,24 @@ impl Db {
         // for the lock. A queue per worker would let one slow call hold up the calls behind it while
         // other connections idle.
         let queue = Arc::new(Mutex::new(queue));
+        let query_ns = Arc::new(AtomicU64::new(0));
         for i in 0..connections {
-            let queue = queue.clone();
+            let (queue, query_ns) = (queue.clone(), query_ns.clone());
             let wait = config.wait;
             std::thread::Builder::new()
                 .name(format!("bench-db-{i}"))
                 .spawn(move || {
+                    tight_timer_slack();
                     loop {
                         let job = queue
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .blocking_recv();
                         let Some(job) = job else { break };
+                        let began = Instant::now();
                         std::thread::sleep(wait);
+                        // Counted before answering, so a caller holding its answer sees its query counted.
+                        query_ns.fetch_add(nanos(began.elapsed()), Ordering::Relaxed);
                         job();
                     }
                 })
@@ -232,6 +278,7 @@ impl Db {
                 rounds: calibrate(config.cpu),
                 calls: AtomicU64::new(0),
                 total_ns: AtomicU64::new(0),
+                query_ns,
             }),
         }
     }
@@ -256,6 +303,7 @@ impl Db {
         DbStats {
             calls: self.pool.calls.load(Ordering::Relaxed),
             total: Duration::from_nanos(self.pool.total_ns.load(Ordering::Relaxed)),
+            queries: Duration::from_nanos(self.pool.query_ns.load(Ordering::Relaxed)),
         }
     }
 
@@ -278,10 +326,28 @@ impl Db {
             .map_err(|_| DbError::Closed)?;
         let value = answered.await.map_err(|_| DbError::Closed)?;
         black_box(row_work(self.pool.rounds, key));
-        let took = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.pool.calls.fetch_add(1, Ordering::Relaxed);
-        self.pool.total_ns.fetch_add(took, Ordering::Relaxed);
+        self.pool
+            .total_ns
+            .fetch_add(nanos(began.elapsed()), Ordering::Relaxed);
         Ok(value)
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Let this thread's sleeps overshoot by at most 1 µs instead of Linux's default 50 µs timer slack,
+/// which would double every call's wait. Best effort, through `/proc` (no `unsafe` `prctl`): where it
+/// fails (not Linux), calls wait longer, and the measured latency the harness prints says so.
+fn tight_timer_slack() {
+    // `/proc/thread-self` links to `<pid>/task/<tid>`; `/proc/<tid>/timerslack_ns` is this thread's.
+    let Ok(link) = std::fs::read_link("/proc/thread-self") else {
+        return;
+    };
+    if let Some(tid) = link.file_name().and_then(|t| t.to_str()) {
+        let _ = std::fs::write(format!("/proc/{tid}/timerslack_ns"), "1000");
     }
 }
 
@@ -338,8 +404,9 @@ mod tests {
         assert_eq!(teams.name(7), Some("team 7"));
         let stats = db.stats();
         assert_eq!(stats.calls, 2);
-        // Each call waited in its worker at least the configured time.
-        assert!(stats.total >= 2 * quick().wait, "{stats:?}");
+        // Each call waited in its worker at least the configured time, and its caller at least as long.
+        assert!(stats.queries >= 2 * quick().wait, "{stats:?}");
+        assert!(stats.total >= stats.queries, "{stats:?}");
     }
 
     #[tokio::test]
@@ -366,22 +433,42 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
+    fn workers_sleep_with_a_tight_timer_slack() {
+        std::thread::spawn(|| {
+            tight_timer_slack();
+            let link =
+                std::fs::read_link("/proc/thread-self").expect("Linux has /proc/thread-self");
+            let tid = link.file_name().and_then(|t| t.to_str()).expect("a tid");
+            let slack = std::fs::read_to_string(format!("/proc/{tid}/timerslack_ns"))
+                .expect("the thread's timer slack");
+            assert_eq!(slack.trim(), "1000");
+        })
+        .join()
+        .expect("the slack is set");
+    }
+
+    #[test]
     fn stats_lines_round_trip_and_subtract() {
         let a = DbStats {
             calls: 10,
             total: Duration::from_micros(700),
+            queries: Duration::from_micros(500),
         };
         let b = DbStats {
             calls: 30,
             total: Duration::from_micros(2_700),
+            queries: Duration::from_micros(1_500),
         };
         assert_eq!(DbStats::parse_line(&b.line()), Some(b));
-        assert_eq!(DbStats::parse_line("db 1"), None);
-        assert_eq!(DbStats::parse_line("db 1 2 3"), None);
+        assert_eq!(DbStats::parse_line("db 1 2"), None);
+        assert_eq!(DbStats::parse_line("db 1 2 3 4"), None);
         assert_eq!(DbStats::parse_line("8080"), None);
         let run = b.since(a);
         assert_eq!(run.calls, 20);
         assert_eq!(run.mean(), Duration::from_micros(100));
+        assert_eq!(run.mean_query(), Duration::from_micros(50));
+        assert_eq!(a.plus(run), b);
         assert_eq!(DbStats::default().mean(), Duration::ZERO);
     }
 }

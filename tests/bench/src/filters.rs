@@ -85,7 +85,7 @@ struct Row {
 
 fn header() {
     println!(
-        "{:<8} {:<30} {:>10} {:>6} {:>8} {:>8} {:>9} {:>9} {:>10} {:>9}",
+        "{:<8} {:<30} {:>10} {:>6} {:>8} {:>8} {:>9} {:>9} {:>10} {:>10} {:>11}",
         "repeat",
         "server",
         "deliv/s",
@@ -95,7 +95,8 @@ fn header() {
         "p99 ratio",
         "cpu µs/d",
         "db/trigger",
-        "db call µs"
+        "db call µs",
+        "db query µs"
     );
 }
 
@@ -110,13 +111,15 @@ fn line(repeat: &str, server: Server, f: &Figures, base: Option<&Figures>, publi
     });
     let db = f.db.unwrap_or_default();
     let calls_per_trigger = db.calls as f64 / publishes.max(1) as f64;
-    let mean = if db.calls == 0 {
-        "-".to_owned()
-    } else {
-        format!("{:.1}", db.mean().as_secs_f64() * 1e6)
+    let us = |d: std::time::Duration| {
+        if db.calls == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", d.as_secs_f64() * 1e6)
+        }
     };
     println!(
-        "{:<8} {:<30} {:>10.0} {:>6.2} {:>8} {:>8} {:>9.2} {:>9.2} {:>10.1} {:>9}",
+        "{:<8} {:<30} {:>10.0} {:>6.2} {:>8} {:>8} {:>9.2} {:>9.2} {:>10.1} {:>10} {:>11}",
         repeat,
         server.label(),
         f.deliveries_per_sec,
@@ -126,7 +129,8 @@ fn line(repeat: &str, server: Server, f: &Figures, base: Option<&Figures>, publi
         p99_ratio,
         f.user_us + f.sys_us,
         calls_per_trigger,
-        mean
+        us(db.mean()),
+        us(db.mean_query())
     );
     Row {
         server,

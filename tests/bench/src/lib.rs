@@ -76,8 +76,9 @@ pub async fn backplane_ready(hub: &SyncHub) -> Result<(), BackplaneStatus> {
 
 /// Serve until stdin closes, printing the port first: how the harness runs a server as a child process.
 /// `make` builds the router on the server's runtime; the port is printed once it returns. Each line `db`
-/// on stdin is answered with one line `db <calls> <total_call_us>` on stdout ([`DbStats::line`]): `db`'s
-/// calls so far (`db 0 0` without one), read by the harness before and after a run.
+/// on stdin is answered with one line `db <calls> <total_call_us> <total_query_us>` on stdout
+/// ([`DbStats::line`]): `db`'s calls so far (`db 0 0 0` without one), read by the harness before and
+/// after a run.
 pub fn serve_child<Fut: Future<Output = axum::Router>>(db: Option<Db>, make: impl FnOnce() -> Fut) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

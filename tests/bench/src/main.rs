@@ -420,8 +420,7 @@ impl Running {
                 .ok()
                 .flatten()
                 .unwrap_or_else(|| panic!("a server answered `db` with {line:?}"));
-            sum.calls += stats.calls;
-            sum.total += stats.total;
+            sum = sum.plus(stats);
         }
         Some(sum)
     }
