@@ -80,6 +80,7 @@ struct Row {
     deliveries_per_sec: f64,
     ratio: f64,
     p99_ratio: f64,
+    cpu_us: f64,
     calls_per_trigger: f64,
 }
 
@@ -137,6 +138,7 @@ fn line(repeat: &str, server: Server, f: &Figures, base: Option<&Figures>, publi
         deliveries_per_sec: f.deliveries_per_sec,
         ratio,
         p99_ratio,
+        cpu_us: f.user_us + f.sys_us,
         calls_per_trigger,
     }
 }
@@ -194,12 +196,13 @@ pub(crate) async fn phase(args: &Args, env: &Env) {
                 _ => String::new(),
             };
             println!(
-                "summary  {n} subscribers, {:<30} medians over {} repeat(s): {:.0} deliv/s, ratio {:.3}{target}, p99 ratio {:.2}, {:.1} db calls/trigger",
+                "summary  {n} subscribers, {:<30} medians over {} repeat(s): {:.0} deliv/s, ratio {:.3}{target}, p99 ratio {:.2}, cpu {:.2} µs/d, {:.1} db calls/trigger",
                 server.label(),
                 mine.len(),
                 of(|r| r.deliveries_per_sec),
                 of(|r| r.ratio),
                 of(|r| r.p99_ratio),
+                of(|r| r.cpu_us),
                 of(|r| r.calls_per_trigger),
             );
         }
