@@ -1,4 +1,5 @@
-//! The benchmarked app: one route, `/bench`, with `tick` (no server file) and `filtered` (a server filter).
+//! The benchmarked app: one route, `/bench`, with `tick` (no server file), `filtered` (a server filter)
+//! and `dbeach` (an async filter making one simulated database call per recipient; [`Db`]).
 //! `cargo run --release -p sync-bench` runs the comparison; see `docs/BENCHMARKS.md`.
 
 use std::future::Future;
@@ -7,15 +8,19 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use sync_runtime::{Backplane, BackplaneStatus, Identity, Refusal, SyncHub};
 
+pub mod db;
+
+pub use db::{Db, DbConfig, DbError, DbStats, TEAMS, Teams};
+
 sync_runtime::include_routes!();
 
 /// A hub where token `u<n>` is user `u<n>` (the session is the number, for the half-passing filter). With
 /// `redis`, the hub shares triggers with other nodes through the Redis backplane at that URL. With
 /// `presence`, every connection gets its path's user list (`presence`, then `presence_diff` frames) with
 /// the view `{"name":"u<n>"}`, at the runtime's default limit (100 listed) and window (100 ms). With
-/// `metrics`, the hub keeps its Prometheus series. Must be called on a Tokio runtime (the backplane starts
-/// its tasks there).
-pub fn hub(redis: Option<&str>, presence: bool, metrics: bool) -> SyncHub {
+/// `metrics`, the hub keeps its Prometheus series. `db` is the filters' functions (`ServerCx<_, u64, Db>`).
+/// Must be called on a Tokio runtime (the backplane starts its tasks there).
+pub fn hub(redis: Option<&str>, presence: bool, metrics: bool, db: Db) -> SyncHub {
     let builder = SyncHub::builder()
         .authenticate(|req| async move {
             let n: u64 = req
@@ -27,7 +32,8 @@ pub fn hub(redis: Option<&str>, presence: bool, metrics: bool) -> SyncHub {
         })
         .max_connections_per_user(1_000_000)
         .rate_limit(1_000_000, 1_000_000)
-        .user_rate_limit(1_000_000, 1_000_000);
+        .user_rate_limit(1_000_000, 1_000_000)
+        .functions(db);
     // The view has no `"n":` key: the load generator reads a trigger's number from the first `"n":` or
     // `"payload":` in a frame.
     let builder = if presence {
@@ -50,7 +56,7 @@ pub fn hub(redis: Option<&str>, presence: bool, metrics: bool) -> SyncHub {
     };
     builder
         .build()
-        .expect("the bench handlers use u64 sessions and no functions")
+        .expect("the bench handlers use u64 sessions and the simulated database as functions")
 }
 
 /// Wait (at most 2 s) until the hub's backplane publishes and is subscribed, so that a trigger published
@@ -69,8 +75,11 @@ pub async fn backplane_ready(hub: &SyncHub) -> Result<(), BackplaneStatus> {
 }
 
 /// Serve until stdin closes, printing the port first: how the harness runs a server as a child process.
-/// `make` builds the router on the server's runtime; the port is printed once it returns.
-pub fn serve_child<Fut: Future<Output = axum::Router>>(make: impl FnOnce() -> Fut) {
+/// `make` builds the router on the server's runtime; the port is printed once it returns. Each line `db`
+/// on stdin is answered with one line `db <calls> <total_call_us> <total_query_us>` on stdout
+/// ([`DbStats::line`]): `db`'s calls so far (`db 0 0 0` without one), read by the harness before and
+/// after a run.
+pub fn serve_child<Fut: Future<Output = axum::Router>>(db: Option<Db>, make: impl FnOnce() -> Fut) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,9 +96,15 @@ pub fn serve_child<Fut: Future<Output = axum::Router>>(make: impl FnOnce() -> Fu
             let _ = tcp.set_nodelay(true);
         });
         tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
+        tokio::task::spawn_blocking(move || {
+            // Rust's stdout is line-buffered, pipe or not: each answer reaches the harness at once.
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if line.trim() == "db" {
+                    let stats = db.as_ref().map(Db::stats).unwrap_or_default();
+                    println!("{}", stats.line());
+                }
+            }
         })
         .await
         .expect("stdin watcher");

@@ -18,6 +18,9 @@
 //!    joining and leaving a big room, side by side, and what the room's members receive meanwhile.
 //! 5. Metrics (`metrics.rs`): the same closed-loop fan-out on this framework with Prometheus metrics off
 //!    and on, side by side, and the ratio (`--metrics-only` runs this phase alone).
+//! 6. Filters at scale (`filters.rs`): filters that await a simulated database call (`db.rs`) per
+//!    recipient, against no server file, side by side, with the database calls per trigger counted
+//!    (`--filters-only` runs this phase alone).
 //!
 //! Every subscriber checks that numbers arrive in order without gaps or duplicates; any violation fails
 //! the run.
@@ -28,12 +31,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use sync_bench::DbStats;
 use sync_runtime::client::{ConnectOptions, SyncClient};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
+mod filters;
 mod metrics;
 mod presence;
 
@@ -53,6 +58,12 @@ enum Server {
     OursFilterAll,
     /// This framework, a filter that passes half.
     OursFilterHalf,
+    /// This framework, an async filter awaiting one simulated database call per recipient (`dbeach`).
+    OursDbEach,
+    /// The same calls, made once per trigger in the sync's `prepare` step (`dbprepared`, not wired yet).
+    OursDbPrepared,
+    /// The same calls, once per recipient class (`dbclass`, not wired yet).
+    OursDbClasses,
     /// This framework, no server file, two processes sharing triggers through Redis.
     OursTwoNodes,
     /// The same, keeping no history (offsets only).
@@ -74,6 +85,9 @@ impl Server {
             Server::OursMetrics => "sync, metrics on",
             Server::OursFilterAll => "sync, filter (all pass)",
             Server::OursFilterHalf => "sync, filter (half pass)",
+            Server::OursDbEach => "sync, db filter per recipient",
+            Server::OursDbPrepared => "sync, db + prepare",
+            Server::OursDbClasses => "sync, db + classes",
             Server::OursTwoNodes => "sync, two nodes (Redis)",
             Server::OursTwoNodesNoHistory => "sync, two nodes, history off",
             Server::SocketIo => "socket.io 4.8, room",
@@ -89,6 +103,9 @@ impl Server {
             | Server::OursMetrics
             | Server::OursFilterAll
             | Server::OursFilterHalf
+            | Server::OursDbEach
+            | Server::OursDbPrepared
+            | Server::OursDbClasses
             | Server::OursTwoNodes
             | Server::OursTwoNodesNoHistory => Kind::Ours,
             Server::SocketIo | Server::SocketIoFilterAll | Server::SocketIoFilterHalf => {
@@ -125,6 +142,9 @@ usage: sync-bench [options]
   --presence-seconds S  duration of each presence row (default 3)
   --metrics-repeats N   repeats of the metrics off/on pairs, per subscriber count (default 3; 0 skips)
   --metrics-only        only the metrics phase (with --subscribers, --publishes)
+  --filters-repeats N   repeats of the filters-at-scale rows, per subscriber count (default 3; 0 skips)
+  --filters-only        only the filters-at-scale phase (with --subscribers, default 1000,10000 for
+                        this phase, and --publishes)
   --pin                 server on CPU 1 (taskset -c 1), load generator on CPU 0
   --help                this text";
 
@@ -141,6 +161,10 @@ struct Args {
     presence_seconds: f64,
     metrics_repeats: usize,
     metrics_only: bool,
+    filters_repeats: usize,
+    filters_only: bool,
+    /// Whether `--subscribers` was given (the filters phase has its own default).
+    subscribers_given: bool,
     pin: bool,
 }
 
@@ -162,6 +186,9 @@ fn args() -> Args {
         presence_seconds: 3.0,
         metrics_repeats: 3,
         metrics_only: false,
+        filters_repeats: 3,
+        filters_only: false,
+        subscribers_given: false,
         pin: false,
     };
     let mut argv = std::env::args().skip(1);
@@ -172,6 +199,10 @@ fn args() -> Args {
         }
         if flag == "--metrics-only" {
             a.metrics_only = true;
+            continue;
+        }
+        if flag == "--filters-only" {
+            a.filters_only = true;
             continue;
         }
         if flag == "--help" || flag == "-h" {
@@ -186,7 +217,10 @@ fn args() -> Args {
                 .unwrap_or_else(|_| panic!("{flag}: `{v}` is not a number"))
         };
         match flag.as_str() {
-            "--subscribers" => a.subscribers = list(&value),
+            "--subscribers" => {
+                a.subscribers = list(&value);
+                a.subscribers_given = true;
+            }
             "--publishes" => a.publishes = number(&value) as u64,
             "--repeats" => a.repeats = number(&value) as usize,
             "--rate" => a.rate = Some(number(&value)).filter(|r| *r > 0.0),
@@ -197,6 +231,7 @@ fn args() -> Args {
             "--presence-churn" => a.presence_churn = number(&value) as usize,
             "--presence-seconds" => a.presence_seconds = number(&value),
             "--metrics-repeats" => a.metrics_repeats = number(&value) as usize,
+            "--filters-repeats" => a.filters_repeats = number(&value) as usize,
             other => panic!("unknown argument {other}\n{USAGE}"),
         }
     }
@@ -292,13 +327,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Start a server process that prints its port as its first line and exits when stdin closes.
+/// Start a server process that prints its port as its first line and exits when stdin closes. Returns
+/// its stdout too, kept for its later lines (`db` answers).
 async fn spawn_server(
     program: &Path,
     args: &[&str],
     envs: &[(&str, String)],
     pin: bool,
-) -> (Child, u16) {
+) -> (Child, u16, BufReader<ChildStdout>) {
     let mut command = if pin {
         let mut c = Command::new("taskset");
         c.arg("-c").arg("1").arg(program);
@@ -319,15 +355,13 @@ async fn spawn_server(
         )
     });
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .await
-        .expect("port");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    out.read_line(&mut line).await.expect("port");
     let port = line
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("{}: expected a port, got {line:?}", program.display()));
-    (child, port)
+    (child, port, out)
 }
 
 /// The running processes of one server under test.
@@ -338,9 +372,22 @@ struct Running {
     ports: Vec<u16>,
     /// Pids of the server processes (CPU and RSS are summed over them).
     pids: Vec<u32>,
+    /// Stdout of each server process, past the port line.
+    outputs: Vec<BufReader<ChildStdout>>,
 }
 
 impl Running {
+    /// One server process, as [`spawn_server`] started it.
+    fn one((child, port, out): (Child, u16, BufReader<ChildStdout>)) -> Running {
+        let pid = child.id().expect("a pid");
+        Running {
+            children: vec![child],
+            ports: vec![port],
+            pids: vec![pid],
+            outputs: vec![out],
+        }
+    }
+
     fn cpu(&self) -> (f64, f64) {
         self.pids
             .iter()
@@ -350,6 +397,32 @@ impl Running {
 
     fn rss_kib(&self) -> u64 {
         self.pids.iter().map(|&p| rss_kib(p)).sum()
+    }
+
+    /// The simulated database's calls so far, summed over the server processes (`db` on each one's
+    /// stdin); `None` for servers other than ours, which have no database.
+    async fn db_stats(&mut self, kind: Kind) -> Option<DbStats> {
+        if kind != Kind::Ours {
+            return None;
+        }
+        let mut sum = DbStats::default();
+        // Servers come first in `children`, in the order of `outputs`.
+        for (child, out) in self.children.iter_mut().zip(&mut self.outputs) {
+            let stdin = child.stdin.as_mut().expect("a server's stdin");
+            let mut line = String::new();
+            let asked = async {
+                stdin.write_all(b"db\n").await.ok()?;
+                out.read_line(&mut line).await.ok()?;
+                DbStats::parse_line(&line)
+            };
+            let stats = tokio::time::timeout(Duration::from_secs(10), asked)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("a server answered `db` with {line:?}"));
+            sum = sum.plus(stats);
+        }
+        Some(sum)
     }
 
     /// The port subscriber `i` of `n` connects to: half/half over the nodes of a two-node run.
@@ -379,14 +452,6 @@ fn sibling(bin: &str) -> PathBuf {
 }
 
 async fn start(server: Server, env: &Env) -> Running {
-    let one = |(child, port): (Child, u16)| {
-        let pid = child.id().expect("a pid");
-        Running {
-            children: vec![child],
-            ports: vec![port],
-            pids: vec![pid],
-        }
-    };
     match server.kind() {
         Kind::Ceiling => {
             // Our `tick` frame is `{"t":"reaction","seq":S,"path":"/bench","route":"/bench","name":"tick",
@@ -396,19 +461,19 @@ async fn start(server: Server, env: &Env) -> Running {
                 Server::CeilingOurFrameSize => vec![("CEILING_FRAME_PAD", "110".to_owned())],
                 _ => Vec::new(),
             };
-            one(spawn_server(&sibling("bench-ceiling"), &[], &envs, env.pin).await)
+            Running::one(spawn_server(&sibling("bench-ceiling"), &[], &envs, env.pin).await)
         }
         Kind::SocketIo => {
             let script = socketio_dir().join("server.js");
             let script = script.to_str().expect("a UTF-8 path");
-            one(spawn_server(Path::new("node"), &[script], &[], env.pin).await)
+            Running::one(spawn_server(Path::new("node"), &[script], &[], env.pin).await)
         }
         Kind::Ours if !matches!(server, Server::OursTwoNodes | Server::OursTwoNodesNoHistory) => {
             let envs = match server {
                 Server::OursMetrics => vec![("BENCH_METRICS", "1".to_owned())],
                 _ => Vec::new(),
             };
-            one(spawn_server(&sibling("bench-ours"), &[], &envs, env.pin).await)
+            Running::one(spawn_server(&sibling("bench-ours"), &[], &envs, env.pin).await)
         }
         Kind::Ours => {
             let redis_port = free_port();
@@ -451,6 +516,7 @@ async fn start(server: Server, env: &Env) -> Running {
                 ports: vec![a.1, b.1],
                 children: vec![a.0, b.0, redis],
                 pids,
+                outputs: vec![a.2, b.2],
             }
         }
     }
@@ -702,6 +768,8 @@ struct Figures {
     sys_us: f64,
     kib_per_conn: f64,
     loadgen_cpu: f64,
+    /// The simulated database's calls during the closed loop (ours only).
+    db: Option<DbStats>,
     /// The open-loop run on the same connections, if any.
     open: Option<OpenFigures>,
 }
@@ -745,7 +813,7 @@ async fn run(
     publishes: u64,
     open: Option<(Option<f64>, f64)>,
 ) -> Figures {
-    let running = start(server, env).await;
+    let mut running = start(server, env).await;
     let rss_before = running.rss_kib();
     let per_publish = per_publish(server, n);
     let counts = Arc::new(Counts::new(per_publish, publishes as usize + MAX_OPEN));
@@ -753,6 +821,7 @@ async fn run(
     let kib_per_conn = running.rss_kib().saturating_sub(rss_before) as f64 / n as f64;
 
     let mut publisher = Publisher::open(server, running.ports[0]).await;
+    let db0 = running.db_stats(server.kind()).await;
     let (user0, sys0) = running.cpu();
     let (me_user0, me_sys0) = cpu(std::process::id());
     let mut latencies = Vec::with_capacity(publishes as usize);
@@ -773,6 +842,10 @@ async fn run(
     let elapsed = start.elapsed();
     let (user1, sys1) = running.cpu();
     let (me_user1, me_sys1) = cpu(std::process::id());
+    let db = match (db0, running.db_stats(server.kind()).await) {
+        (Some(before), Some(after)) => Some(after.since(before)),
+        _ => None,
+    };
     let deliveries = (publishes * per_publish) as f64;
     let (p50, p99, max) = percentiles(latencies);
 
@@ -801,6 +874,7 @@ async fn run(
         sys_us: (sys1 - sys0) * 1e6 / deliveries,
         kib_per_conn,
         loadgen_cpu: ((me_user1 - me_user0) + (me_sys1 - me_sys0)) / elapsed.as_secs_f64(),
+        db,
         open,
     }
 }
@@ -911,6 +985,10 @@ impl Publisher {
                     }
                     Server::OursFilterHalf => {
                         client.request_with("filtered", (k, false), false).await
+                    }
+                    Server::OursDbEach | Server::OursDbPrepared | Server::OursDbClasses => {
+                        let name = filters::sync_of(*server).expect("a row that is wired");
+                        client.request_with(name, k, false).await
                     }
                     _ => client.request_with("tick", k, false).await,
                 };
@@ -1220,8 +1298,13 @@ async fn main() {
         println!("pinning: none (servers and load generator share all cores; --pin to separate)");
     }
     let env = detect(args.pin);
-    if args.metrics_only {
-        metrics::phase(&args, &env).await;
+    if args.metrics_only || args.filters_only {
+        if args.metrics_only {
+            metrics::phase(&args, &env).await;
+        }
+        if args.filters_only {
+            filters::phase(&args, &env).await;
+        }
         println!("\nelapsed: {:.0} s", began.elapsed().as_secs_f64());
         return;
     }
@@ -1273,6 +1356,7 @@ async fn main() {
         .await;
     }
     metrics::phase(&args, &env).await;
+    filters::phase(&args, &env).await;
     println!("\nelapsed: {:.0} s", began.elapsed().as_secs_f64());
 }
 

@@ -309,12 +309,8 @@ pub(crate) async fn phase(env: &Env, n: usize, m: usize, seconds: f64) {
         DWELL.as_millis()
     );
     let presence = [("BENCH_PRESENCE", "1".to_owned())];
-    let (child, port) = spawn_server(&sibling("bench-ours"), &[], &presence, env.pin).await;
-    let running = Running {
-        pids: vec![child.id().expect("a pid")],
-        children: vec![child],
-        ports: vec![port],
-    };
+    let running = Running::one(spawn_server(&sibling("bench-ours"), &[], &presence, env.pin).await);
+    let port = running.ports[0];
     let rss_empty = running.rss_kib();
 
     let room = Arc::new(Room::default());

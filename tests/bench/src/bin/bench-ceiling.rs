@@ -62,7 +62,7 @@ async fn run(socket: WebSocket, subs: Subscribers) {
 
 fn main() {
     let subs: Subscribers = Arc::default();
-    sync_bench::serve_child(|| async move {
+    sync_bench::serve_child(None, || async move {
         axum::Router::new()
             .route("/", get(upgrade))
             .with_state(subs)

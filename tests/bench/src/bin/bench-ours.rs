@@ -3,12 +3,16 @@
 //! With `BENCH_PRESENCE=1`, connections get their path's user list (the presence phase); with
 //! `BENCH_HISTORY=<n>`, each path keeps `n` triggers of history (0: none); with `BENCH_METRICS=1`, the hub
 //! keeps Prometheus metrics and a task reads their text every second (a scrape, more often than usual).
+//! Every hub has the simulated database (`sync_bench::Db`) as its filters' functions; a line `db` on stdin
+//! prints its call count.
 fn main() {
     let redis = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
     let presence = std::env::var("BENCH_PRESENCE").is_ok_and(|v| v == "1");
     let metrics = std::env::var("BENCH_METRICS").is_ok_and(|v| v == "1");
-    sync_bench::serve_child(|| async move {
-        let hub = sync_bench::hub(redis.as_deref(), presence, metrics);
+    // The filters' simulated database; `db` on stdin reads its call count.
+    let db = sync_bench::Db::new(sync_bench::DbConfig::default());
+    sync_bench::serve_child(Some(db.clone()), || async move {
+        let hub = sync_bench::hub(redis.as_deref(), presence, metrics, db);
         if metrics {
             let hub = hub.clone();
             tokio::spawn(async move {
