@@ -26,27 +26,13 @@ const DEFAULT_SUBSCRIBERS: [usize; 2] = [1000, 10_000];
 /// What issue 14 asks of the per-trigger step and of classes: this much of the no-filter deliveries/s.
 const TARGET_RATIO: f64 = 0.8;
 
-/// The sync a database row's publisher requests, `None` while the row is not wired (it is skipped, and
-/// the phase says so).
+/// The sync a database row's publisher requests (`None` for the other rows).
 pub(crate) fn sync_of(server: Server) -> Option<&'static str> {
     match server {
         Server::OursDbEach => Some("dbeach"),
-        // NOT WIRED YET: once the runtime has `prepare` and `class`, add
-        // `bench/_sync/dbprepared_{client,server}.rs` and `bench/_sync/dbclass_{client,server}.rs`
-        // (`Data = u64`, the `tick` event, a filter passing everyone, functions `Db`), then uncomment:
-        // Server::OursDbPrepared => Some("dbprepared"),
-        // Server::OursDbClasses => Some("dbclass"),
+        Server::OursDbPrepared => Some("dbprepared"),
+        Server::OursDbClasses => Some("dbclass"),
         _ => None,
-    }
-}
-
-/// Whether a row can run: the database rows need their sync.
-fn wired(server: Server) -> bool {
-    match server {
-        Server::OursDbEach | Server::OursDbPrepared | Server::OursDbClasses => {
-            sync_of(server).is_some()
-        }
-        _ => true,
     }
 }
 
@@ -152,7 +138,7 @@ pub(crate) async fn phase(args: &Args, env: &Env) {
     } else {
         DEFAULT_SUBSCRIBERS.to_vec()
     };
-    let rows: Vec<Server> = ROWS.into_iter().filter(|s| wired(*s)).collect();
+    let rows: Vec<Server> = ROWS.to_vec();
     for &n in &counts {
         let publishes = closed_publishes(args, n);
         println!(
@@ -160,12 +146,6 @@ pub(crate) async fn phase(args: &Args, env: &Env) {
              simulated database: 10 connections, ~50 µs wait and ~2 µs CPU per call; every row delivers to all {n}",
             args.filters_repeats
         );
-        for server in ROWS.into_iter().filter(|s| !wired(*s)) {
-            println!(
-                "(row `{}` not wired yet: it needs its sync in tests/bench/src/bench/_sync and its arm in filters::sync_of)",
-                server.label()
-            );
-        }
         header();
         let warm = run(Server::Ours, env, n, publishes, None).await;
         line("warm-up", Server::Ours, &warm, None, publishes);
@@ -233,10 +213,14 @@ mod tests {
     }
 
     #[test]
-    fn every_wired_database_row_has_its_sync_files() {
-        assert!(wired(Server::Ours));
-        assert!(wired(Server::OursFilterAll));
-        assert!(wired(Server::OursDbEach));
+    fn every_database_row_has_its_sync_files() {
+        for server in [
+            Server::OursDbEach,
+            Server::OursDbPrepared,
+            Server::OursDbClasses,
+        ] {
+            assert!(sync_of(server).is_some(), "{}", server.label());
+        }
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bench/_sync");
         for server in ROWS {
             if let Some(name) = sync_of(server) {

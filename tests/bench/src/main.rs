@@ -60,9 +60,9 @@ enum Server {
     OursFilterHalf,
     /// This framework, an async filter awaiting one simulated database call per recipient (`dbeach`).
     OursDbEach,
-    /// The same calls, made once per trigger in the sync's `prepare` step (`dbprepared`, not wired yet).
+    /// The same calls, made once per trigger in the sync's `prepare` step (`dbprepared`).
     OursDbPrepared,
-    /// The same calls, once per recipient class (`dbclass`, not wired yet).
+    /// The same calls, once per recipient class (`dbclass`).
     OursDbClasses,
     /// This framework, no server file, two processes sharing triggers through Redis.
     OursTwoNodes,
@@ -987,7 +987,7 @@ impl Publisher {
                         client.request_with("filtered", (k, false), false).await
                     }
                     Server::OursDbEach | Server::OursDbPrepared | Server::OursDbClasses => {
-                        let name = filters::sync_of(*server).expect("a row that is wired");
+                        let name = filters::sync_of(*server).expect("a database row");
                         client.request_with(name, k, false).await
                     }
                     _ => client.request_with("tick", k, false).await,

@@ -9,7 +9,8 @@ use sync_runtime::client::{ConnectOptions, SyncClient};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
-const SUBSCRIBERS: u64 = 5;
+/// More subscribers than teams, so that classes (teams) are fewer than recipients.
+const SUBSCRIBERS: u64 = 25;
 
 /// Wait for `what`, at most 20 s.
 async fn within<T>(what: impl std::future::Future<Output = T>) -> T {
@@ -28,7 +29,8 @@ async fn ask(child: &mut Child, out: &mut BufReader<ChildStdout>) -> DbStats {
 }
 
 #[tokio::test]
-async fn calls_per_trigger_are_the_recipients_of_a_per_recipient_filter_and_none_without_one() {
+async fn calls_per_trigger_are_the_recipients_per_recipient_one_with_prepare_and_the_teams_with_classes()
+ {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bench-ours"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -72,6 +74,24 @@ async fn calls_per_trigger_are_the_recipients_of_a_per_recipient_filter_and_none
         run.queries > Duration::ZERO && run.total >= run.queries,
         "{run:?}"
     );
+
+    // `dbprepared`: one call per trigger, whatever the recipients; `dbclass`: one per team.
+    for (sync, per_trigger) in [("dbprepared", 1), ("dbclass", sync_bench::TEAMS)] {
+        let before = ask(&mut child, &mut out).await;
+        for k in 0..2u64 {
+            let outcome = within(publisher.request_with(sync, k, false))
+                .await
+                .unwrap_or_else(|e| panic!("{sync} is accepted: {e}"));
+            assert_eq!(
+                u64::from(outcome.delivered),
+                SUBSCRIBERS,
+                "{sync}: {outcome:?}"
+            );
+        }
+        let run = ask(&mut child, &mut out).await.since(before);
+        assert_eq!(run.calls, 2 * per_trigger, "{sync}: {run:?}");
+    }
+    let after = ask(&mut child, &mut out).await;
 
     // The syncs without a database call make none.
     within(publisher.request_with("filtered", (2u64, true), false))
