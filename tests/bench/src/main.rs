@@ -34,6 +34,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
+mod burst;
 mod metrics;
 mod presence;
 
@@ -134,6 +135,8 @@ usage: sync-bench [options]
   --presence-seconds S  duration of each presence row (default 3)
   --metrics-repeats N   repeats of the metrics off/on pairs, per subscriber count (default 3; 0 skips)
   --metrics-only        only the metrics phase (with --subscribers, --publishes)
+  --burst N             write syscalls per delivery with N subscribers, one publish at a time and in a
+                        burst (default 0: skipped; needs perf)
   --pin                 server on CPU 1 (taskset -c 1), load generator on CPU 0
   --help                this text";
 
@@ -150,6 +153,7 @@ struct Args {
     presence_seconds: f64,
     metrics_repeats: usize,
     metrics_only: bool,
+    burst: usize,
     pin: bool,
 }
 
@@ -171,6 +175,7 @@ fn args() -> Args {
         presence_seconds: 3.0,
         metrics_repeats: 3,
         metrics_only: false,
+        burst: 0,
         pin: false,
     };
     let mut argv = std::env::args().skip(1);
@@ -206,6 +211,7 @@ fn args() -> Args {
             "--presence-churn" => a.presence_churn = number(&value) as usize,
             "--presence-seconds" => a.presence_seconds = number(&value),
             "--metrics-repeats" => a.metrics_repeats = number(&value) as usize,
+            "--burst" => a.burst = number(&value) as usize,
             other => panic!("unknown argument {other}\n{USAGE}"),
         }
     }
@@ -1294,6 +1300,7 @@ async fn main() {
     if args.churn_seconds > 0.0 {
         churn(&env, &single, args.churn_seconds).await;
     }
+    burst::phase(&env, args.burst).await;
     if args.presence_room > 0 && args.presence_churn > 0 && args.presence_seconds > 0.0 {
         presence::phase(
             &env,
