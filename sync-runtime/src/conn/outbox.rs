@@ -155,18 +155,44 @@ impl Outbox {
         self.overflowed = true;
     }
 
-    /// Move up to `max` queued frames into `batch`; how many.
-    pub fn take(&mut self, batch: &mut Vec<Outbound>, max: usize) -> usize {
+    /// Move up to `max` queued frames out, in order, to `each`, numbering each reaction and keeping it for
+    /// replay (at most `keep`) as it goes: `each` gets the frame and, for a reaction, its number. How many.
+    /// One pass under the caller's one lock, straight into the writer's frames: no batch in between, which
+    /// every connection would keep the capacity of.
+    pub fn take(
+        &mut self,
+        max: usize,
+        keep: usize,
+        mut each: impl FnMut(Outbound, Option<u64>),
+    ) -> usize {
         let n = self.queue.len().min(max);
-        for out in self.queue.drain(..n) {
+        for _ in 0..n {
+            let out = self.queue.pop_front().expect("n frames are queued");
             self.queued_bytes -= out.cost();
-            batch.push(out);
+            let seq = match &out {
+                Outbound::Reaction(tail) => Some(self.record(tail.clone(), keep)),
+                Outbound::Control(_) => None,
+            };
+            each(out, seq);
         }
         // A burst's worth of room goes back once the connection is idle again.
         if self.queue.is_empty() && self.queue.capacity() > 64 {
             self.queue = VecDeque::new();
         }
         n
+    }
+
+    /// The bytes of the reaction frames among the first `max` queued (heads included): what writing
+    /// them takes.
+    pub fn reaction_bytes(&self, max: usize) -> usize {
+        self.queue
+            .iter()
+            .take(max)
+            .map(|out| match out {
+                Outbound::Reaction(tail) => REACTION_HEAD + tail.len(),
+                Outbound::Control(_) => 0,
+            })
+            .sum()
     }
 
     pub fn has_queued(&self) -> bool {
@@ -307,9 +333,14 @@ mod tests {
             "a fourth does not fit"
         );
         assert_eq!(outbox.bytes(), big.cost() * 3);
-        let mut batch = Vec::new();
-        assert_eq!(outbox.take(&mut batch, 10), 3);
-        assert_eq!(outbox.bytes(), 0, "taking frees the bytes");
+        let mut seqs = Vec::new();
+        assert_eq!(outbox.take(10, 0, |_, seq| seqs.push(seq)), 3);
+        assert_eq!(
+            seqs,
+            vec![Some(1), Some(2), Some(3)],
+            "reactions numbered in order"
+        );
+        assert_eq!(outbox.bytes(), 0, "taking frees the bytes (nothing kept)");
     }
 
     #[test]

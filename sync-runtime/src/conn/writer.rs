@@ -108,10 +108,10 @@ pub(crate) async fn write(
     preamble: Vec<(Option<u64>, String)>,
     side: &ReadSide,
 ) -> WriteEnd {
-    // Both grow to the batches this connection sees: an idle one keeps them tiny (64 slots up front were
-    // 3.5 KB per connection).
-    let mut batch = Vec::new();
-    let mut frames: Vec<(Option<u64>, Utf8Bytes)> = Vec::new();
+    // Grows to the batches this connection sees: an idle one keeps it tiny (64 slots up front were 3.5 KB
+    // per connection). Two to start with: `hello` and `located`, then one reaction at a time, fit without
+    // the four slots a first push would make room for.
+    let mut frames: Vec<(Option<u64>, Utf8Bytes)> = Vec::with_capacity(2);
     // Reaction frames are written into this buffer and handed to the transport as slices of it: once it
     // has copied them out, the space is reused, so a busy connection allocates nothing per frame.
     let mut scratch = bytes::BytesMut::new();
@@ -145,30 +145,29 @@ pub(crate) async fn write(
                 Ok(room) => room,
                 Err(end) => break end,
             };
+            // Taken, numbered, kept for replay and formatted in one lock, straight into `frames`.
             let taken = attend(conn, side, || {
-                (conn.take(&mut batch, room) > 0).then_some(())
+                conn.with_outbox(|outbox, keep| {
+                    if !outbox.has_queued() {
+                        return None;
+                    }
+                    // Room for the whole batch at once: one allocation at most, none once reused.
+                    scratch.reserve(outbox.reaction_bytes(room));
+                    outbox.take(room, keep, |out, seq| {
+                        frames.push(match out {
+                            Outbound::Reaction(tail) => {
+                                let seq = seq.expect("`Outbox::take` numbers every reaction");
+                                (Some(seq), reaction_text(&mut scratch, seq, &tail))
+                            }
+                            Outbound::Control(text) => (None, text),
+                        });
+                    });
+                    Some(())
+                })
             });
             if let Err(end) = taken.await {
                 break end;
             }
-            // Room for the whole batch at once: one allocation at most, none once the buffer is reused.
-            let needed: usize = batch
-                .iter()
-                .map(|out| match out {
-                    Outbound::Reaction(tail) => REACTION_HEAD + tail.len(),
-                    Outbound::Control(_) => 0,
-                })
-                .sum();
-            scratch.reserve(needed);
-            conn.with_outbox(|outbox, keep| {
-                frames.extend(batch.drain(..).map(|out| match out {
-                    Outbound::Control(text) => (None, text),
-                    Outbound::Reaction(tail) => {
-                        let seq = outbox.record(tail.clone(), keep);
-                        (Some(seq), reaction_text(&mut scratch, seq, &tail))
-                    }
-                }));
-            });
         }
         let send = async {
             for (seq, text) in frames.drain(..) {
