@@ -64,26 +64,23 @@ fn interruption(conn: &Conn, side: &ReadSide) -> Option<WriteEnd> {
 }
 
 /// Resolves with `ready`'s value once it has one, or with the interruption (which wins). The task waits
-/// in the connection's `attention` waker: registered, then everything looked at again, so a push or a
-/// close in between is not missed.
+/// in the connection's `attention` waker: registered first, then everything looked at once, so that a push
+/// or a close after the look wakes it. Registering on every poll costs a compare of wakers; looking first
+/// and again after registering cost a second look (the outbox lock) on every wait of an idle writer.
 fn attend<'a, T>(
     conn: &'a Conn,
     side: &'a ReadSide,
     mut ready: impl FnMut() -> Option<T> + 'a,
 ) -> impl Future<Output = Result<T, WriteEnd>> + 'a {
     std::future::poll_fn(move |cx| {
-        for registered in [false, true] {
-            if let Some(end) = interruption(conn, side) {
-                return std::task::Poll::Ready(Err(end));
-            }
-            if let Some(value) = ready() {
-                return std::task::Poll::Ready(Ok(value));
-            }
-            if !registered {
-                conn.attention.register(cx.waker());
-            }
+        conn.attention.register(cx.waker());
+        if let Some(end) = interruption(conn, side) {
+            return std::task::Poll::Ready(Err(end));
         }
-        std::task::Poll::Pending
+        match ready() {
+            Some(value) => std::task::Poll::Ready(Ok(value)),
+            None => std::task::Poll::Pending,
+        }
     })
 }
 
