@@ -30,9 +30,14 @@ const BURST: u64 = 20;
 /// The write-side system calls counted.
 const CALLS: [&str; 4] = ["sendto", "write", "writev", "sendmsg"];
 
+/// Other system calls counted beside them: the runtime's waiting and waking (`epoll_wait`, `futex`) and
+/// reads.
+const OTHERS: [&str; 4] = ["epoll_wait", "futex", "recvfrom", "read"];
+
 fn events() -> String {
     CALLS
         .iter()
+        .chain(OTHERS.iter())
         .map(|c| format!("syscalls:sys_enter_{c}"))
         .collect::<Vec<_>>()
         .join(",")
@@ -68,16 +73,23 @@ impl Counting {
         Counting(child)
     }
 
-    /// Stop (SIGINT: perf prints its counts) and return the total.
-    async fn stop(self) -> u64 {
+    /// Stop (SIGINT: perf prints its counts) and return the count of each event, `CALLS` then `OTHERS`.
+    async fn stop(self) -> Vec<u64> {
         let pid = self.0.id().expect("perf is running").to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status().await;
         let out = self.0.wait_with_output().await.expect("perf's output");
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| l.contains("syscalls:sys_enter_"))
-            .filter_map(|l| l.split(',').next()?.trim().parse::<u64>().ok())
-            .sum()
+        let text = String::from_utf8_lossy(&out.stderr);
+        CALLS
+            .iter()
+            .chain(OTHERS.iter())
+            .map(|call| {
+                let event = format!("syscalls:sys_enter_{call},");
+                text.lines()
+                    .find(|l| l.contains(&event))
+                    .and_then(|l| l.split(',').next()?.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 }
 
@@ -121,12 +133,20 @@ pub(crate) async fn phase(env: &Env, n: usize) {
         return;
     }
     println!(
-        "\n== write coalescing: {n} subscribers, {BURST} publishes one at a time (closed), then {BURST} back to back (burst); server write syscalls ({}) per delivery",
-        CALLS.join(", ")
+        "\n== write coalescing: {n} subscribers, {BURST} publishes one at a time (closed), then {BURST} back to back (burst); server write syscalls ({}) per delivery, and the other calls counted ({}) per delivery",
+        CALLS.join(", "),
+        OTHERS.join(", ")
     );
     println!(
-        "{:<28} {:>8} {:>10} {:>9} {:>10} {:>9} {:>10}",
-        "server", "window", "deliveries", "syscalls", "per deliv", "ms", "deliv/s"
+        "{:<28} {:>8} {:>10} {:>9} {:>10} {:>9} {:>10}  {}",
+        "server",
+        "window",
+        "deliveries",
+        "writes",
+        "per deliv",
+        "ms",
+        "deliv/s",
+        OTHERS.join(" / ")
     );
     for server in [Server::Ceiling, Server::Bare, Server::Ours] {
         let running = start(server, env).await;
@@ -157,17 +177,24 @@ pub(crate) async fn phase(env: &Env, n: usize) {
                 );
             }
             let elapsed = began.elapsed();
-            let calls = counting.stop().await;
+            let counted = counting.stop().await;
+            let (writes, others) = counted.split_at(CALLS.len());
+            let writes: u64 = writes.iter().sum();
             let deliveries = BURST * per;
+            let others: Vec<String> = others
+                .iter()
+                .map(|c| format!("{:.3}", *c as f64 / deliveries as f64))
+                .collect();
             println!(
-                "{:<28} {:>8} {:>10} {:>9} {:>10.3} {:>9.1} {:>10.0}",
+                "{:<28} {:>8} {:>10} {:>9} {:>10.3} {:>9.1} {:>10.0}  {}",
                 server.label(),
                 window,
                 deliveries,
-                calls,
-                calls as f64 / deliveries as f64,
+                writes,
+                writes as f64 / deliveries as f64,
                 elapsed.as_secs_f64() * 1e3,
-                deliveries as f64 / elapsed.as_secs_f64()
+                deliveries as f64 / elapsed.as_secs_f64(),
+                others.join(" / ")
             );
         }
         let errors = counts.errors.load(Ordering::Relaxed);
