@@ -35,6 +35,14 @@ impl Outbound {
     }
 }
 
+/// A frame taken from the queue for the writer (see [`Outbox::take`]).
+#[derive(Debug, PartialEq)]
+pub(crate) enum Taken<'a> {
+    /// A reaction, numbered, and its tail.
+    Reaction(u64, &'a str),
+    Control(Utf8Bytes),
+}
+
 /// What one queued frame costs besides its text.
 const SLOT: usize = std::mem::size_of::<Outbound>() + std::mem::size_of::<usize>();
 
@@ -156,24 +164,28 @@ impl Outbox {
     }
 
     /// Move up to `max` queued frames out, in order, to `each`, numbering each reaction and keeping it for
-    /// replay (at most `keep`) as it goes: `each` gets the frame and, for a reaction, its number. How many.
-    /// One pass under the caller's one lock, straight into the writer's frames: no batch in between, which
-    /// every connection would keep the capacity of.
-    pub fn take(
-        &mut self,
-        max: usize,
-        keep: usize,
-        mut each: impl FnMut(Outbound, Option<u64>),
-    ) -> usize {
+    /// replay (at most `keep`) as it goes. How many. One pass under the caller's one lock, straight into
+    /// the writer's frames: no batch in between, which every connection would keep the capacity of. A
+    /// reaction's tail moves into the replay and `each` reads it there: no second count on a tail that
+    /// every recipient shares (its count's cache line is what the fan-out and the writers on the other
+    /// cores contend for).
+    pub fn take(&mut self, max: usize, keep: usize, mut each: impl FnMut(Taken<'_>)) -> usize {
         let n = self.queue.len().min(max);
         for _ in 0..n {
             let out = self.queue.pop_front().expect("n frames are queued");
             self.queued_bytes -= out.cost();
-            let seq = match &out {
-                Outbound::Reaction(tail) => Some(self.record(tail.clone(), keep)),
-                Outbound::Control(_) => None,
-            };
-            each(out, seq);
+            match out {
+                Outbound::Control(text) => each(Taken::Control(text)),
+                Outbound::Reaction(tail) if keep == 0 => {
+                    self.last_seq += 1;
+                    each(Taken::Reaction(self.last_seq, &tail));
+                }
+                Outbound::Reaction(tail) => {
+                    let seq = self.record(tail, keep);
+                    let (_, kept) = self.sent.back().expect("just kept");
+                    each(Taken::Reaction(seq, kept));
+                }
+            }
         }
         // A burst's worth of room goes back once the connection is idle again.
         if self.queue.is_empty() && self.queue.capacity() > 64 {
@@ -334,13 +346,43 @@ mod tests {
         );
         assert_eq!(outbox.bytes(), big.cost() * 3);
         let mut seqs = Vec::new();
-        assert_eq!(outbox.take(10, 0, |_, seq| seqs.push(seq)), 3);
-        assert_eq!(
-            seqs,
-            vec![Some(1), Some(2), Some(3)],
-            "reactions numbered in order"
-        );
+        let taken = outbox.take(10, 0, |taken| {
+            if let Taken::Reaction(seq, _) = taken {
+                seqs.push(seq);
+            }
+        });
+        assert_eq!(taken, 3);
+        assert_eq!(seqs, vec![1, 2, 3], "reactions numbered in order");
         assert_eq!(outbox.bytes(), 0, "taking frees the bytes (nothing kept)");
+    }
+
+    #[test]
+    fn taking_numbers_reactions_keeps_them_for_replay_and_passes_controls_through() {
+        let mut outbox = Outbox::default();
+        let _ = outbox.push(Outbound::Reaction(tail(7)), ROOMY);
+        let _ = outbox.push(Outbound::control("c"), ROOMY);
+        let _ = outbox.push(Outbound::Reaction(tail(8)), ROOMY);
+        let mut seen = Vec::new();
+        let taken = outbox.take(2, 64, |taken| {
+            seen.push(match taken {
+                Taken::Reaction(seq, tail) => format!("{seq}:{tail}"),
+                Taken::Control(text) => format!("control:{}", text.as_str()),
+            })
+        });
+        assert_eq!(taken, 2, "at most `max`");
+        assert_eq!(seen, vec!["1:7".to_owned(), "control:c".to_owned()]);
+        assert_eq!(outbox.queued().0, 1, "the third waits");
+        let kept: Vec<(u64, String)> = outbox
+            .since(0)
+            .expect("kept")
+            .into_iter()
+            .map(|(seq, tail)| (seq, tail.to_string()))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![(1, "7".to_owned())],
+            "the reaction is kept for replay"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::{Conn, Outbound};
+use super::Conn;
+use super::outbox::Taken;
 use crate::protocol::server::{REACTION_HEAD, write_reaction};
 
 /// Where a connection's frames go: a WebSocket, an SSE response body, or a test's channel.
@@ -150,13 +151,12 @@ pub(crate) async fn write(
                     }
                     // Room for the whole batch at once: one allocation at most, none once reused.
                     scratch.reserve(outbox.reaction_bytes(room));
-                    outbox.take(room, keep, |out, seq| {
-                        frames.push(match out {
-                            Outbound::Reaction(tail) => {
-                                let seq = seq.expect("`Outbox::take` numbers every reaction");
-                                (Some(seq), reaction_text(&mut scratch, seq, &tail))
+                    outbox.take(room, keep, |taken| {
+                        frames.push(match taken {
+                            Taken::Reaction(seq, tail) => {
+                                (Some(seq), reaction_text(&mut scratch, seq, tail))
                             }
-                            Outbound::Control(text) => (None, text),
+                            Taken::Control(text) => (None, text),
                         });
                     });
                     Some(())
