@@ -406,7 +406,11 @@ fn run<R: Future<Output = ReadEnd> + Send + 'static>(
         hub.counters.connections.fetch_add(1, Ordering::AcqRel);
         hub.keep_lists();
         watch_expiry(&hub, &conn);
-        let (preamble, cursor, resumed) = preamble(&hub, &conn, start, cursor, acks);
+        let Preamble {
+            frames: preamble,
+            cursor,
+            resumed,
+        } = preamble(&hub, &conn, start, cursor, acks);
         tracing::debug!(target: "sync_runtime::transport", resumed, replayed = preamble.len() - 1, "connected");
         if resumed && let Some(location) = conn.current_location() {
             // Its client's list may be stale: it gets the whole one again.
@@ -446,6 +450,15 @@ fn run<R: Future<Output = ReadEnd> + Send + 'static>(
     }
 }
 
+/// What a connection starts with (see [`preamble`]).
+struct Preamble {
+    /// `hello`, then a resync or the replay of missed reactions, each with its `seq` if it has one.
+    frames: Vec<(Option<u64>, String)>,
+    /// The position to catch up from in its path's history, if any.
+    cursor: Option<Cursor>,
+    resumed: bool,
+}
+
 /// What goes out before anything queued: `hello`, then a resync or the replay of missed reactions; with
 /// the cursor still to catch up from, and whether the connection resumed. A plain function, so that none
 /// of its locals takes room in the connection's future for its whole life.
@@ -455,7 +468,7 @@ fn preamble(
     start: Start,
     mut cursor: Option<Cursor>,
     acks: bool,
-) -> (Vec<(Option<u64>, String)>, Option<Cursor>, bool) {
+) -> Preamble {
     let conn_name = conn.id.to_string();
     let resumed = matches!(start, Start::Resumed { .. });
     if resumed {
@@ -502,7 +515,11 @@ fn preamble(
         _ if cursor.is_some() => {}
         _ => preamble.push((None, RESYNC.to_owned())),
     }
-    (preamble, cursor, resumed)
+    Preamble {
+        frames: preamble,
+        cursor,
+        resumed,
+    }
 }
 
 /// Move `conn` to `path` and tell it where it landed. With a `cursor` (the position in the path's history
