@@ -105,7 +105,7 @@ impl TestClient {
         let conn = attached.conn.clone();
         let (tx, frames) = mpsc::unbounded_channel();
         let (reader, read_end) = oneshot::channel();
-        let reading = async move { read_end.await.unwrap_or(ReadEnd::Dropped) };
+        let reading = move || async move { read_end.await.unwrap_or(ReadEnd::Dropped) };
         tokio::spawn(serve(
             inner,
             crate::transport::Transport::WebSocket,

@@ -309,14 +309,6 @@ impl Conn {
             .overflowed
     }
 
-    /// Move up to `max` queued frames into `batch`; how many.
-    pub fn take(&self, batch: &mut Vec<Outbound>, max: usize) -> usize {
-        self.outbox
-            .lock()
-            .expect("outbox lock is never poisoned")
-            .take(batch, max)
-    }
-
     pub fn has_queued(&self) -> bool {
         self.outbox
             .lock()
@@ -324,7 +316,8 @@ impl Conn {
             .has_queued()
     }
 
-    /// Number the reactions of a batch and keep them for replay, under one lock.
+    /// Act on the outbox under its lock, with the number of reactions to keep for replay: the writer takes
+    /// a batch, numbering and keeping its reactions, in one lock.
     pub fn with_outbox<T>(&self, f: impl FnOnce(&mut Outbox, usize) -> T) -> T {
         let mut outbox = self.outbox.lock().expect("outbox lock is never poisoned");
         f(&mut outbox, self.limits.keep)

@@ -35,6 +35,14 @@ impl Outbound {
     }
 }
 
+/// A frame taken from the queue for the writer (see [`Outbox::take`]).
+#[derive(Debug, PartialEq)]
+pub(crate) enum Taken<'a> {
+    /// A reaction, numbered, and its tail.
+    Reaction(u64, &'a str),
+    Control(Utf8Bytes),
+}
+
 /// What one queued frame costs besides its text.
 const SLOT: usize = std::mem::size_of::<Outbound>() + std::mem::size_of::<usize>();
 
@@ -155,18 +163,48 @@ impl Outbox {
         self.overflowed = true;
     }
 
-    /// Move up to `max` queued frames into `batch`; how many.
-    pub fn take(&mut self, batch: &mut Vec<Outbound>, max: usize) -> usize {
+    /// Move up to `max` queued frames out, in order, to `each`, numbering each reaction and keeping it for
+    /// replay (at most `keep`) as it goes. How many. One pass under the caller's one lock, straight into
+    /// the writer's frames: no batch in between, which every connection would keep the capacity of. A
+    /// reaction's tail moves into the replay and `each` reads it there: no second count on a tail that
+    /// every recipient shares (its count's cache line is what the fan-out and the writers on the other
+    /// cores contend for).
+    pub fn take(&mut self, max: usize, keep: usize, mut each: impl FnMut(Taken<'_>)) -> usize {
         let n = self.queue.len().min(max);
-        for out in self.queue.drain(..n) {
+        for _ in 0..n {
+            let out = self.queue.pop_front().expect("n frames are queued");
             self.queued_bytes -= out.cost();
-            batch.push(out);
+            match out {
+                Outbound::Control(text) => each(Taken::Control(text)),
+                Outbound::Reaction(tail) if keep == 0 => {
+                    self.last_seq += 1;
+                    each(Taken::Reaction(self.last_seq, &tail));
+                }
+                Outbound::Reaction(tail) => {
+                    let seq = self.record(tail, keep);
+                    let (_, kept) = self.sent.back().expect("just kept");
+                    each(Taken::Reaction(seq, kept));
+                }
+            }
         }
         // A burst's worth of room goes back once the connection is idle again.
         if self.queue.is_empty() && self.queue.capacity() > 64 {
             self.queue = VecDeque::new();
         }
         n
+    }
+
+    /// The bytes of the reaction frames among the first `max` queued (heads included): what writing
+    /// them takes.
+    pub fn reaction_bytes(&self, max: usize) -> usize {
+        self.queue
+            .iter()
+            .take(max)
+            .map(|out| match out {
+                Outbound::Reaction(tail) => REACTION_HEAD + tail.len(),
+                Outbound::Control(_) => 0,
+            })
+            .sum()
     }
 
     pub fn has_queued(&self) -> bool {
@@ -307,9 +345,44 @@ mod tests {
             "a fourth does not fit"
         );
         assert_eq!(outbox.bytes(), big.cost() * 3);
-        let mut batch = Vec::new();
-        assert_eq!(outbox.take(&mut batch, 10), 3);
-        assert_eq!(outbox.bytes(), 0, "taking frees the bytes");
+        let mut seqs = Vec::new();
+        let taken = outbox.take(10, 0, |taken| {
+            if let Taken::Reaction(seq, _) = taken {
+                seqs.push(seq);
+            }
+        });
+        assert_eq!(taken, 3);
+        assert_eq!(seqs, vec![1, 2, 3], "reactions numbered in order");
+        assert_eq!(outbox.bytes(), 0, "taking frees the bytes (nothing kept)");
+    }
+
+    #[test]
+    fn taking_numbers_reactions_keeps_them_for_replay_and_passes_controls_through() {
+        let mut outbox = Outbox::default();
+        let _ = outbox.push(Outbound::Reaction(tail(7)), ROOMY);
+        let _ = outbox.push(Outbound::control("c"), ROOMY);
+        let _ = outbox.push(Outbound::Reaction(tail(8)), ROOMY);
+        let mut seen = Vec::new();
+        let taken = outbox.take(2, 64, |taken| {
+            seen.push(match taken {
+                Taken::Reaction(seq, tail) => format!("{seq}:{tail}"),
+                Taken::Control(text) => format!("control:{}", text.as_str()),
+            })
+        });
+        assert_eq!(taken, 2, "at most `max`");
+        assert_eq!(seen, vec!["1:7".to_owned(), "control:c".to_owned()]);
+        assert_eq!(outbox.queued().0, 1, "the third waits");
+        let kept: Vec<(u64, String)> = outbox
+            .since(0)
+            .expect("kept")
+            .into_iter()
+            .map(|(seq, tail)| (seq, tail.to_string()))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![(1, "7".to_owned())],
+            "the reaction is kept for replay"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::{Conn, Outbound};
+use super::Conn;
+use super::outbox::Taken;
 use crate::protocol::server::{REACTION_HEAD, write_reaction};
 
 /// Where a connection's frames go: a WebSocket, an SSE response body, or a test's channel.
@@ -64,26 +65,23 @@ fn interruption(conn: &Conn, side: &ReadSide) -> Option<WriteEnd> {
 }
 
 /// Resolves with `ready`'s value once it has one, or with the interruption (which wins). The task waits
-/// in the connection's `attention` waker: registered, then everything looked at again, so a push or a
-/// close in between is not missed.
+/// in the connection's `attention` waker: registered first, then everything looked at once, so that a push
+/// or a close after the look wakes it. Registering on every poll costs a compare of wakers; looking first
+/// and again after registering cost a second look (the outbox lock) on every wait of an idle writer.
 fn attend<'a, T>(
     conn: &'a Conn,
     side: &'a ReadSide,
     mut ready: impl FnMut() -> Option<T> + 'a,
 ) -> impl Future<Output = Result<T, WriteEnd>> + 'a {
     std::future::poll_fn(move |cx| {
-        for registered in [false, true] {
-            if let Some(end) = interruption(conn, side) {
-                return std::task::Poll::Ready(Err(end));
-            }
-            if let Some(value) = ready() {
-                return std::task::Poll::Ready(Ok(value));
-            }
-            if !registered {
-                conn.attention.register(cx.waker());
-            }
+        conn.attention.register(cx.waker());
+        if let Some(end) = interruption(conn, side) {
+            return std::task::Poll::Ready(Err(end));
         }
-        std::task::Poll::Pending
+        match ready() {
+            Some(value) => std::task::Poll::Ready(Ok(value)),
+            None => std::task::Poll::Pending,
+        }
     })
 }
 
@@ -108,10 +106,10 @@ pub(crate) async fn write(
     preamble: Vec<(Option<u64>, String)>,
     side: &ReadSide,
 ) -> WriteEnd {
-    // Both grow to the batches this connection sees: an idle one keeps them tiny (64 slots up front were
-    // 3.5 KB per connection).
-    let mut batch = Vec::new();
-    let mut frames: Vec<(Option<u64>, Utf8Bytes)> = Vec::new();
+    // Grows to the batches this connection sees: an idle one keeps it tiny (64 slots up front were 3.5 KB
+    // per connection). Two to start with: `hello` and `located`, then one reaction at a time, fit without
+    // the four slots a first push would make room for.
+    let mut frames: Vec<(Option<u64>, Utf8Bytes)> = Vec::with_capacity(2);
     // Reaction frames are written into this buffer and handed to the transport as slices of it: once it
     // has copied them out, the space is reused, so a busy connection allocates nothing per frame.
     let mut scratch = bytes::BytesMut::new();
@@ -145,30 +143,28 @@ pub(crate) async fn write(
                 Ok(room) => room,
                 Err(end) => break end,
             };
+            // Taken, numbered, kept for replay and formatted in one lock, straight into `frames`.
             let taken = attend(conn, side, || {
-                (conn.take(&mut batch, room) > 0).then_some(())
+                conn.with_outbox(|outbox, keep| {
+                    if !outbox.has_queued() {
+                        return None;
+                    }
+                    // Room for the whole batch at once: one allocation at most, none once reused.
+                    scratch.reserve(outbox.reaction_bytes(room));
+                    outbox.take(room, keep, |taken| {
+                        frames.push(match taken {
+                            Taken::Reaction(seq, tail) => {
+                                (Some(seq), reaction_text(&mut scratch, seq, tail))
+                            }
+                            Taken::Control(text) => (None, text),
+                        });
+                    });
+                    Some(())
+                })
             });
             if let Err(end) = taken.await {
                 break end;
             }
-            // Room for the whole batch at once: one allocation at most, none once the buffer is reused.
-            let needed: usize = batch
-                .iter()
-                .map(|out| match out {
-                    Outbound::Reaction(tail) => REACTION_HEAD + tail.len(),
-                    Outbound::Control(_) => 0,
-                })
-                .sum();
-            scratch.reserve(needed);
-            conn.with_outbox(|outbox, keep| {
-                frames.extend(batch.drain(..).map(|out| match out {
-                    Outbound::Control(text) => (None, text),
-                    Outbound::Reaction(tail) => {
-                        let seq = outbox.record(tail.clone(), keep);
-                        (Some(seq), reaction_text(&mut scratch, seq, &tail))
-                    }
-                }));
-            });
         }
         let send = async {
             for (seq, text) in frames.drain(..) {

@@ -319,7 +319,8 @@ impl<S: Send + Sync + 'static, F: Send + Sync + 'static> SyncHubBuilder<S, F> {
 
     /// The socket buffers of each connection: the read buffer is allocated for every connection, so it is
     /// the main per-connection memory cost; writes are batched up to the write size before a flush forces
-    /// them out. Default: 1 KiB read (larger messages arrive in several reads), 16 KiB write.
+    /// them out. Default: 512 bytes read (a client's messages are small; larger ones arrive in several
+    /// reads), 16 KiB write.
     pub fn socket_buffers(mut self, read: usize, write: usize) -> Self {
         self.config.socket_read_buffer = read.max(256);
         self.config.socket_write_buffer = write;

@@ -61,7 +61,7 @@ impl Default for HubConfig {
             max_parked: 10_000,
             max_parked_per_user: 16,
             max_parked_bytes: 64 << 20,
-            socket_read_buffer: 1024,
+            socket_read_buffer: 512,
             socket_write_buffer: 16 * 1024,
             user_rate_per_sec: 500,
             user_rate_burst: 5000,

@@ -324,15 +324,17 @@ pub(crate) enum ReadEnd {
 }
 
 /// Serve `conn` over one transport until it ends: `hello` and the replay (or `resync`) first, then the
-/// queue, while `reader` (a task of its own, so that frames going out never poll the way in) feeds the
-/// client's messages in. A transport that drops parks the connection for a resume; one that closes (or
+/// queue, while the future `reader` makes (a task of its own, so that frames going out never poll the way
+/// in) feeds the client's messages in. `reader` makes it only in that task: a future handed in would be
+/// stored twice in this one for the connection's whole life (an async fn keeps its arguments' slots), and
+/// a third time in the task. A transport that drops parks the connection for a resume; one that closes (or
 /// is closed) forgets it.
-pub(crate) fn serve(
+pub(crate) fn serve<R: Future<Output = ReadEnd> + Send + 'static>(
     hub: Arc<HubInner>,
     transport: Transport,
     attached: Attached,
     sink: impl Sink + 'static,
-    reader: impl Future<Output = ReadEnd> + Send + 'static,
+    reader: impl FnOnce() -> R + Send + 'static,
     acks: bool,
 ) -> impl Future<Output = ()> + Send {
     // The span wraps the future from outside, so the arguments are stored once (the `instrument`
@@ -374,32 +376,99 @@ impl Transport {
     }
 }
 
-async fn run(
+/// The connection's future. A plain function returning an `async move` block rather than an `async fn`:
+/// an `async fn` moves each argument into a local of its own, so the future would keep two slots for the
+/// sink, the reader and the admission for the connection's whole life.
+fn run<R: Future<Output = ReadEnd> + Send + 'static>(
     hub: Arc<HubInner>,
     transport: Transport,
     attached: Attached,
     mut sink: impl Sink,
-    reader: impl Future<Output = ReadEnd> + Send + 'static,
+    reader: impl FnOnce() -> R + Send + 'static,
     acks: bool,
-) {
+) -> impl Future<Output = ()> + Send {
     let Attached {
         conn,
         start,
         initial,
         cursor,
     } = attached;
-    if conn.transition(Event::Serve).is_none() {
-        // Closed (a shutdown, a revocation) between admission and now.
-        hub.conns.forget(&conn);
-        return;
+    async move {
+        if conn.transition(Event::Serve).is_none() {
+            // Closed (a shutdown, a revocation) between admission and now.
+            hub.conns.forget(&conn);
+            return;
+        }
+        conn.clear_detach();
+        transport
+            .gauge(&hub.counters)
+            .fetch_add(1, Ordering::AcqRel);
+        hub.counters.connections.fetch_add(1, Ordering::AcqRel);
+        hub.keep_lists();
+        watch_expiry(&hub, &conn);
+        let Preamble {
+            frames: preamble,
+            cursor,
+            resumed,
+        } = preamble(&hub, &conn, start, cursor, acks);
+        tracing::debug!(target: "sync_runtime::transport", resumed, replayed = preamble.len() - 1, "connected");
+        if resumed && let Some(location) = conn.current_location() {
+            // Its client's list may be stale: it gets the whole one again.
+            conn.set_listed(None);
+            hub.roster.want(location.path_arc());
+        }
+        if let Some(path) = initial {
+            report_location(&hub, &conn, path, cursor).await;
+        }
+        let side = Arc::new(ReadSide::default());
+        let reading = tokio::spawn({
+            let (hub, conn, side) = (hub.clone(), conn.clone(), side.clone());
+            async move {
+                match reader().await {
+                    // The client said goodbye: close (the writer answers with a close) and forget.
+                    ReadEnd::Closed => {
+                        hub.conns.close(&conn, 1000, "closed");
+                    }
+                    ReadEnd::Dropped => side.dropped(&conn),
+                }
+            }
+        });
+        let end = write(&conn, &mut sink, preamble, &side).await;
+        reading.abort();
+        transport
+            .gauge(&hub.counters)
+            .fetch_sub(1, Ordering::AcqRel);
+        hub.counters.connections.fetch_sub(1, Ordering::AcqRel);
+        if end != WriteEnd::Closed && !conn.is_closed() {
+            tracing::debug!(target: "sync_runtime::transport", ?end, "transport gone; parked for resume");
+            hub.conns.park(&conn);
+        } else {
+            tracing::debug!(target: "sync_runtime::transport", "disconnected");
+            hub.conns.forget(&conn);
+        }
+        hub.transport_closed.notify_waiters();
     }
-    conn.clear_detach();
-    transport
-        .gauge(&hub.counters)
-        .fetch_add(1, Ordering::AcqRel);
-    hub.counters.connections.fetch_add(1, Ordering::AcqRel);
-    hub.keep_lists();
-    watch_expiry(&hub, &conn);
+}
+
+/// What a connection starts with (see [`preamble`]).
+struct Preamble {
+    /// `hello`, then a resync or the replay of missed reactions, each with its `seq` if it has one.
+    frames: Vec<(Option<u64>, String)>,
+    /// The position to catch up from in its path's history, if any.
+    cursor: Option<Cursor>,
+    resumed: bool,
+}
+
+/// What goes out before anything queued: `hello`, then a resync or the replay of missed reactions; with
+/// the cursor still to catch up from, and whether the connection resumed. A plain function, so that none
+/// of its locals takes room in the connection's future for its whole life.
+fn preamble(
+    hub: &HubInner,
+    conn: &Conn,
+    start: Start,
+    mut cursor: Option<Cursor>,
+    acks: bool,
+) -> Preamble {
     let conn_name = conn.id.to_string();
     let resumed = matches!(start, Start::Resumed { .. });
     if resumed {
@@ -432,7 +501,6 @@ async fn run(
     // The client's cursor stands in for what this connection cannot replay (it is not this node's, or it
     // overflowed): it gets what came after it from the path's history instead of `resync`. A connection
     // that replays needs none: it would get those reactions twice.
-    let mut cursor = cursor;
     match missed {
         Some(missed) if !overflowed => {
             if resumed {
@@ -447,42 +515,11 @@ async fn run(
         _ if cursor.is_some() => {}
         _ => preamble.push((None, RESYNC.to_owned())),
     }
-    tracing::debug!(target: "sync_runtime::transport", resumed, replayed = preamble.len() - 1, "connected");
-    if resumed && let Some(location) = conn.current_location() {
-        // Its client's list may be stale: it gets the whole one again.
-        conn.set_listed(None);
-        hub.roster.want(location.path_arc());
+    Preamble {
+        frames: preamble,
+        cursor,
+        resumed,
     }
-    if let Some(path) = initial {
-        report_location(&hub, &conn, path, cursor).await;
-    }
-    let side = Arc::new(ReadSide::default());
-    let reading = tokio::spawn({
-        let (hub, conn, side) = (hub.clone(), conn.clone(), side.clone());
-        async move {
-            match reader.await {
-                // The client said goodbye: close (the writer answers with a close) and forget.
-                ReadEnd::Closed => {
-                    hub.conns.close(&conn, 1000, "closed");
-                }
-                ReadEnd::Dropped => side.dropped(&conn),
-            }
-        }
-    });
-    let end = write(&conn, &mut sink, preamble, &side).await;
-    reading.abort();
-    transport
-        .gauge(&hub.counters)
-        .fetch_sub(1, Ordering::AcqRel);
-    hub.counters.connections.fetch_sub(1, Ordering::AcqRel);
-    if end != WriteEnd::Closed && !conn.is_closed() {
-        tracing::debug!(target: "sync_runtime::transport", ?end, "transport gone; parked for resume");
-        hub.conns.park(&conn);
-    } else {
-        tracing::debug!(target: "sync_runtime::transport", "disconnected");
-        hub.conns.forget(&conn);
-    }
-    hub.transport_closed.notify_waiters();
 }
 
 /// Move `conn` to `path` and tell it where it landed. With a `cursor` (the position in the path's history

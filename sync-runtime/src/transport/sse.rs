@@ -135,7 +135,7 @@ pub(super) async fn stream(
     // The body is dropped when the client goes away: that is the stream's only way to end from the client
     // side, so it counts as a drop and the connection waits out its grace window for a resume.
     let gone = tx.clone();
-    let reader = async move {
+    let reader = move || async move {
         gone.closed().await;
         ReadEnd::Dropped
     };

@@ -38,6 +38,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
+mod burst;
 mod filters;
 mod metrics;
 mod presence;
@@ -48,6 +49,10 @@ type Ws =
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Server {
     Ceiling,
+    /// The plainest tokio-tungstenite broadcaster (`accept_async`, default configuration): `bench-bare`.
+    Bare,
+    /// The same with a 4 KiB read buffer (tungstenite 0.20's fixed read chunk) instead of 128 KiB.
+    BareSmallRead,
     /// The ceiling, its frames padded to the length of this framework's `tick` reaction frames.
     CeilingOurFrameSize,
     /// This framework, no server file.
@@ -80,6 +85,8 @@ impl Server {
     fn label(self) -> &'static str {
         match self {
             Server::Ceiling => "ceiling (tokio+tungstenite)",
+            Server::Bare => "bare tokio-tungstenite",
+            Server::BareSmallRead => "bare, 4 KiB read buffer",
             Server::CeilingOurFrameSize => "ceiling, frames of our size",
             Server::Ours => "sync, no server file",
             Server::OursMetrics => "sync, metrics on",
@@ -98,7 +105,10 @@ impl Server {
 
     fn kind(self) -> Kind {
         match self {
-            Server::Ceiling | Server::CeilingOurFrameSize => Kind::Ceiling,
+            Server::Ceiling
+            | Server::Bare
+            | Server::BareSmallRead
+            | Server::CeilingOurFrameSize => Kind::Ceiling,
             Server::Ours
             | Server::OursMetrics
             | Server::OursFilterAll
@@ -145,6 +155,8 @@ usage: sync-bench [options]
   --filters-repeats N   repeats of the filters-at-scale rows, per subscriber count (default 3; 0 skips)
   --filters-only        only the filters-at-scale phase (with --subscribers, default 1000,10000 for
                         this phase, and --publishes)
+  --burst N             write syscalls per delivery with N subscribers, one publish at a time and in a
+                        burst (default 0: skipped; needs perf)
   --pin                 server on CPU 1 (taskset -c 1), load generator on CPU 0
   --help                this text";
 
@@ -165,6 +177,7 @@ struct Args {
     filters_only: bool,
     /// Whether `--subscribers` was given (the filters phase has its own default).
     subscribers_given: bool,
+    burst: usize,
     pin: bool,
 }
 
@@ -189,6 +202,7 @@ fn args() -> Args {
         filters_repeats: 3,
         filters_only: false,
         subscribers_given: false,
+        burst: 0,
         pin: false,
     };
     let mut argv = std::env::args().skip(1);
@@ -232,6 +246,7 @@ fn args() -> Args {
             "--presence-seconds" => a.presence_seconds = number(&value),
             "--metrics-repeats" => a.metrics_repeats = number(&value) as usize,
             "--filters-repeats" => a.filters_repeats = number(&value) as usize,
+            "--burst" => a.burst = number(&value) as usize,
             other => panic!("unknown argument {other}\n{USAGE}"),
         }
     }
@@ -459,9 +474,15 @@ async fn start(server: Server, env: &Env) -> Running {
             // (with a 3-digit seq), which is what the pad adds.
             let envs = match server {
                 Server::CeilingOurFrameSize => vec![("CEILING_FRAME_PAD", "110".to_owned())],
+                Server::BareSmallRead => vec![("BARE_READ_BUFFER", "4096".to_owned())],
                 _ => Vec::new(),
             };
-            Running::one(spawn_server(&sibling("bench-ceiling"), &[], &envs, env.pin).await)
+            let bin = if matches!(server, Server::Bare | Server::BareSmallRead) {
+                "bench-bare"
+            } else {
+                "bench-ceiling"
+            };
+            Running::one(spawn_server(&sibling(bin), &[], &envs, env.pin).await)
         }
         Kind::SocketIo => {
             let script = socketio_dir().join("server.js");
@@ -1127,10 +1148,11 @@ async fn fan_out(args: &Args, env: &Env, servers: &[Server], n: usize, repeat: u
 async fn memory(env: &Env, servers: &[Server], m: usize) {
     println!("\n== memory per idle connection: {m} subscribers");
     println!(
-        "{:<28} {:>11} {:>11} {:>9} {:>6}",
-        "server", "RSS before", "RSS after", "KiB/conn", "ratio"
+        "{:<28} {:>11} {:>11} {:>9} {:>6} {:>8}",
+        "server", "RSS before", "RSS after", "KiB/conn", "ratio", "vs bare"
     );
     let mut ceiling: Option<f64> = None;
+    let mut bare: Option<f64> = None;
     for &server in servers {
         let running = start(server, env).await;
         let before = running.rss_kib();
@@ -1143,13 +1165,17 @@ async fn memory(env: &Env, servers: &[Server], m: usize) {
         running.stop().await;
         let per = after.saturating_sub(before) as f64 / m as f64;
         let ratio = ceiling.map_or(1.0, |c| per / c);
+        if server == Server::Bare {
+            bare = Some(per);
+        }
         println!(
-            "{:<28} {:>8} MiB {:>7} MiB {:>9.1} {:>6.2}",
+            "{:<28} {:>8} MiB {:>7} MiB {:>9.1} {:>6.2} {:>8}",
             server.label(),
             before / 1024,
             after / 1024,
             per,
-            ratio
+            ratio,
+            bare.map_or("-".to_owned(), |b| format!("{:.2}", per / b))
         );
         if server == Server::Ceiling {
             ceiling = Some(per);
@@ -1310,6 +1336,7 @@ async fn main() {
     }
     let mut single = vec![
         Server::Ceiling,
+        Server::Bare,
         Server::Ours,
         Server::OursFilterAll,
         Server::OursFilterHalf,
@@ -1323,11 +1350,11 @@ async fn main() {
     }
     let mut all = single.clone();
     // What the ceiling reaches with frames as long as ours: how much of the gap is bytes on the wire.
-    all.insert(1, Server::CeilingOurFrameSize);
+    all.insert(2, Server::CeilingOurFrameSize);
     if env.redis {
         // Next to the one-node row: with the default history (100 per path) and without.
-        all.insert(3, Server::OursTwoNodes);
-        all.insert(4, Server::OursTwoNodesNoHistory);
+        all.insert(4, Server::OursTwoNodes);
+        all.insert(5, Server::OursTwoNodesNoHistory);
     }
     for &n in &args.subscribers {
         for repeat in 1..=args.repeats {
@@ -1338,7 +1365,17 @@ async fn main() {
     let processes: Vec<Server> = single
         .iter()
         .copied()
-        .filter(|s| matches!(s, Server::Ceiling | Server::Ours | Server::SocketIo))
+        .filter(|s| {
+            matches!(
+                s,
+                Server::Ceiling | Server::Bare | Server::Ours | Server::SocketIo
+            )
+        })
+        .flat_map(|s| {
+            // The bare broadcaster with the read buffer of older tungstenite, next to its default.
+            let small = (s == Server::Bare).then_some(Server::BareSmallRead);
+            std::iter::once(s).chain(small)
+        })
         .collect();
     for &m in &args.memory {
         memory(&env, &processes, m).await;
@@ -1346,6 +1383,7 @@ async fn main() {
     if args.churn_seconds > 0.0 {
         churn(&env, &single, args.churn_seconds).await;
     }
+    burst::phase(&env, args.burst).await;
     if args.presence_room > 0 && args.presence_churn > 0 && args.presence_seconds > 0.0 {
         presence::phase(
             &env,
