@@ -89,14 +89,17 @@ impl Conn {
 
     /// What the trigger at `at` on `path` is to this connection; a connection with no position yet
     /// stands where the node does (`seen`: the position of the trigger this node ran before).
-    pub fn step(&self, path: &str, at: &Cursor, seen: Option<&Cursor>) -> Step {
+    ///
+    /// Run for every recipient of every trigger, so its compares look at pointers first: a mark's path and
+    /// epoch are most often the very `Arc`s the lane holds.
+    pub fn step(&self, path: &Arc<str>, at: &Cursor, seen: Option<&Cursor>) -> Step {
         let mut mark = self.mark.lock().expect("mark lock is never poisoned");
-        if mark.path.as_deref() != Some(path) {
+        if !mark.path.as_ref().is_some_and(|p| same(p, path)) {
             return Step::Elsewhere;
         }
         let step = match mark.at.as_ref().or(seen) {
             None => Step::Next,
-            Some(had) if had.epoch() != at.epoch() => {
+            Some(had) if !same(had.epoch_arc(), at.epoch_arc()) => {
                 if mark.at.is_some() {
                     Step::Reset
                 } else {
@@ -110,4 +113,9 @@ impl Conn {
         mark.at = Some(at.clone());
         step
     }
+}
+
+/// Whether two shared strings are equal: the same allocation, or the same text.
+fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
