@@ -39,6 +39,10 @@ declare module "*/_sync/client.js" {
         data: { team: string; note: string };
         events: { refreshData: unknown };
       };
+      teamNews: {
+        data: { text: string; teams: string[] };
+        events: { teamNews: unknown };
+      };
       tick: {
         data: { n: number };
         events: { tick: number };
