@@ -10,7 +10,10 @@ use crate::roster::Here;
 
 mod define;
 mod peer;
-pub(crate) use define::{Call, Classifier, FilterFailure, Filtered, Handling, Judge, PrepareCall};
+pub(crate) use define::{
+    Call, Classifier, ErasedAsyncFilter, ErasedInlineFilter, FilterFailure, Filtered, Handling,
+    Judge, PrepareCall,
+};
 #[doc(hidden)]
 pub use define::{ErasedSync, FilteredSyncDef, StagedSyncDef, SyncDef};
 pub(crate) use peer::ErasedPeer;

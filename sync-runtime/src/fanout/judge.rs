@@ -14,7 +14,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use super::run::{FanOut, Tally, Verdict, catch};
 use crate::conn::Conn;
 use crate::handler::{
-    AnyArc, Call, ErasedPeer, FilterFailure, Filtered, Judge, Location, PrepareCall,
+    AnyArc, Call, ErasedAsyncFilter, ErasedInlineFilter, ErasedPeer, FilterFailure, Filtered,
+    Judge, Location, PrepareCall,
 };
 use crate::roster::Here;
 
@@ -105,21 +106,17 @@ impl FanOut {
             Judge::Inline(filter) => {
                 for (i, conn) in recipients.iter().enumerate() {
                     let peer = conn.peer(calls.scene.location.clone());
-                    let verdict = match catch(|| filter(&calls.call(&peer))) {
-                        Some(result) => Verdict::from(result),
-                        None => Verdict::Panicked,
-                    };
-                    self.record(tally, conn, verdict);
+                    self.record(tally, conn, inline(filter, &calls.call(&peer)));
                     if i % YIELD_EVERY == YIELD_EVERY - 1 {
                         tokio::task::yield_now().await;
                     }
                 }
             }
-            Judge::Async(_) => {
+            Judge::Async(filter) => {
                 let peers = recipients
                     .iter()
                     .map(|conn| conn.peer(calls.scene.location.clone()));
-                self.run_async(judge, calls, peers, |i, verdict| {
+                self.run_async(filter, calls, peers, |i, verdict| {
                     self.record(tally, &recipients[i], verdict)
                 })
                 .await;
@@ -173,14 +170,11 @@ impl FanOut {
         match judge {
             Judge::Inline(filter) => {
                 for (k, peer) in firsts.into_iter().enumerate() {
-                    verdicts[k] = Some(match catch(|| filter(&calls.call(&peer))) {
-                        Some(result) => Verdict::from(result),
-                        None => Verdict::Panicked,
-                    });
+                    verdicts[k] = Some(inline(filter, &calls.call(&peer)));
                 }
             }
-            Judge::Async(_) => {
-                self.run_async(judge, calls, firsts.into_iter(), |k, verdict| {
+            Judge::Async(filter) => {
+                self.run_async(filter, calls, firsts.into_iter(), |k, verdict| {
                     verdicts[k] = Some(verdict);
                 })
                 .await;
@@ -213,14 +207,11 @@ impl FanOut {
     /// once in place first: one that completes at once never waits in the set, nor has a timer.
     async fn run_async(
         &self,
-        judge: &Judge,
+        filter: &ErasedAsyncFilter,
         calls: &Calls<'_>,
         peers: impl Iterator<Item = ErasedPeer>,
         mut done: impl FnMut(usize, Verdict),
     ) {
-        let Judge::Async(filter) = judge else {
-            return;
-        };
         let deadline = self.deadline;
         let mut waiting = FuturesUnordered::new();
         for (i, peer) in peers.enumerate() {
@@ -263,6 +254,14 @@ impl FanOut {
             _ => return,
         };
         crate::stats::Counters::bump(counter);
+    }
+}
+
+/// A synchronous filter's verdict, called in place (a panic skips only its recipient).
+fn inline(filter: &ErasedInlineFilter, call: &Call<'_>) -> Verdict {
+    match catch(|| filter(call)) {
+        Some(result) => Verdict::from(result),
+        None => Verdict::Panicked,
     }
 }
 

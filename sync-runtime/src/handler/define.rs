@@ -411,9 +411,9 @@ pub(crate) enum FilterFailure {
 }
 
 type ErasedShared = Arc<dyn Fn(&AnyArc, Option<&ErasedPeer>) -> Option<Reaction> + Send + Sync>;
-type ErasedInlineFilter =
+pub(crate) type ErasedInlineFilter =
     Arc<dyn Fn(&Call<'_>) -> Result<Option<Reaction>, FilterFailure> + Send + Sync>;
-type ErasedAsyncFilter =
+pub(crate) type ErasedAsyncFilter =
     Arc<dyn Fn(&Call<'_>) -> BoxFuture<Result<Option<Reaction>, FilterFailure>> + Send + Sync>;
 type ErasedPrepare =
     Arc<dyn Fn(&PrepareCall<'_>) -> BoxFuture<Result<AnyArc, FilterFailure>> + Send + Sync>;
