@@ -12,12 +12,7 @@ pub fn class(cx: &ServerCx<Data, u64, Db>) -> u64 {
     *cx.recipient.session % TEAMS
 }
 
-/// Once per team: ask the database about the team's first member, as `dbeach` asks about everyone.
+/// Once per team: `dbeach`'s filter itself, asking the database about the team's first member.
 pub async fn filter(cx: ServerCx<Data, u64, Db>) -> Result<Filter<()>, DbError> {
-    let team = cx.functions.team_of(*cx.recipient.session).await?;
-    Ok(if team < TEAMS {
-        Filter::Deliver(())
-    } else {
-        Filter::Skip
-    })
+    super::super::dbeach::server::filter(cx).await
 }
